@@ -1,0 +1,418 @@
+"""Ingest records → stored events (SPEC §1.2, §2).
+
+A request body is split into raw records (JSON array or NDJSON) without decoding them, then each
+record is decoded and checked on its own, so one bad record costs only itself. A valid record
+becomes an ``Event``: the few columns the log filters and keys on, and ``data`` — the event's JSON
+bytes, encoded once here and never again (formats.py joins them into delivery bodies).
+
+Invariants formats.py relies on:
+- activity ``data`` is the CloudEvents ``data`` object and starts with
+  ``{"munchkinId":"<11 chars>","leadId":"<digits>",`` — the legacy element swaps that head for
+  ``{"marketoGUID":…,"leadId":<digits>,`` and keeps the tail as it is;
+- custom-object ``data`` starts with ``{"munchkinId":"<11 chars>",`` — the legacy element drops it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+import msgspec
+import orjson
+
+from leadstream.catalog import Catalog, audit_ce_type, custom_object_ce_type, notification_ce_type
+from leadstream.errors import LeadstreamError
+
+STREAMS = ("activity", "audit", "notification")
+MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_RECORDS = 10_000
+MAX_RECORD_BYTES = 256 * 1024
+MAX_ATTRIBUTES = 200
+MAX_ATTRIBUTE_VALUE_BYTES = 32 * 1024
+
+MUNCHKIN_RE = re.compile(r"\d{3}-[A-Z]{3}-\d{3}")
+ACTIVITY_SOURCE = "urn:marketo_activity_stream"
+
+
+class Event(msgspec.Struct, gc=False):
+    """One event of the log. ``position`` and ``ingested_at`` (ms) are set by the store."""
+
+    eventid: str
+    stream: str
+    munchkin_id: str
+    etype: str  # what filters match: "10", "co:<apiName>", "<Component>:<action>", "<kind>"
+    type: str  # the CloudEvents type
+    id: str  # the CloudEvents id: marketoGUID, or the audit/notification id
+    time: str  # RFC 3339, UTC
+    data: bytes
+    key: str = ""  # idempotency key, unique within retention (not read back from the log)
+    position: int = 0
+    ingested_at: int = 0
+
+
+class BadBody(LeadstreamError):
+    """The body does not parse as a whole: 400, nothing stored."""
+
+
+class TooLarge(LeadstreamError):
+    status = 413
+    title = "Content Too Large"
+
+
+class RecordError(Exception):
+    """One record is rejected; ``str()`` names the field and the bad value."""
+
+
+# -- splitting a body ---------------------------------------------------------------------------
+
+_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _where(body: bytes, message: str) -> str:
+    """Turn msgspec's "(byte N)" into a line and column a person can find."""
+    found = re.search(r"\(byte (\d+)\)", message)
+    if not found:
+        return message
+    offset = int(found.group(1))
+    line = body.count(b"\n", 0, offset) + 1
+    column = offset - (body.rfind(b"\n", 0, offset) + 1) + 1
+    return f"{message[: found.start()].rstrip()} at line {line}, column {column} (byte {offset})"
+
+
+def split_records(body: bytes, ndjson: bool) -> list[msgspec.Raw | bytes]:
+    """The raw records of a request, undecoded. Raises BadBody or TooLarge for the whole body."""
+    if len(body) > MAX_BODY_BYTES:
+        raise TooLarge(f"the body is {len(body)} bytes; the limit is {MAX_BODY_BYTES} bytes (10 MiB)")
+    if not body.strip():
+        raise BadBody("the body is empty; send a JSON array of records or NDJSON")
+    if ndjson:
+        records: list[msgspec.Raw | bytes] = []
+        for number, line in enumerate(body.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                msgspec.json.decode(line)  # syntax only; the record is decoded again, typed, later
+            except msgspec.DecodeError as exc:
+                raise BadBody(f"NDJSON line {number} is not JSON: {_where(line, str(exc))}") from None
+            records.append(line)
+    else:
+        try:
+            records = _raw_list.decode(body)
+        except msgspec.ValidationError:
+            raise BadBody(
+                "the body must be a JSON array of records (or NDJSON with Content-Type: application/x-ndjson)"
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise BadBody(f"the body is not valid JSON: {_where(body, str(exc))}") from None
+    if len(records) > MAX_RECORDS:
+        raise TooLarge(f"the body holds {len(records)} records; the limit is {MAX_RECORDS} per request")
+    return records
+
+
+# -- the record shapes producers send ----------------------------------------------------------
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+Scalar = str | int | float | bool | None
+
+
+class AttributeIn(msgspec.Struct):
+    name: str
+    value: Any = None
+
+
+class ActivityIn(msgspec.Struct):
+    munchkinId: str
+    marketoGUID: str
+    leadId: int
+    activityDate: str
+    activityTypeId: int
+    id: int | None = None
+    primaryAttributeValueId: int | str | None = None
+    primaryAttributeValue: Scalar = None
+    campaignId: int | None = None
+    attributes: list[AttributeIn] = []
+
+
+class CustomObjectIn(msgspec.Struct):
+    kind: str
+    munchkinId: str
+    apiName: str
+    marketoGUID: str
+    action: str
+    updatedAt: str
+    leadId: int | None = None
+    fields: dict[str, Any] = {}
+
+
+class AuditIn(msgspec.Struct):
+    munchkinId: str
+    componentType: str
+    eventAction: str
+    componentId: int | str | None = None
+    user: int | str | None = None
+    userId: str | None = None
+    imsOrgId: str | None = None
+    id: int | str | None = None
+    time: str | None = None
+
+
+class NotificationIn(msgspec.Struct):
+    munchkinId: str
+    componentType: str
+    eventAction: dict[str, Any]
+    subType: str | None = None
+    imsOrgId: str | None = None
+    id: int | str | None = None
+    time: str | None = None
+
+
+class _KindProbe(msgspec.Struct):
+    kind: Any = None
+
+
+# strict=False lets "1234" stand for the number 1234 (leadId arrives as a string from some
+# exporters); anything that is not a number still fails.
+_decoders = {
+    cls: msgspec.json.Decoder(cls, strict=False) for cls in (ActivityIn, CustomObjectIn, AuditIn, NotificationIn)
+}
+_probe = msgspec.json.Decoder(_KindProbe)
+
+
+def _value_at(raw: bytes, path: str) -> Any:
+    """The value at a msgspec path like ``$.attributes[0].name``, for error messages only."""
+    try:
+        value: Any = msgspec.json.decode(raw)
+        for name, index in re.findall(r"\.([A-Za-z_$][\w$]*)|\[(\d+)\]", path):
+            value = value[name] if name else value[int(index)]
+        return value
+    except Exception:
+        return None
+
+
+def _decode(cls: type, raw: bytes) -> Any:
+    try:
+        return _decoders[cls].decode(raw)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        if " - at `$" in message:
+            text, path = message.rsplit(" - at `", 1)
+            path = path.rstrip("`")
+            field = path[2:] if path.startswith("$.") else path
+            expected = text.split(", got ")[0]
+            expected = expected[0].lower() + expected[1:]
+            raise RecordError(f"{field}: {expected}, got {_value_at(raw, path)!r}") from None
+        if message.startswith("Object missing required field"):
+            field = message.split("`")[1]
+            raise RecordError(f"{field}: required field is missing") from None
+        raise RecordError(f"record: {message[0].lower()}{message[1:]}") from None
+
+
+def _utc(value: str, field: str) -> str:
+    try:
+        moment = msgspec.convert(value, AwareDatetime)
+    except msgspec.ValidationError:
+        raise RecordError(f"{field}: expected an RFC 3339 date-time with a time zone, got {value!r}") from None
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if moment.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def _munchkin(value: str) -> str:
+    if not MUNCHKIN_RE.fullmatch(value):
+        raise RecordError(f"munchkinId: {value!r} is not a Munchkin ID (expected 3 digits, 3 capitals, 3 digits: 123-ABC-456)")
+    return value
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# -- one record → one event ---------------------------------------------------------------------
+
+
+class Validator:
+    """Checks records of one stream against the catalog and encodes them as events."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._by_stream = {
+            "activity": self._activity,
+            "audit": self._audit,
+            "notification": self._notification,
+        }
+
+    def event(self, stream: str, raw: bytes) -> Event:
+        """Raises RecordError naming the field and value."""
+        if len(raw) > MAX_RECORD_BYTES:
+            raise RecordError(f"record: {len(raw)} bytes is over the {MAX_RECORD_BYTES}-byte limit for one record")
+        return self._by_stream[stream](bytes(raw))
+
+    def _activity(self, raw: bytes) -> Event:
+        if b'"kind"' in raw and _probe.decode(raw).kind is not None:
+            return self._custom_object(raw)
+        record: ActivityIn = _decode(ActivityIn, raw)
+        munchkin = _munchkin(record.munchkinId)
+        if not record.marketoGUID:
+            raise RecordError("marketoGUID: must not be empty")
+        activity = self.catalog.activity_type(munchkin, record.activityTypeId)
+        if activity is None:
+            raise RecordError(
+                f"activityTypeId: {record.activityTypeId} is not in the catalog of {munchkin}"
+                " (load the tenant's Get Activity Types response to add it)"
+            )
+        if len(record.attributes) > MAX_ATTRIBUTES:
+            raise RecordError(f"attributes: {len(record.attributes)} attributes; the limit is {MAX_ATTRIBUTES}")
+        attributes = []
+        for i, a in enumerate(record.attributes):
+            if len(raw) > MAX_ATTRIBUTE_VALUE_BYTES and len(orjson.dumps(a.value)) > MAX_ATTRIBUTE_VALUE_BYTES:
+                raise RecordError(
+                    f"attributes[{i}].value: the value of {a.name!r} is over {MAX_ATTRIBUTE_VALUE_BYTES} bytes"
+                )
+            attributes.append({"name": a.name, "dataType": activity.data_type(a.name), "value": a.value})
+        activity_date = _utc(record.activityDate, "activityDate")
+        data = {
+            "munchkinId": munchkin,
+            "leadId": str(record.leadId),
+            "activityDate": activity_date,
+            "activityTypeId": activity.id,
+            "activityType": activity.name,
+            "activityLogItemId": record.id,
+            "primaryAttributeValueId": record.primaryAttributeValueId,
+            "primaryAttributeValue": record.primaryAttributeValue,
+        }
+        if record.campaignId is not None:
+            data["campaignId"] = record.campaignId
+        data["attributes"] = attributes
+        return Event(
+            eventid=str(uuid.uuid4()),
+            stream="activity",
+            munchkin_id=munchkin,
+            etype=str(activity.id),
+            type=activity.ce_type,
+            id=record.marketoGUID,
+            time=activity_date,
+            key=f"activity/{munchkin}/{record.marketoGUID}",
+            data=orjson.dumps(data),
+        )
+
+    def _custom_object(self, raw: bytes) -> Event:
+        record: CustomObjectIn = _decode(CustomObjectIn, raw)
+        if record.kind != "customObject":
+            raise RecordError(f"kind: the activity stream takes 'customObject' records only, got {record.kind!r}")
+        munchkin = _munchkin(record.munchkinId)
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", record.apiName):
+            raise RecordError(f"apiName: {record.apiName!r} is not a custom object API name (letters, digits, _)")
+        if record.action not in ("create", "update", "delete"):
+            raise RecordError(f"action: expected create, update or delete, got {record.action!r}")
+        if not record.marketoGUID:
+            raise RecordError("marketoGUID: must not be empty")
+        updated_at = _utc(record.updatedAt, "updatedAt")
+        data = {
+            "munchkinId": munchkin,
+            "apiName": record.apiName,
+            "marketoGUID": record.marketoGUID,
+            "leadId": record.leadId,
+            "action": record.action,
+            "updatedAt": updated_at,
+            "fields": record.fields,
+        }
+        return Event(
+            eventid=str(uuid.uuid4()),
+            stream="activity",
+            munchkin_id=munchkin,
+            etype=f"co:{record.apiName}",
+            type=custom_object_ce_type(record.apiName),
+            id=record.marketoGUID,
+            time=updated_at,
+            # one record changes many times: each change is its own event
+            key=f"activity/{munchkin}/co/{record.apiName}/{record.marketoGUID}/{record.action}/{updated_at}",
+            data=orjson.dumps(data),
+        )
+
+    def _audit(self, raw: bytes) -> Event:
+        record: AuditIn = _decode(AuditIn, raw)
+        munchkin = _munchkin(record.munchkinId)
+        actions = self.catalog.audit_components.get(record.componentType)
+        if actions is None:
+            raise RecordError(f"componentType: {record.componentType!r} is not an audit component of the catalog")
+        if record.eventAction not in actions:
+            raise RecordError(
+                f"eventAction: {record.eventAction!r} is not an action of {record.componentType!r}"
+                f" (one of: {', '.join(sorted(actions))})"
+            )
+        data: dict[str, Any] = {
+            "componentId": record.componentId,
+            "componentType": record.componentType,
+            "eventAction": record.eventAction,
+            "munchkinId": munchkin,
+        }
+        if record.imsOrgId is not None:
+            data["imsOrgId"] = record.imsOrgId
+        data["user"] = record.user
+        data["userId"] = record.userId
+        return self._keyed(
+            "audit", munchkin, f"{record.componentType}:{record.eventAction}",
+            audit_ce_type(record.componentType), record.id, record.time, data,
+        )
+
+    def _notification(self, raw: bytes) -> Event:
+        record: NotificationIn = _decode(NotificationIn, raw)
+        munchkin = _munchkin(record.munchkinId)
+        if record.componentType not in self.catalog.notification_kinds:
+            raise RecordError(
+                f"componentType: {record.componentType!r} is not a notification kind"
+                f" (one of: {', '.join(self.catalog.notification_kinds)})"
+            )
+        data: dict[str, Any] = {"munchkinId": munchkin}
+        if record.imsOrgId is not None:
+            data["imsOrgId"] = record.imsOrgId
+        data["componentType"] = record.componentType
+        if record.subType is not None:
+            data["subType"] = record.subType
+        data["eventAction"] = record.eventAction
+        return self._keyed(
+            "notification", munchkin, record.componentType,
+            notification_ce_type(record.componentType), record.id, record.time, data,
+        )
+
+    @staticmethod
+    def _keyed(
+        stream: str, munchkin: str, etype: str, ce_type: str,
+        given_id: int | str | None, given_time: str | None, data: dict[str, Any],
+    ) -> Event:
+        """Audit and notification events: ``id`` and ``time`` are assigned when absent."""
+        eventid = str(uuid.uuid4())
+        if given_id is not None and str(given_id) == "":
+            raise RecordError("id: must not be empty when given")
+        event_id = eventid if given_id is None else str(given_id)
+        return Event(
+            eventid=eventid,
+            stream=stream,
+            munchkin_id=munchkin,
+            etype=etype,
+            type=ce_type,
+            id=event_id,
+            time=now_rfc3339() if given_time is None else _utc(given_time, "time"),
+            key=f"{stream}/{munchkin}/{event_id}",
+            data=orjson.dumps(data),
+        )
+
+
+class Rejection(msgspec.Struct):
+    index: int
+    errors: list[str]
+
+
+def validate_records(
+    validator: Validator, stream: str, records: list[msgspec.Raw | bytes]
+) -> tuple[list[Event], list[Rejection]]:
+    """Every record checked on its own: the good ones become events, the bad ones rejections."""
+    events: list[Event] = []
+    rejected: list[Rejection] = []
+    for index, raw in enumerate(records):
+        try:
+            events.append(validator.event(stream, raw))
+        except RecordError as exc:
+            rejected.append(Rejection(index, [str(exc)]))
+    return events, rejected

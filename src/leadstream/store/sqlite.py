@@ -1,0 +1,424 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+All writes go through one writer thread that commits whatever is waiting as one transaction
+(group commit), so one fsync covers every ingest request that arrived meanwhile. Each job runs in
+its own savepoint: a failing job fails alone. The writer also runs the WAL checkpoints, so the WAL
+stays bounded. Reads run on a small thread pool, each thread with its own connection; WAL lets
+them proceed while the writer commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from leadstream.errors import Unavailable
+from leadstream.events import Event
+from leadstream.store.base import Store, StoredSubscription
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position INTEGER PRIMARY KEY,
+    eventid TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    munchkin_id TEXT NOT NULL,
+    etype TEXT NOT NULL,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    time TEXT NOT NULL,
+    data BLOB NOT NULL,
+    key TEXT NOT NULL,
+    ingested_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (key);
+CREATE INDEX IF NOT EXISTS events_tenant ON events (stream, munchkin_id, position);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id TEXT PRIMARY KEY,
+    munchkin_id TEXT NOT NULL,
+    config BLOB NOT NULL,
+    state BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sub_id TEXT NOT NULL,
+    doc BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_sub ON attempts (sub_id, seq);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    sub_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    event BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (sub_id, position)
+);
+"""
+
+EVENT_COLUMNS = "eventid, stream, munchkin_id, etype, type, id, time, data, key, position, ingested_at"
+# Reads skip the key (only ingest needs it): "" stands in its place, keeping Event(*row) positional.
+READ_COLUMNS = "eventid, stream, munchkin_id, etype, type, id, time, data, '', position, ingested_at"
+CHECKPOINT_EVERY_BYTES = 32 * 1024 * 1024
+WAL_LIMIT_BYTES = 256 * 1024 * 1024
+MAX_GROUP = 512
+
+
+@dataclass(slots=True)
+class _Job:
+    run: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    durable: bool
+    written: int = 0  # bytes, for the checkpoint schedule
+
+
+@dataclass
+class _WriterStats:
+    commits: int = 0
+    jobs: int = 0
+    checkpoints: int = 0
+    unwritten: int = field(default=0)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str | Path, *, read_threads: int = 4) -> None:
+        self.path = Path(path)
+        self._read_threads = read_threads
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._local = threading.local()
+        self._last = 0  # the writer thread's: highest position handed out
+        self._visible = 0  # the event loop's: highest position committed
+        self._waiters: set[asyncio.Future[None]] = set()
+        self.stats = _WriterStats()
+        self._closed = True
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(self.path)
+        conn.executescript(SCHEMA)
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer checkpoints, on its own schedule
+        conn.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
+        row = conn.execute("SELECT value FROM meta WHERE name='last_position'").fetchone()
+        top = conn.execute("SELECT max(position) FROM events").fetchone()[0] or 0
+        self._last = self._visible = max(int(row[0]) if row else 0, top)
+        self._writer_conn = conn
+        self._writer = threading.Thread(target=self._write_loop, name="leadstream-sqlite-writer", daemon=True)
+        self._writer.start()
+        self._readers = ThreadPoolExecutor(self._read_threads, thread_name_prefix="leadstream-sqlite-reader")
+        self._closed = False
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._jobs.put(None)
+        await asyncio.to_thread(self._writer.join)
+        self._readers.shutdown(wait=True)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the writer thread --------------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        conn = self._writer_conn
+        synchronous = ""
+        stopping = False
+        while not stopping:
+            job = self._jobs.get()
+            if job is None:
+                break
+            group = [job]
+            while len(group) < MAX_GROUP:  # everything that queued up while we were busy
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                group.append(more)
+            # FULL fsyncs the WAL at commit (ingest durability); NORMAL survives a process crash,
+            # which is all delivery state and attempt logs need.
+            wanted = "FULL" if any(j.durable for j in group) else "NORMAL"
+            if wanted != synchronous:
+                conn.execute(f"PRAGMA synchronous={wanted}")
+                synchronous = wanted
+            outcomes = self._commit_group(conn, group)
+            for j, (result, error) in zip(group, outcomes):
+                self._loop.call_soon_threadsafe(_settle, j.future, result, error)
+            self.stats.commits += 1
+            self.stats.jobs += len(group)
+            self.stats.unwritten += sum(j.written for j in group)
+            if self.stats.unwritten >= CHECKPOINT_EVERY_BYTES:
+                self._checkpoint(conn)
+        self._checkpoint(conn, truncate=True)
+        conn.close()
+
+    def _commit_group(self, conn: sqlite3.Connection, group: list[_Job]) -> list[tuple[Any, BaseException | None]]:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for j in group:
+                conn.execute("SAVEPOINT job")
+                try:
+                    outcomes.append((j.run(conn), None))
+                    conn.execute("RELEASE job")
+                except Exception as exc:  # this job alone fails
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((None, exc))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = Unavailable(f"the embedded store could not commit: {exc}")
+            return [(None, failure)] * len(group)
+        return outcomes
+
+    def _checkpoint(self, conn: sqlite3.Connection, truncate: bool = False) -> None:
+        """PASSIVE never waits for readers; if readers kept it from finishing and the WAL is
+        large, TRUNCATE waits for them briefly so that the file cannot grow without bound."""
+        self.stats.unwritten = 0
+        self.stats.checkpoints += 1
+        busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        wal = self.path.with_name(self.path.name + "-wal")
+        size = wal.stat().st_size if wal.exists() else 0
+        if truncate or (done < log_pages and size > WAL_LIMIT_BYTES):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _write(self, run: Callable[[sqlite3.Connection], Any], *, durable: bool = False, written: int = 0) -> asyncio.Future[Any]:
+        if self._closed:
+            raise Unavailable("the store is closed")
+        future = self._loop.create_future()
+        self._jobs.put(_Job(run, future, durable, written))
+        return future
+
+    # -- reads on the pool ------------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _connect(self.path)
+            conn.execute("PRAGMA query_only=1")
+        return conn
+
+    async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        def run() -> list[Any]:
+            return self._reader().execute(sql, params).fetchall()
+
+        return await self._loop.run_in_executor(self._readers, run)
+
+    # -- the event log ------------------------------------------------------------------------------
+    async def append(self, events: Sequence[Event]) -> list[int]:
+        if not events:
+            return []
+
+        def run(conn: sqlite3.Connection) -> tuple[list[int], int]:
+            keys = [e.key for e in events]
+            seen: set[str] = set()
+            for start in range(0, len(keys), 900):
+                part = keys[start : start + 900]
+                marks = ",".join("?" * len(part))
+                seen.update(r[0] for r in conn.execute(f"SELECT key FROM events WHERE key IN ({marks})", part))
+            now = time.time_ns() // 1_000_000
+            position = self._last
+            duplicates: list[int] = []
+            rows = []
+            for index, e in enumerate(events):
+                if e.key in seen:
+                    duplicates.append(index)
+                    continue
+                seen.add(e.key)
+                position += 1
+                e.position, e.ingested_at = position, now
+                rows.append((e.eventid, e.stream, e.munchkin_id, e.etype, e.type, e.id, e.time, e.data, e.key, position, now))
+            if rows:
+                conn.executemany(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_position', ?)", (position,))
+            # Should the commit fail, these positions are skipped, never reused: harmless.
+            self._last = position
+            return duplicates, position
+
+        written = sum(len(e.data) for e in events)
+        duplicates, position = await self._write(run, durable=True, written=written)
+        self._publish(position)
+        return duplicates
+
+    def _publish(self, position: int) -> None:
+        """Called in the event loop once a commit is on disk: readers may now go up to it."""
+        if position > self._visible:
+            self._visible = position
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters.clear()
+
+    async def read(
+        self, after: int, limit: int, *, stream: str | None = None, munchkin_id: str | None = None
+    ) -> list[Event]:
+        where, params = "position > ?", [after]
+        if stream is not None:
+            where += " AND stream = ?"
+            params.append(stream)
+        if munchkin_id is not None:
+            where += " AND munchkin_id = ?"
+            params.append(munchkin_id)
+        params.append(limit)
+        rows = await self._query(f"SELECT {READ_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ?", params)
+        return [Event(*row) for row in rows]
+
+    async def last_position(self) -> int:
+        return self._visible
+
+    async def first_position(self) -> int:
+        rows = await self._query("SELECT min(position) FROM events")
+        return rows[0][0] if rows[0][0] is not None else await self.last_position() + 1
+
+    async def position_before(self, ingested_ms: int) -> int:
+        # ingested_at rises with position: binary-search it through the primary key.
+        rows = await self._query("SELECT min(position), max(position) FROM events")
+        low, high = rows[0]
+        if low is None:
+            return await self.last_position()
+        answer = low - 1
+        while low <= high:
+            middle = (low + high) // 2
+            found = await self._query(
+                "SELECT position, ingested_at FROM events WHERE position >= ? ORDER BY position LIMIT 1", [middle]
+            )
+            if not found or found[0][0] > high:
+                high = middle - 1
+                continue
+            position, at = found[0]
+            if at < ingested_ms:
+                answer, low = position, position + 1
+            else:
+                high = middle - 1
+        return answer
+
+    async def wait_for_events(self, after: int, timeout: float) -> int:
+        if self._visible <= after and timeout > 0:
+            waiter = self._loop.create_future()
+            self._waiters.add(waiter)
+            try:
+                await asyncio.wait_for(waiter, timeout)
+            except TimeoutError:
+                pass
+            finally:
+                self._waiters.discard(waiter)
+        return self._visible
+
+    # -- retention ----------------------------------------------------------------------------------
+    async def _expired_upto(self, before_ms: int, limit: int) -> int | None:
+        rows = await self._query(
+            "SELECT max(position) FROM (SELECT position FROM events WHERE ingested_at < ? ORDER BY position LIMIT ?)",
+            [before_ms, limit],
+        )
+        return rows[0][0]
+
+    async def _delete_through(self, position: int) -> int:
+        return await self._write(lambda conn: conn.execute("DELETE FROM events WHERE position <= ?", (position,)).rowcount)
+
+    # -- subscriptions ------------------------------------------------------------------------------
+    async def create_subscription(self, sub: StoredSubscription) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO subscriptions (id, munchkin_id, config, state, created_at) VALUES (?,?,?,?,?)",
+                (sub.id, sub.munchkin_id, sub.config, sub.state, sub.created_at),
+            ),
+            durable=True,
+        )
+
+    async def get_subscription(self, sub_id: str) -> StoredSubscription | None:
+        rows = await self._query(
+            "SELECT id, munchkin_id, config, state, created_at FROM subscriptions WHERE id = ?", [sub_id]
+        )
+        return StoredSubscription(*rows[0]) if rows else None
+
+    async def list_subscriptions(self, munchkin_id: str | None = None) -> list[StoredSubscription]:
+        sql = "SELECT id, munchkin_id, config, state, created_at FROM subscriptions"
+        params: list[Any] = []
+        if munchkin_id is not None:
+            sql += " WHERE munchkin_id = ?"
+            params.append(munchkin_id)
+        rows = await self._query(sql + " ORDER BY created_at, id", params)
+        return [StoredSubscription(*row) for row in rows]
+
+    async def update_config(self, sub_id: str, config: bytes) -> None:
+        await self._write(
+            lambda conn: conn.execute("UPDATE subscriptions SET config = ? WHERE id = ?", (config, sub_id)),
+            durable=True,
+        )
+
+    async def save_state(self, sub_id: str, state: bytes) -> None:
+        await self._write(lambda conn: conn.execute("UPDATE subscriptions SET state = ? WHERE id = ?", (state, sub_id)))
+
+    # -- attempts and dead letters ------------------------------------------------------------------------
+    async def record_attempt(self, sub_id: str, attempt: bytes, keep: int = 1000) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            seq = conn.execute("INSERT INTO attempts (sub_id, doc) VALUES (?, ?)", (sub_id, attempt)).lastrowid
+            if seq % 64 == 0:  # trim now and then, not on every insert
+                conn.execute(
+                    "DELETE FROM attempts WHERE sub_id = ? AND seq <= "
+                    "(SELECT seq FROM attempts WHERE sub_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    (sub_id, sub_id, keep),
+                )
+
+        await self._write(run)
+
+    async def list_attempts(self, sub_id: str, limit: int) -> list[bytes]:
+        rows = await self._query("SELECT doc FROM attempts WHERE sub_id = ? ORDER BY seq DESC LIMIT ?", [sub_id, limit])
+        return [row[0] for row in rows]
+
+    async def dead_letter(self, sub_id: str, event: Event, reason: str) -> None:
+        blob = msgspec.msgpack.encode(event)
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO dead_letters (sub_id, position, event, reason) VALUES (?,?,?,?)",
+                (sub_id, event.position, blob, reason),
+            ),
+            durable=True,
+        )
+
+    async def dead_letters(self, sub_id: str, limit: int) -> list[tuple[Event, str]]:
+        rows = await self._query(
+            "SELECT event, reason FROM dead_letters WHERE sub_id = ? ORDER BY position LIMIT ?", [sub_id, limit]
+        )
+        return [(msgspec.msgpack.decode(blob, type=Event), reason) for blob, reason in rows]
+
+    # -- settings ---------------------------------------------------------------------------------------
+    async def get_setting(self, name: str) -> bytes | None:
+        rows = await self._query("SELECT value FROM meta WHERE name = ?", [f"setting:{name}"])
+        return bytes(rows[0][0]) if rows else None
+
+    async def put_setting(self, name: str, value: bytes) -> None:
+        await self._write(
+            lambda conn: conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"setting:{name}", value)),
+            durable=True,
+        )
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
