@@ -1,0 +1,125 @@
+"""The app factory. The lifespan owns the resources: store, catalog, delivery engine, timers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import leadstream
+from leadstream.api import catalog as catalog_routes
+from leadstream.api.ingest import OPENAPI_PATH, ingest
+from leadstream.api.problems import HANDLERS
+from leadstream.catalog import Catalog
+from leadstream.events import Validator
+from leadstream.retention import Retention
+from leadstream.settings import Settings
+from leadstream.store.base import Store
+
+
+def make_store(settings: Settings) -> Store:
+    if settings.database_url:
+        from leadstream.store.postgres import PostgresStore
+
+        return PostgresStore(settings.database_url, node_id=settings.node_id)
+    from leadstream.store.sqlite import SqliteStore
+
+    return SqliteStore(settings.data_dir / "leadstream.db")
+
+
+@dataclass
+class Services:
+    """What request handlers reach through ``request.app.state.services``."""
+
+    settings: Settings
+    admin_key: str
+    store: Store
+    catalog: Catalog
+    validator: Validator
+    retention: Retention
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    admin_key, _ = settings.resolve_admin_key()
+    store = make_store(settings)
+    await store.open()
+    catalog = Catalog()
+    services = Services(
+        settings=settings,
+        admin_key=admin_key,
+        store=store,
+        catalog=catalog,
+        validator=Validator(catalog),
+        retention=Retention(store, settings.retention, settings.purge_interval),
+    )
+    app.state.services = services
+    await catalog_routes.restore(services)
+    # --- delivery engine: start here, hook it into services.retention (on_expire, lowest_cursor) ---
+    services.tasks.append(asyncio.create_task(services.retention.run(), name="retention"))
+    try:
+        yield
+    finally:
+        for task in services.tasks:
+            task.cancel()
+        await asyncio.gather(*services.tasks, return_exceptions=True)
+        # --- delivery engine: stop here ---
+        await store.close()
+
+
+async def healthz(request: Request) -> Response:
+    services = getattr(request.app.state, "services", None)
+    healthy = services is not None and await services.store.healthy()
+    body = {"status": "ok" if healthy else "degraded", "version": leadstream.__version__}
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="leadstream",
+        version=leadstream.__version__,
+        description="Data Streams: a durable event log pushed to subscriber endpoints, and a journal to pull it.",
+        lifespan=lifespan,
+        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+    )
+    app.state.settings = settings or Settings()
+    app.router.routes.append(Route("/v1/streams/{stream}/events", ingest, methods=["POST"]))
+    app.router.routes.append(Route("/healthz", healthz, methods=["GET"]))
+    app.router.routes.append(Route("/metrics", metrics, methods=["GET"]))
+    app.include_router(catalog_routes.router)
+    # --- routers: mount further routers here ---
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema["paths"]["/v1/streams/{stream}/events"] = OPENAPI_PATH
+            schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"bearer": []}]
+            schema["paths"]["/healthz"] = {
+                "get": {"summary": "Liveness and store health (no auth)", "operationId": "healthz", "security": [],
+                        "responses": {"200": {"description": "ok"}, "503": {"description": "degraded"}}}
+            }
+            schema["paths"]["/metrics"] = {
+                "get": {"summary": "Prometheus metrics (no auth)", "operationId": "metrics", "security": [],
+                        "responses": {"200": {"description": "text exposition format"}}}
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,71 @@
+"""Server settings: flags and LEADSTREAM_* environment variables, read once at the edge."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from ``"7d"``, ``"90m"``, ``"5s"``, ``"250ms"`` or a bare number of seconds."""
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", value)
+        if not found:
+            raise ValueError(f"{value!r} is not a duration (examples: 7d, 12h, 30m, 45s, 250ms)")
+        seconds = float(found.group(1)) * _UNITS[found.group(2) or "s"]
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: a duration must be positive")
+    return seconds
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADSTREAM_", extra="ignore")
+
+    data_dir: Path = Path("leadstream-data")
+    host: str = "127.0.0.1"
+    port: int = 8470
+    retention: float = 7 * 86400.0  # seconds; flags and env accept 7d / 12h / 30m / 45s
+    purge_interval: float = 60.0  # how often expired events are purged
+    allow_private_endpoints: bool = False
+    database_url: str | None = None
+    admin_key: SecretStr | None = None
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "info"
+    node_id: str = f"{socket.gethostname()}-{os.getpid()}"
+
+    @field_validator("retention", "purge_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return parse_duration(value)  # type: ignore[arg-type]
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or str(self.data_dir / "leadstream.db")
+
+    def resolve_admin_key(self) -> tuple[str, bool]:
+        """The operator key, and whether it was just generated (then it must be printed once).
+
+        From LEADSTREAM_ADMIN_KEY, else from ``<data_dir>/admin.key`` (mode 0600), created on first use.
+        """
+        if self.admin_key is not None:
+            return self.admin_key.get_secret_value(), False
+        path = self.data_dir / "admin.key"
+        if path.exists():
+            return path.read_text().strip(), False
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = "lsk_" + secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        return key, True
