@@ -72,6 +72,8 @@ _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 
 def _where(body: bytes, message: str) -> str:
     """Turn msgspec's "(byte N)" into a line and column a person can find."""
+    if "truncated" in message:
+        return f"the body ends before the JSON is complete (after byte {len(body)})"
     found = re.search(r"\(byte (\d+)\)", message)
     if not found:
         return message
@@ -125,7 +127,7 @@ class AttributeIn(msgspec.Struct):
 class ActivityIn(msgspec.Struct):
     munchkinId: str
     marketoGUID: str
-    leadId: int
+    leadId: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
     activityDate: str
     activityTypeId: int
     id: int | None = None
@@ -200,6 +202,8 @@ def _decode(cls: type, raw: bytes) -> Any:
             text, path = message.rsplit(" - at `", 1)
             path = path.rstrip("`")
             field = path[2:] if path.startswith("$.") else path
+            if text.startswith("Object missing required field"):
+                raise RecordError(f"{field}.{text.split('`')[1]}: required field is missing") from None
             expected = text.split(", got ")[0]
             expected = expected[0].lower() + expected[1:]
             raise RecordError(f"{field}: {expected}, got {_value_at(raw, path)!r}") from None
@@ -222,6 +226,13 @@ def _munchkin(value: str) -> str:
     if not MUNCHKIN_RE.fullmatch(value):
         raise RecordError(f"munchkinId: {value!r} is not a Munchkin ID (expected 3 digits, 3 capitals, 3 digits: 123-ABC-456)")
     return value
+
+
+def _encode(data: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(data)
+    except TypeError as exc:  # orjson's only refusal for decoded JSON: integers beyond 64 bits
+        raise RecordError(f"record: a value cannot be stored ({exc}); integers must fit in 64 bits") from None
 
 
 def now_rfc3339() -> str:
@@ -293,7 +304,7 @@ class Validator:
             id=record.marketoGUID,
             time=activity_date,
             key=f"activity/{munchkin}/{record.marketoGUID}",
-            data=orjson.dumps(data),
+            data=_encode(data),
         )
 
     def _custom_object(self, raw: bytes) -> Event:
@@ -327,7 +338,7 @@ class Validator:
             time=updated_at,
             # one record changes many times: each change is its own event
             key=f"activity/{munchkin}/co/{record.apiName}/{record.marketoGUID}/{record.action}/{updated_at}",
-            data=orjson.dumps(data),
+            data=_encode(data),
         )
 
     def _audit(self, raw: bytes) -> Event:
@@ -395,7 +406,7 @@ class Validator:
             id=event_id,
             time=now_rfc3339() if given_time is None else _utc(given_time, "time"),
             key=f"{stream}/{munchkin}/{event_id}",
-            data=orjson.dumps(data),
+            data=_encode(data),
         )
 
 
