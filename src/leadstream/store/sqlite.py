@@ -97,8 +97,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path, *, read_threads: int = 4) -> None:
+    def __init__(self, path: str | Path, *, read_threads: int = 4, checkpoint_bytes: int = CHECKPOINT_EVERY_BYTES) -> None:
         self.path = Path(path)
+        self.checkpoint_bytes = checkpoint_bytes
         self._read_threads = read_threads
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._local = threading.local()
@@ -167,7 +168,7 @@ class SqliteStore(Store):
             self.stats.commits += 1
             self.stats.jobs += len(group)
             self.stats.unwritten += sum(j.written for j in group)
-            if self.stats.unwritten >= CHECKPOINT_EVERY_BYTES:
+            if self.stats.unwritten >= self.checkpoint_bytes:
                 self._checkpoint(conn)
         self._checkpoint(conn, truncate=True)
         conn.close()
