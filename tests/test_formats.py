@@ -129,12 +129,12 @@ def test_legacy_without_custom_objects_has_no_custom_objects_key() -> None:
 
 
 def test_legacy_escapes_ids_and_keeps_the_lead_id_a_number() -> None:
-    event = activity(TRICKY, leadId=-42)
+    event = activity(TRICKY, leadId=2**63 - 1)
     body = batch_body("legacy", [event], subscription_id=SUB, batch_id=TRICKY, created=TRICKY)
     parsed = json.loads(body)  # the standard library parser: strict about control characters
     assert parsed["messageId"] == TRICKY and parsed["messageCreatedDate"] == TRICKY
     assert parsed["activities"][0]["marketoGUID"] == TRICKY
-    assert parsed["activities"][0]["leadId"] == -42
+    assert parsed["activities"][0]["leadId"] == 2**63 - 1
 
 
 def test_legacy_refuses_what_it_cannot_carry() -> None:
@@ -287,7 +287,7 @@ attribute_names = st.sampled_from([*OPEN_EMAIL.attributes, "Mailing ID", "Not In
 @settings(max_examples=200, deadline=None)
 @given(
     guid=st.text(min_size=1),
-    lead_id=int64,
+    lead_id=st.integers(min_value=0, max_value=2**63 - 1),
     moment=st.datetimes(
         min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.timezones()
     ),
