@@ -246,5 +246,20 @@ def receive(
         pass
 
 
+
+keys = typer.Typer(no_args_is_help=True, help="Signing keys and API keys.")
+app.add_typer(keys, name="keys")
+
+
+@keys.command("rotate")
+def keys_rotate(data_dir: Path = typer.Option(Path("leadstream-data"), envvar="LEADSTREAM_DATA_DIR")) -> None:
+    """Promote signing key 2 to key 1 and create a new key 2 (a running server picks it up)."""
+    from leadstream.delivery.signing import KeyRing
+
+    ring = KeyRing(data_dir / "keys")
+    ring.rotate()
+    typer.echo("rotated; now serving " + ", ".join(ring.public_paths))
+
+
 if __name__ == "__main__":
     app()

@@ -17,9 +17,11 @@ from starlette.routing import Route
 
 import leadstream
 from leadstream.api import catalog as catalog_routes
+from leadstream.api import keys as key_routes
 from leadstream.api.ingest import OPENAPI_PATH, ingest
 from leadstream.api.problems import HANDLERS
 from leadstream.catalog import Catalog
+from leadstream.delivery.signing import KeyRing
 from leadstream.events import Validator
 from leadstream.retention import Retention
 from leadstream.settings import Settings
@@ -53,6 +55,7 @@ class Services:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     admin_key, _ = settings.resolve_admin_key()
+    app.state.keyring = KeyRing(settings.data_dir / "keys")
     store = make_store(settings)
     await store.open()
     catalog = Catalog()
@@ -102,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(Route("/healthz", healthz, methods=["GET"]))
     app.router.routes.append(Route("/metrics", metrics, methods=["GET"]))
     app.include_router(catalog_routes.router)
+    app.include_router(key_routes.router)  # public signing keys, no auth
     # --- routers: mount further routers here ---
 
     def openapi() -> dict[str, Any]:
