@@ -1,0 +1,191 @@
+"""The subscription admin API (SPEC §3): create, list, get with live status, patch, deprovision,
+pause, resume, replay, and the delivery-attempt log.
+
+Bodies are decoded and checked by msgspec in ``leadstream.subscriptions`` (errors name the
+field); the routes only resolve who may see what and hand over to the delivery engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from leadstream.api.auth import Principal, require_key
+from leadstream.delivery.engine import DeliveryEngine
+from leadstream.errors import Invalid, NotFound
+from leadstream.subscriptions import SubscriptionConfig, decode_body
+
+router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+
+
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """msgspec's JSON schema with every ``$ref`` replaced by its definition (OpenAPI resolves
+    refs against the whole document, not the schema)."""
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return _inline(defs[schema["$ref"].rsplit("/", 1)[1]], defs)
+        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(v, defs) for v in schema]
+    return schema
+
+
+_config_schema = msgspec.json.schema(SubscriptionConfig)
+SUBSCRIPTION_SCHEMA = _inline(_config_schema, _config_schema.get("$defs", {}))
+EXAMPLE = {
+    "name": "crm-sync",
+    "munchkinId": "123-ABC-456",
+    "stream": "activity",
+    "endpoint": "https://hooks.example.com/marketo",
+    "eventTypes": [10, "Visit Webpage", 13],
+    "auth": {"type": "token", "token": "s3cr3t"},
+}
+STATUS_FIELDS = (
+    "id, createdAt, state (active|retrying|paused|deprovisioned), pausedReason (failures|manual), delivered, "
+    "pending (exact for what the sender has read; estimated from its share of the log beyond that), expired, "
+    "deadLettered, lagSeconds, cursor, consecutiveFailures, lastSuccessAt, lastAttemptAt, lastError, nextAttemptAt"
+)
+
+
+def _body(schema: dict[str, Any], example: Any, description: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema, "example": example}},
+        }
+    }
+
+
+def _json(document: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(document), status_code=status, media_type="application/json")
+
+
+def _engine(request: Request) -> DeliveryEngine:
+    engine: DeliveryEngine = request.app.state.services.delivery
+    return engine
+
+
+def _visible(request: Request, principal: Principal, sub_id: str) -> DeliveryEngine:
+    """The engine, once the caller may see ``sub_id`` (else 404, as if it did not exist)."""
+    engine = _engine(request)
+    if sub_id not in engine.senders or not principal.sees(engine.munchkin_of(sub_id)):
+        raise NotFound(f"there is no subscription {sub_id!r}")
+    return engine
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a subscription",
+    description="Every field but name, munchkinId, stream and endpoint has the platform's default. Secrets are "
+    "stored and answered as \"***\". cloudevents and adobe_io endpoints must pass the challenge first. "
+    f"The answer is the subscription with its live status: {STATUS_FIELDS}.",
+    openapi_extra=_body(SUBSCRIPTION_SCHEMA, EXAMPLE, "The subscription (SPEC §3)"),
+    responses={201: {"description": "Created"}, 422: {"description": "A field is not valid (problem+json naming it)"}},
+)
+async def create_subscription(request: Request, principal: Principal = Depends(require_key)) -> Response:
+    document = decode_body(await request.body())
+    munchkin = document.get("munchkinId")
+    if isinstance(munchkin, str) and not principal.sees(munchkin):
+        raise NotFound(f"no tenant {munchkin}")
+    return _json(await _engine(request).create(document), 201)
+
+
+@router.get("", summary="List subscriptions, with live status")
+async def list_subscriptions(
+    request: Request,
+    munchkinId: str | None = Query(None, description="only this tenant's subscriptions"),
+    principal: Principal = Depends(require_key),
+) -> Response:
+    engine = _engine(request)
+    views = [
+        await engine.view(sub_id)
+        for sub_id in engine.list_ids(munchkinId)
+        if principal.sees(engine.munchkin_of(sub_id))
+    ]
+    return _json({"subscriptions": views})
+
+
+@router.get("/{sub_id}", summary="A subscription and its live status", description=STATUS_FIELDS)
+async def get_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
+    return _json(await _visible(request, principal, sub_id).view(sub_id))
+
+
+@router.patch(
+    "/{sub_id}",
+    summary="Change a subscription's settings",
+    description="Fields given replace the stored ones (munchkinId and stream cannot change; startAt applies at "
+    "creation only). Secrets sent back as \"***\" are kept. The batch in flight keeps its id.",
+    openapi_extra=_body({"type": "object", "description": "any fields of the subscription"}, {"batchSize": 200}, "Fields to change"),
+)
+async def patch_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
+    engine = _visible(request, principal, sub_id)
+    return _json(await engine.patch(sub_id, decode_body(await request.body())))
+
+
+@router.delete("/{sub_id}", summary="Deprovision: delivery stops for good (state deprovisioned)")
+async def delete_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
+    return _json(await _visible(request, principal, sub_id).delete(sub_id))
+
+
+@router.post("/{sub_id}/pause", summary="Pause delivery by hand (no probes) until resumed")
+async def pause_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
+    return _json(await _visible(request, principal, sub_id).pause(sub_id))
+
+
+@router.post("/{sub_id}/resume", summary="Resume delivery now (also ends a pause after failures)")
+async def resume_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
+    return _json(await _visible(request, principal, sub_id).resume(sub_id))
+
+
+@router.post(
+    "/{sub_id}/replay",
+    summary="Move the cursor back, to a time or a position",
+    description="A time before the oldest retained event replays everything retained; a position older than "
+    "the oldest retained one is 410 Gone. The batch in flight is dropped.",
+    openapi_extra=_body(
+        {"type": "object", "required": ["from"], "properties": {"from": {"oneOf": [
+            {"type": "string", "format": "date-time"}, {"type": "integer", "minimum": 0}]}}},
+        {"from": "2026-11-28T10:00:00Z"},
+        "Where to start again",
+    ),  # fmt: skip
+    responses={410: {"description": "The position has expired"}},
+)
+async def replay_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
+    engine = _visible(request, principal, sub_id)
+    start = decode_body(await request.body()).get("from")
+    if isinstance(start, bool) or not isinstance(start, int | str) or (isinstance(start, int) and start < 0):
+        raise Invalid(f"from: expected an RFC 3339 time or a position (an integer >= 0), got {start!r}", field="from")
+    return _json(await engine.replay(sub_id, start))
+
+
+@router.get(
+    "/{sub_id}/attempts",
+    summary="The delivery-attempt log, newest first",
+    description="Each attempt: time, batchId, events, firstPosition, lastPosition, status (or null), error, "
+    "durationMs, retryCount, outcome (delivered | failed | too_large | dead_lettered | renewed_token).",
+)
+async def list_attempts(
+    request: Request,
+    sub_id: str,
+    limit: int = Query(100, ge=1, le=1000),
+    principal: Principal = Depends(require_key),
+) -> Response:
+    engine = _visible(request, principal, sub_id)
+    return Response(await engine.attempts(sub_id, limit), media_type="application/json")
+
+
+@router.get("/{sub_id}/dead-letters", summary="Events the endpoint refused for good (413 on a single event)")
+async def list_dead_letters(
+    request: Request,
+    sub_id: str,
+    limit: int = Query(100, ge=1, le=1000),
+    principal: Principal = Depends(require_key),
+) -> Response:
+    engine = _visible(request, principal, sub_id)
+    return _json({"deadLetters": await engine.dead_letters(sub_id, limit)})

@@ -1,0 +1,384 @@
+"""The delivery engine: every subscription's sender, and the admin operations on them.
+
+The engine owns the live side of subscriptions: one ``Sender`` (and one asyncio task) per
+subscription, one shared HTTP session, one shared reader of the log tail. Admin operations
+(create, patch, pause, resume, replay, delete) go through it, because a sender's in-memory
+state is the truth while it runs: the engine stops the sender, changes and saves its state,
+and starts it again.
+
+Retention hooks: ``on_expire`` and ``lowest_cursor`` (for ``leadstream.retention.Retention``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from leadstream import subscriptions as model
+from leadstream.catalog import Catalog
+from leadstream.delivery import metrics
+from leadstream.delivery import state as rules
+from leadstream.delivery.challenge import challenge
+from leadstream.delivery.http import make_session
+from leadstream.delivery.log import LogTail, read_own
+from leadstream.delivery.sender import Sender, Shared, now_ms, rfc3339
+from leadstream.delivery.signing import KeyRing
+from leadstream.errors import Conflict, Gone, Invalid, LeadstreamError, NotFound
+from leadstream.events import Event
+from leadstream.logs import log
+from leadstream.store.base import Store, StoredSubscription
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    allow_private_endpoints: bool = False
+    node_id: str = "local"
+    connection_limit: int = 2048  # all endpoints together
+    connections_per_host: int = 64  # one endpoint (host, port); a sender uses one at a time
+    tail_events: int = 100_000  # the shared window of recent events…
+    tail_bytes: int = 32 * 1024 * 1024  # …bounded both ways
+    lease_ttl: float = 30.0  # multi-node stores only
+    attempts_kept: int = 1000  # per subscription
+    challenge_timeout: float = 10.0
+
+
+class DeliveryEngine:
+    def __init__(self, store: Store, catalog: Catalog, options: EngineOptions | None = None, *, keyring: KeyRing | None = None) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.options = options or EngineOptions()
+        self.keyring = keyring
+        self.senders: dict[str, Sender] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._owned: set[str] | None = None  # None: this node delivers every subscription
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.started = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        options = self.options
+        self.session = make_session(
+            limit=options.connection_limit,
+            limit_per_host=options.connections_per_host,
+            allow_private=options.allow_private_endpoints,
+        )
+        self.tail = LogTail(self.store, options.tail_events, options.tail_bytes)
+        await self.tail.prime()
+        self.shared = Shared(self.store, self.tail, self.session, self.keyring, options.attempts_kept)
+        self._owned = await self.store.lease(options.node_id, options.lease_ttl)
+        for stored in await self.store.list_subscriptions():
+            self._load(stored)
+        self._tasks.append(asyncio.create_task(self.tail.run(), name="log-tail"))
+        if self._owned is not None:
+            self._tasks.append(asyncio.create_task(self._keep_leases(), name="leases"))
+        for sender in self.senders.values():
+            if self._should_run(sender):
+                sender.start()
+        metrics.LAG.sources.add(self)
+        self.started = True
+        log.info("delivery engine started", subscriptions=len(self.senders))
+
+    async def stop(self) -> None:
+        """Stop every sender and save where each one is (a batch in flight is sent again later)."""
+        if not self.started:
+            return
+        self.started = False
+        metrics.LAG.sources.discard(self)
+        senders = [s for s in self.senders.values() if s.running]
+        await asyncio.gather(*(s.stop() for s in senders))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.gather(*(s.save() for s in senders))
+            await asyncio.wait_for(asyncio.gather(*self.shared.background, return_exceptions=True), 5)
+        except Exception as exc:  # the store may already be failing: the states saved earlier stand
+            log.warning("could not save delivery state at shutdown", error=str(exc))
+        await self.session.close()
+
+    def _load(self, stored: StoredSubscription) -> Sender:
+        config = model.decode(stored.config)
+        state = rules.decode(stored.state)
+        try:
+            matcher = model.compile_matcher(config, self.catalog, stored.id)
+        except LeadstreamError as exc:  # e.g. a tenant type that is no longer in the catalog
+            log.warning("subscription filter does not compile; it takes nothing", subscription=stored.id, error=exc.detail)
+            state.lastError = f"filter: {exc.detail}"
+            matcher = _nothing
+        sender = Sender(self.shared, stored.id, stored.created_at, config, state, matcher)
+        self.senders[stored.id] = sender
+        return sender
+
+    def _should_run(self, sender: Sender) -> bool:
+        state = sender.state
+        if state.state == rules.DEPROVISIONED or state.pausedReason == rules.MANUAL:
+            return False
+        return self._owned is None or sender.id in self._owned
+
+    async def _keep_leases(self) -> None:
+        """Multi-node: deliver only the subscriptions this node holds a lease on."""
+        while True:
+            await asyncio.sleep(self.options.lease_ttl / 3)
+            try:
+                owned = await self.store.lease(self.options.node_id, self.options.lease_ttl)
+                known = {s.id: s for s in await self.store.list_subscriptions()}
+            except Exception as exc:
+                log.warning("lease renewal failed", error=str(exc))
+                continue
+            for sub_id, stored in known.items():
+                sender = self.senders.get(sub_id)
+                mine = owned is None or sub_id in owned
+                if sender is None or (mine and not sender.running):
+                    async with self._lock(sub_id):  # taken over: start from what the last owner saved
+                        if sender is not None:
+                            await sender.stop()
+                        sender = self._load(stored)
+                        sender.forget_reads()
+                elif not mine and sender.running:
+                    await sender.stop()
+            self._owned = owned
+            for sender in self.senders.values():
+                if self._should_run(sender) and not sender.running:
+                    sender.start()
+
+    @asynccontextmanager
+    async def _lock(self, sub_id: str) -> Any:
+        lock = self._locks.setdefault(sub_id, asyncio.Lock())
+        async with lock:
+            yield
+
+    @asynccontextmanager
+    async def _stopped(self, sub_id: str) -> Any:
+        """Hold the subscription with its sender stopped; start it again afterwards if due."""
+        sender = self._get(sub_id)
+        async with self._lock(sub_id):
+            await sender.stop()
+            try:
+                yield sender
+            finally:
+                if self.started and self._should_run(sender):
+                    sender.start()
+
+    def _get(self, sub_id: str) -> Sender:
+        sender = self.senders.get(sub_id)
+        if sender is None:
+            raise NotFound(f"there is no subscription {sub_id!r}")
+        return sender
+
+    # -- admin operations ----------------------------------------------------------------------------
+
+    async def create(self, document: dict[str, Any]) -> dict[str, Any]:
+        """A new subscription (SPEC §3); its view, with a generated HMAC secret shown this once."""
+        config = model.parse_new(document, self.catalog)
+        await self._check_endpoints(config)
+        generated = model.complete_signing(config)
+        if config.needs_challenge:
+            await challenge(self.session, config.endpoint, timeout=self.options.challenge_timeout)
+        sub_id = str(uuid.uuid4())
+        matcher = model.compile_matcher(config, self.catalog, sub_id)
+        state = rules.DeliveryState(cursor=await self._start_cursor(config.startAt))
+        created = now_ms()
+        await self.store.create_subscription(
+            StoredSubscription(sub_id, config.munchkinId, model.encode(config), rules.encode(state), created)
+        )
+        sender = Sender(self.shared, sub_id, created, config, state, matcher)
+        self.senders[sub_id] = sender
+        if self._should_run(sender):
+            sender.start()
+        view = await self.view(sub_id)
+        if generated:
+            view["signing"] = {"hmacSecret": generated}
+        return view
+
+    async def _check_endpoints(self, config: model.SubscriptionConfig) -> None:
+        allow = self.options.allow_private_endpoints
+        await model.check_endpoint(config.endpoint, allow_private=allow)
+        if isinstance(config.auth, model.OAuth2Auth):
+            await model.check_endpoint(config.auth.tokenUrl, allow_private=allow, field="auth.tokenUrl")
+
+    async def _start_cursor(self, start_at: str) -> int:
+        if start_at == "now":
+            return await self.store.last_position()
+        if start_at == "earliest":
+            return await self.store.first_position() - 1
+        return await self.store.position_before(model.start_ms(start_at))
+
+    async def patch(self, sub_id: str, document: dict[str, Any]) -> dict[str, Any]:
+        current = self._get(sub_id)
+        if current.state.state == rules.DEPROVISIONED:
+            raise Conflict(f"subscription {sub_id} is deprovisioned; it cannot change any more")
+        config = model.apply_patch(current.config, document, self.catalog)
+        await self._check_endpoints(config)
+        generated = model.complete_signing(config)
+        matcher = model.compile_matcher(config, self.catalog, sub_id)
+        if config.endpoint != current.config.endpoint and config.needs_challenge:
+            await challenge(self.session, config.endpoint, timeout=self.options.challenge_timeout)
+        async with self._stopped(sub_id) as sender:
+            await self.store.update_config(sub_id, model.encode(config))
+            sender.configure(config, matcher)
+            sender.forget_reads()  # the batch in flight is rebuilt with the new settings, same id
+        view = await self.view(sub_id)
+        if generated:
+            view["signing"] = {"hmacSecret": generated}
+        return view
+
+    async def delete(self, sub_id: str) -> dict[str, Any]:
+        """Deprovision: delivery stops for good. The record stays, for its history."""
+        async with self._stopped(sub_id) as sender:
+            sender.state = rules.deprovisioned(sender.state)
+            sender.forget_reads()
+            await sender.save()
+        return await self.view(sub_id)
+
+    async def pause(self, sub_id: str) -> dict[str, Any]:
+        async with self._stopped(sub_id) as sender:
+            self._refuse_deprovisioned(sender)
+            sender.state = rules.paused_by_hand(sender.state)
+            await sender.save()
+        return await self.view(sub_id)
+
+    async def resume(self, sub_id: str) -> dict[str, Any]:
+        async with self._stopped(sub_id) as sender:
+            self._refuse_deprovisioned(sender)
+            sender.state = rules.resumed(sender.state)
+            await sender.save()
+        return await self.view(sub_id)
+
+    async def replay(self, sub_id: str, start: int | str) -> dict[str, Any]:
+        """Move the cursor back to a position, or to a time (clamped to the oldest retained event).
+
+        A position older than the log's first retained one is 410: those events are gone.
+        """
+        first = await self.store.first_position()
+        if isinstance(start, str):
+            position = max(await self.store.position_before(model.start_ms(start, field="from")), first - 1)
+        else:
+            position = start
+            if position < first - 1:
+                raise Gone(
+                    f"from: position {position} has expired; the oldest retained position is {first}",
+                    oldest=first,
+                )
+        async with self._stopped(sub_id) as sender:
+            self._refuse_deprovisioned(sender)
+            if position > sender.state.cursor:
+                raise Invalid(
+                    f"from: replay moves the cursor back; {position} is ahead of the cursor {sender.state.cursor}",
+                    field="from",
+                )
+            sender.state = msgspec.structs.replace(sender.state, cursor=position, inflight=None, nextAttemptAt=None)
+            sender.forget_reads()
+            await sender.save()
+        return await self.view(sub_id)
+
+    @staticmethod
+    def _refuse_deprovisioned(sender: Sender) -> None:
+        if sender.state.state == rules.DEPROVISIONED:
+            raise Conflict(f"subscription {sender.id} is deprovisioned")
+
+    async def attempts(self, sub_id: str, limit: int) -> bytes:
+        """The attempt log, newest first, as a JSON document (stored bytes, joined)."""
+        self._get(sub_id)
+        docs = await self.store.list_attempts(sub_id, limit)
+        return b'{"attempts":[' + b",".join(docs) + b"]}"
+
+    async def dead_letters(self, sub_id: str, limit: int) -> list[dict[str, Any]]:
+        self._get(sub_id)
+        return [
+            {"position": e.position, "eventid": e.eventid, "type": e.type, "id": e.id, "reason": reason}
+            for e, reason in await self.store.dead_letters(sub_id, limit)
+        ]
+
+    # -- views --------------------------------------------------------------------------------------
+
+    def list_ids(self, munchkin_id: str | None = None) -> list[str]:
+        return [
+            s.id
+            for s in sorted(self.senders.values(), key=lambda s: (s.created_at, s.id))
+            if munchkin_id is None or s.config.munchkinId == munchkin_id
+        ]
+
+    def munchkin_of(self, sub_id: str) -> str:
+        return self._get(sub_id).config.munchkinId
+
+    async def view(self, sub_id: str) -> dict[str, Any]:
+        """The subscription as the API shows it: settings (secrets redacted) and live status."""
+        sender = self._get(sub_id)
+        s = sender.state
+        pending, oldest = await self._pending_and_oldest(sender)
+        lag = max(0.0, (now_ms() - oldest) / 1000) if oldest is not None else 0.0
+        return {
+            "id": sender.id,
+            **model.redacted(sender.config),
+            "createdAt": rfc3339(sender.created_at),
+            "state": s.state,
+            "pausedReason": s.pausedReason,
+            "delivered": s.delivered,
+            "pending": pending,
+            "expired": s.expired,
+            "deadLettered": s.deadLettered,
+            "lagSeconds": round(lag, 3),
+            "cursor": s.cursor,
+            "consecutiveFailures": s.consecutiveFailures,
+            "lastSuccessAt": rfc3339(s.lastSuccessAt),
+            "lastAttemptAt": rfc3339(s.lastAttemptAt),
+            "lastError": s.lastError,
+            "nextAttemptAt": rfc3339(s.nextAttemptAt),
+        }
+
+    async def _pending_and_oldest(self, sender: Sender) -> tuple[int, int | None]:
+        if sender.state.state == rules.DEPROVISIONED:
+            return 0, None
+        last = await self.store.last_position()
+        pending, oldest = sender.pending(last), sender.oldest_held()
+        if oldest is None and pending:
+            # Nothing in hand (paused, or not read yet): look at one page to be exact when the
+            # backlog is small, and to find the oldest waiting event.
+            events, upto = await read_own(self.store, sender.key, sender.scanned, 500)
+            matching = [e for e in events if sender.matches(e)]
+            if upto >= last:
+                pending = sender.held() + len(matching)
+            oldest = matching[0].ingested_at if matching else None
+        return pending, oldest
+
+    def lags(self) -> Iterator[tuple[str, float]]:
+        """For the lag gauge: what each sender holds, without touching the store."""
+        now = now_ms()
+        for sender in self.senders.values():
+            if sender.state.state != rules.DEPROVISIONED:
+                oldest = sender.oldest_held()
+                yield sender.id, max(0.0, (now - oldest) / 1000) if oldest is not None else 0.0
+
+    # -- retention hooks ----------------------------------------------------------------------------
+
+    def lowest_cursor(self) -> int:
+        """Events at or below this are in no subscription's future (what purge need not show us)."""
+        live = [s.scanned for s in self.senders.values() if s.state.state != rules.DEPROVISIONED]
+        return min(live, default=self.tail.end)
+
+    def on_expire(self, events: Iterable[Event]) -> None:
+        """Count, per subscription, the matching events that expire before it has read them."""
+        by_key: dict[tuple[str, str], list[Sender]] = {}
+        for sender in self.senders.values():
+            if sender.state.state != rules.DEPROVISIONED:
+                by_key.setdefault(sender.key, []).append(sender)
+        counted: set[Sender] = set()
+        for event in events:
+            for sender in by_key.get((event.stream, event.munchkin_id), ()):
+                if event.position > sender.scanned and sender.matches(event):
+                    sender.state.expired += 1
+                    counted.add(sender)
+        for sender in counted:
+            self.shared.spawn(sender.save())
+
+
+def _nothing(event: Event) -> bool:
+    return False
+

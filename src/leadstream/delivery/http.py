@@ -1,0 +1,123 @@
+"""The HTTP side of delivery: one shared client session, one POST, and what came back.
+
+Every sender shares one ``aiohttp.ClientSession`` (one connection pool, per-host limits). A POST
+never raises: it returns an ``Answer`` — a status, or an error sentence for the attempt log —
+and the sender decides what the answer means (SPEC §4.4).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+import leadstream
+from leadstream.subscriptions import is_public_address
+
+USER_AGENT = f"leadstream/{leadstream.__version__}"
+SNIPPET_BYTES = 512
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """Drops private, loopback and link-local answers: an endpoint name that passed the check at
+    creation cannot be pointed at the internal network later through DNS."""
+
+    def __init__(self) -> None:
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        answers = await self._inner.resolve(host, port, family)
+        public = [a for a in answers if is_public_address(a["host"])]
+        if not public:
+            raise OSError(f"{host} resolves to private addresses only; refused (see --allow-private-endpoints)")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def make_session(*, limit: int, limit_per_host: int, allow_private: bool) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        limit_per_host=limit_per_host,
+        resolver=None if allow_private else PublicOnlyResolver(),
+        ttl_dns_cache=60,
+    )
+    # No session-wide timeout: every attempt brings its own (the subscription's timeoutMs).
+    return aiohttp.ClientSession(
+        connector=connector, headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=None)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int | None = None  # None: no HTTP answer at all (see error)
+    error: str | None = None
+    retry_after_ms: int | None = None
+    snippet: str = ""  # the start of a non-2xx body, for lastError
+    duration: float = 0.0  # seconds
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    def describe(self) -> str:
+        """One line for lastError and the attempt log."""
+        if self.status is None:
+            return self.error or "no answer"
+        return f"HTTP {self.status} {self.snippet}".rstrip()
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], timeout: float
+) -> Answer:
+    """POST ``body``; ``timeout`` seconds for everything, connecting included."""
+    started = time.perf_counter()
+    try:
+        async with session.post(
+            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
+        ) as response:
+            status = response.status
+            retry_after = _retry_after_ms(response.headers.get("Retry-After"))
+            # Read a small answer whole so the connection goes back to the pool; a large one is
+            # cut short (the connection is then closed rather than reused).
+            if response.content_length is not None and response.content_length <= 64 * 1024:
+                head = await response.read()
+            else:
+                head = await response.content.read(SNIPPET_BYTES)
+        snippet = "" if 200 <= status < 300 else snippet(head)
+        return Answer(status, None, retry_after, snippet, time.perf_counter() - started)
+    except TimeoutError:
+        return Answer(error=f"timed out after {timeout * 1000:.0f} ms", duration=time.perf_counter() - started)
+    except aiohttp.ClientConnectorError as exc:
+        reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
+        return Answer(error=f"cannot connect to {exc.host}:{exc.port}: {reason}", duration=time.perf_counter() - started)
+    except aiohttp.ClientError as exc:
+        return Answer(error=f"{type(exc).__name__}: {exc}".rstrip(": "), duration=time.perf_counter() - started)
+    except OSError as exc:  # e.g. the resolver guard
+        return Answer(error=str(exc), duration=time.perf_counter() - started)
+
+
+def _retry_after_ms(value: str | None) -> int | None:
+    """Retry-After as delay-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value) * 1000
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0, int((moment.timestamp() - time.time()) * 1000))
+
+
+def snippet(body: bytes) -> str:
+    text = " ".join(body[:SNIPPET_BYTES].decode("utf-8", "replace").split())
+    return text if len(text) <= 200 else text[:200] + "…"
+

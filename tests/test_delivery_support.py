@@ -1,0 +1,181 @@
+"""What the delivery tests share: a recording subscriber endpoint on loopback, an engine on a real
+SQLite file, and a way to publish records straight into the log. (No tests in here.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from helpers import MUNCHKIN, wait_until
+from leadstream.catalog import Catalog
+from leadstream.delivery.engine import DeliveryEngine, EngineOptions
+from leadstream.events import Event, Validator
+from leadstream.store.sqlite import SqliteStore
+
+FAST = {"pushIntervalMs": 20, "retryIntervalMs": 50, "probeIntervalMs": 100, "timeoutMs": 2000}
+
+
+@dataclass
+class Received:
+    at: float  # time.monotonic()
+    headers: dict[str, str]
+    body: bytes
+    status: int = 200
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+Answer = Callable[[Received], "web.StreamResponse | None | Awaitable[web.StreamResponse | None]"]
+
+
+@dataclass
+class Receiver:
+    """A subscriber endpoint: answers the challenge, records every POST, answers 200 unless
+    ``answer`` says otherwise (return a response, or None for 200)."""
+
+    max_body: int = 64 * 1024 * 1024
+    answer: Answer | None = None
+    requests: list[Received] = field(default_factory=list)
+    url: str = ""
+
+    async def start(self) -> Receiver:
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_get("/hook", self._challenge)
+        app.router.add_post("/hook", self._post)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, shutdown_timeout=0.1)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
+
+    async def _challenge(self, request: web.Request) -> web.Response:
+        return web.json_response({"challenge": request.query.get("challenge", "")})
+
+    async def _post(self, request: web.Request) -> web.StreamResponse:
+        seen = Received(time.monotonic(), {k.lower(): v for k, v in request.headers.items()}, b"")
+        try:
+            seen.body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            seen.status = 413
+            self.requests.append(seen)
+            raise
+        self.requests.append(seen)
+        response = None
+        if self.answer is not None:
+            response = self.answer(seen)
+            if inspect.isawaitable(response):
+                response = await response
+        if response is None:
+            response = web.Response(status=200, text="ok")
+        seen.status = response.status
+        return response
+
+    # -- what arrived -------------------------------------------------------------------------------
+    @property
+    def delivered(self) -> list[Received]:
+        return [r for r in self.requests if r.ok]
+
+    def ids(self) -> list[str]:
+        """The ids (marketoGUID / CloudEvent id) of every event delivered with a 2xx, in arrival order."""
+        return [event_id(e) for r in self.delivered for e in events_of(r.json())]
+
+
+def events_of(body: Any) -> list[dict[str, Any]]:
+    if isinstance(body, dict) and "activities" in body:
+        return body["activities"] + body.get("customObjects", [])
+    return body if isinstance(body, list) else [body]
+
+
+def event_id(event: dict[str, Any]) -> str:
+    if "event" in event:  # adobe_io
+        return event["event"]["id"]
+    return event.get("marketoGUID") or event["id"]
+
+
+@contextlib.asynccontextmanager
+async def receiver(**kwargs: Any) -> AsyncIterator[Receiver]:
+    r = await Receiver(**kwargs).start()
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+@dataclass
+class Bench:
+    """A store on a real SQLite file and an engine delivering from it, in this event loop."""
+
+    store: SqliteStore
+    catalog: Catalog
+    engine: DeliveryEngine
+    validator: Validator
+
+    async def publish(self, stream: str, records: list[dict[str, Any]]) -> list[Event]:
+        events = [self.validator.event(stream, orjson.dumps(r)) for r in records]
+        duplicates = await self.store.append(events)
+        assert not duplicates
+        return events
+
+    async def subscribe(self, endpoint: str, **settings: Any) -> dict[str, Any]:
+        document = {"name": "test", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": endpoint, **FAST}
+        document.update(settings)
+        return await self.engine.create(document)
+
+    async def status(self, sub_id: str) -> dict[str, Any]:
+        return await self.engine.view(sub_id)
+
+    async def wait_status(self, sub_id: str, what: str, timeout: float = 10.0, **expected: Any) -> dict[str, Any]:
+        async def matches() -> dict[str, Any] | None:
+            view = await self.status(sub_id)
+            return view if all(view[k] == v for k, v in expected.items()) else None
+
+        return await wait_until(matches, timeout=timeout, what=what)
+
+    async def restart(self, **options: Any) -> None:
+        await self.engine.stop()
+        self.engine = DeliveryEngine(self.store, self.catalog, EngineOptions(allow_private_endpoints=True, **options))
+        await self.engine.start()
+
+
+@contextlib.asynccontextmanager
+async def bench(path: Path, **options: Any) -> AsyncIterator[Bench]:
+    store = SqliteStore(path / "leadstream.db")
+    await store.open()
+    catalog = Catalog()
+    engine = DeliveryEngine(store, catalog, EngineOptions(allow_private_endpoints=True, **options))
+    await engine.start()
+    b = Bench(store, catalog, engine, Validator(catalog))
+    try:
+        yield b
+    finally:
+        await b.engine.stop()
+        await store.close()
+
+
+async def wait_ids(r: Receiver, expected: list[str], timeout: float = 10.0) -> None:
+    await wait_until(lambda: len(r.ids()) >= len(expected), timeout=timeout,
+                     what=f"{len(expected)} events at the receiver (have {len(r.ids())})")
+
+
+async def never_answer(seen: Received) -> web.Response:
+    await asyncio.sleep(3600)
+    return web.Response(status=200)
