@@ -1,0 +1,753 @@
+"""The PostgreSQL store: several leadstream nodes share one database (SPEC §6).
+
+Positions never skip. Every append runs in a READ COMMITTED transaction that first takes one
+transaction-level advisory lock (the *log lock*), then reads the head row (``log_head``: the last
+position and ingest time), inserts its events at the next positions, moves the head and commits.
+The lock is released only after the commit is visible to new snapshots, so appends commit one
+after another in position order: when a reader's snapshot shows position P, every append that
+took positions below P committed before the one that took P, and is visible too. A reader that
+has read up to P therefore never finds a row at or below P later. (Group commit keeps the cost
+of this down: one transaction carries every append of this process that waited for the lock.)
+The head row is updated in the same transaction as the rows, so ``last_position`` never runs
+ahead of what readers can see, and positions are never reused: a rolled-back append rolls the
+head back too, and a purge never moves it.
+
+The event log is partitioned by ingest day (UTC, on ``ingested_at`` in ms). Today's and
+tomorrow's partitions are created ahead, on open and then every ``maintenance_interval``.
+Idempotency keys are unique per partition by a unique index, and across partitions because the
+duplicate check runs under the log lock, before the insert of the same transaction.
+
+Retention drops whole partitions: a day's partition goes once its whole day is older than the
+cutoff, so with a retention of a day or more an event lives up to one day longer than
+``--retention``. A retention shorter than a day (tests, demos) would keep events far too long that
+way, so then the rows of the day still partly inside retention are deleted too, as the base
+class does.
+
+Leases: every node that calls ``lease`` records itself in ``nodes``; a node is live while it has
+called within the TTL. Each node holds at most ``ceil(subscriptions / live nodes)`` leases, renews
+those on each call, takes free or expired ones up to that share, and stops renewing (without
+releasing) those above it, so another node can take them only after they expire.
+
+Connection loss: every method raises ``Unavailable`` while the database cannot be reached. The
+first failure marks the store down; calls then fail fast while one probe task reconnects with
+backoff, and ``healthy()`` is False until it succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+
+from leadstream.errors import Conflict, Invalid, Unavailable
+from leadstream.events import Event
+from leadstream.logs import log
+from leadstream.store.base import Store, StoredSubscription
+
+T = TypeVar("T")
+
+DAY_MS = 86_400_000
+NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+# Advisory lock ids, in the namespace hashtext(current_schema()) so that clusters in different
+# schemas of one database do not serialize each other.
+SCHEMA_LOCK, LOG_LOCK, LEASE_LOCK = 0, 1, 2
+
+MIGRATIONS = [
+    # 1: the event log, subscriptions and everything around them.
+    """
+    CREATE TABLE log_head (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        last_position bigint NOT NULL,
+        last_ingested_at bigint NOT NULL
+    );
+    INSERT INTO log_head VALUES (true, 0, 0);
+    CREATE TABLE events (
+        position bigint NOT NULL,
+        eventid text NOT NULL,
+        stream text NOT NULL,
+        munchkin_id text NOT NULL,
+        etype text NOT NULL,
+        type text NOT NULL,
+        id text NOT NULL,
+        time text NOT NULL,
+        data bytea NOT NULL,
+        key text NOT NULL,
+        ingested_at bigint NOT NULL
+    ) PARTITION BY RANGE (ingested_at);
+    CREATE INDEX events_position ON events (position);
+    CREATE INDEX events_tenant ON events (stream, munchkin_id, position);
+    CREATE INDEX events_ingested ON events (ingested_at);
+    CREATE TABLE subscriptions (
+        id text PRIMARY KEY,
+        munchkin_id text NOT NULL,
+        config bytea NOT NULL,
+        state bytea NOT NULL,
+        created_at bigint NOT NULL
+    );
+    CREATE INDEX subscriptions_tenant ON subscriptions (munchkin_id, created_at);
+    CREATE TABLE attempts (
+        seq bigserial PRIMARY KEY,
+        sub_id text NOT NULL,
+        doc bytea NOT NULL
+    );
+    CREATE INDEX attempts_sub ON attempts (sub_id, seq);
+    CREATE TABLE dead_letters (
+        sub_id text NOT NULL,
+        position bigint NOT NULL,
+        event bytea NOT NULL,
+        reason text NOT NULL,
+        PRIMARY KEY (sub_id, position)
+    );
+    CREATE TABLE settings (name text PRIMARY KEY, value bytea NOT NULL);
+    CREATE TABLE nodes (node_id text PRIMARY KEY, seen_at bigint NOT NULL);
+    CREATE TABLE leases (
+        sub_id text PRIMARY KEY,
+        node_id text NOT NULL,
+        expires_at bigint NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+EVENT_COLUMNS = ("position", "eventid", "stream", "munchkin_id", "etype", "type", "id", "time", "data", "key", "ingested_at")
+# Reads skip the key (only ingest needs it): '' stands in its place, keeping Event(*row) positional.
+READ_COLUMNS = "eventid, stream, munchkin_id, etype, type, id, time, data, '', position, ingested_at"
+MAX_GROUP_EVENTS = 20_000
+
+# What "the database cannot be reached" looks like from asyncpg.
+CONNECTION_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now, canceled
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.InterfaceError,  # connection or pool closed under us
+)
+
+
+def partition_name(day: int) -> str:
+    """The partition holding ingest day ``day`` (days since the epoch, UTC): ``events_p20261128``."""
+    return "events_p" + datetime.fromtimestamp(day * 86_400, timezone.utc).strftime("%Y%m%d")
+
+
+def partition_day(name: str) -> int:
+    return int(datetime.strptime(name[len("events_p") :], "%Y%m%d").replace(tzinfo=timezone.utc).timestamp()) // 86_400
+
+
+def partition_ddl(day: int) -> str:
+    name = partition_name(day)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF events "
+        f"FOR VALUES FROM ({day * DAY_MS}) TO ({(day + 1) * DAY_MS});"
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {name}_key ON {name} (key);"
+    )
+
+
+async def _migrate(conn: asyncpg.Connection) -> int:
+    """Bring the schema up to SCHEMA_VERSION; one node at a time. Returns the version."""
+    async with conn.transaction(isolation="read_committed"):
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()), $1)", SCHEMA_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the database schema is at version {current}; this leadstream knows up to {SCHEMA_VERSION}: upgrade leadstream"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            await conn.execute(MIGRATIONS[version - 1])
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+            log.info("database schema upgraded", version=version)
+    return SCHEMA_VERSION
+
+
+async def upgrade(dsn: str) -> int:
+    """Create or migrate the schema at ``dsn`` (``leadstream db upgrade``); returns the version."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except CONNECTION_ERRORS as exc:
+        raise Unavailable(f"cannot reach PostgreSQL: {exc}") from exc
+    try:
+        return await _migrate(conn)
+    finally:
+        await conn.close()
+
+
+@dataclass(slots=True)
+class _Append:
+    events: Sequence[Event]
+    future: asyncio.Future[list[int]]
+
+
+class PostgresStore(Store):
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        node_id: str | None = None,
+        min_pool: int = 1,
+        max_pool: int = 10,
+        poll_interval: float = 1.0,
+        maintenance_interval: float = 3600.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.dsn = dsn
+        self.node_id = node_id or "leadstream"
+        self._min_pool, self._max_pool = min_pool, max_pool
+        self._poll_interval = poll_interval  # wait_for_events re-checks this often without NOTIFY
+        self._maintenance_interval = maintenance_interval
+        self._connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._appends: asyncio.Queue[_Append | None] = asyncio.Queue()
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._days: set[int] = set()  # ingest days known to have a partition
+        self._known_last = 0  # the highest committed position this node has heard of
+        self._down: BaseException | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = True
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._down = None
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self._min_pool,
+                max_size=self._max_pool,
+                timeout=self._connect_timeout,
+                # Appends must be durable on commit, whatever the server default is.
+                server_settings={"application_name": f"leadstream:{self.node_id}"[:63], "synchronous_commit": "on"},
+            )
+            async with self._pool.acquire() as conn:
+                await _migrate(conn)
+                self._lock_space = await conn.fetchval("SELECT hashtext(current_schema())")
+                self._channel = f"leadstream_events_{await conn.fetchval('SELECT current_schema()')}"[:63]
+                self._known_last = await conn.fetchval("SELECT last_position FROM log_head")
+            self._closed = False
+            await self._ensure_partitions()
+        except BaseException as exc:
+            self._closed = True
+            if self._pool is not None:
+                self._pool.terminate()
+                self._pool = None
+            if isinstance(exc, (Unavailable, *CONNECTION_ERRORS)):
+                raise Unavailable(f"cannot reach PostgreSQL: {exc}") from exc
+            raise
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="leadstream-pg-writer"),
+            asyncio.create_task(self._listen_loop(), name="leadstream-pg-listener"),
+            asyncio.create_task(self._maintenance_loop(), name="leadstream-pg-maintenance"),
+        ]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._appends.put_nowait(None)
+        await self._tasks[0]  # the writer finishes what was queued before close
+        for task in [*self._tasks[1:], self._probe]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*self._tasks[1:], *([self._probe] if self._probe else []), return_exceptions=True)
+        pool, self._pool = self._pool, None
+        assert pool is not None
+        try:
+            await asyncio.wait_for(pool.close(), 10)
+        except CONNECTION_ERRORS:
+            pool.terminate()
+        self._wake()
+
+    async def healthy(self) -> bool:
+        if self._closed or self._down is not None:
+            return False
+        try:
+            await self._run(lambda conn: conn.fetchval("SELECT 1", timeout=self._connect_timeout))
+        except Unavailable:
+            return False
+        return True
+
+    # -- connections, failures and the probe ------------------------------------------------------
+    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``work`` on a pooled connection; connection trouble becomes ``Unavailable``.
+        (Not refused once close() has begun: the writer still commits what was queued.)"""
+        if self._pool is None:
+            raise Unavailable("the store is not open")
+        if self._down is not None:
+            raise Unavailable(f"PostgreSQL is unreachable: {self._down}")
+        try:
+            async with self._pool.acquire(timeout=self._connect_timeout) as conn:
+                return await work(conn)
+        except CONNECTION_ERRORS as exc:
+            self._mark_down(exc)
+            raise Unavailable(f"PostgreSQL is unreachable: {exc}") from exc
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self._down is None and not self._closed:
+            log.warning("PostgreSQL unreachable; reconnecting", error=str(exc) or type(exc).__name__)
+            self._down = exc
+            self._probe = asyncio.create_task(self._reconnect(), name="leadstream-pg-probe")
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        pool = self._pool
+        assert pool is not None
+        while not self._closed:
+            await asyncio.sleep(delay)
+            try:
+                # The pool replaces connections it finds closed when they are acquired.
+                async with pool.acquire(timeout=self._connect_timeout) as conn:
+                    await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+            except CONNECTION_ERRORS as exc:
+                self._down = exc
+                delay = min(delay * 2, 5.0)
+                continue
+            self._down = None
+            log.info("PostgreSQL reachable again")
+            return
+
+    # -- the event log: appends, grouped -----------------------------------------------------------
+    async def append(self, events: Sequence[Event]) -> list[int]:
+        if not events:
+            return []
+        if self._closed:
+            raise Unavailable("the store is closed")
+        future: asyncio.Future[list[int]] = self._loop.create_future()
+        self._appends.put_nowait(_Append(events, future))
+        return await future
+
+    async def _write_loop(self) -> None:
+        """One transaction at a time carries every append that queued up meanwhile."""
+        stopping = False
+        while not stopping:
+            job = await self._appends.get()
+            if job is None:
+                break
+            group, size = [job], len(job.events)
+            while size < MAX_GROUP_EVENTS and not self._appends.empty():
+                more = self._appends.get_nowait()
+                if more is None:
+                    stopping = True
+                    break
+                group.append(more)
+                size += len(more.events)
+            await self._commit(group)
+
+    async def _commit(self, group: list[_Append]) -> None:
+        try:
+            outcome = await self._run(lambda conn: self._append_tx(conn, group))
+        except Unavailable as exc:
+            for job in group:
+                _settle(job.future, None, exc)
+            return
+        except Exception as exc:
+            if len(group) > 1:  # one bad append must not fail the others: each on its own
+                for job in group:
+                    await self._commit([job])
+                return
+            if isinstance(exc, asyncpg.DataError):  # e.g. a NUL character, which text cannot hold
+                exc = Invalid(f"PostgreSQL cannot store these events: {exc}")
+            _settle(group[0].future, None, exc)
+            return
+        duplicates, assigned, last = outcome
+        for event, position, at in assigned:
+            event.position, event.ingested_at = position, at
+        self._publish(last)
+        for job, dups in zip(group, duplicates):
+            _settle(job.future, dups, None)
+
+    async def _append_tx(
+        self, conn: asyncpg.Connection, group: list[_Append]
+    ) -> tuple[list[list[int]], list[tuple[Event, int, int]], int]:
+        # READ COMMITTED matters: each statement below takes a fresh snapshot, so the head read
+        # after the lock is granted sees the previous holder's commit. (Under REPEATABLE READ
+        # the snapshot would date from before the wait.)
+        async with conn.transaction(isolation="read_committed"):
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, LOG_LOCK)
+            last, last_at, now = await conn.fetchrow(f"SELECT last_position, last_ingested_at, {NOW_MS} FROM log_head")
+            at = max(now, last_at)  # ingest time never goes back, whichever node's clock
+            day = at // DAY_MS
+            if day not in self._days:  # the maintenance loop normally made it ahead of time
+                await conn.execute(partition_ddl(day))
+            keys = [e.key for job in group for e in job.events]
+            seen = {r[0] for r in await conn.fetch("SELECT key FROM events WHERE key = ANY($1::text[])", keys)}
+            position = last
+            duplicates: list[list[int]] = []
+            assigned: list[tuple[Event, int, int]] = []
+            rows = []
+            for job in group:
+                dups = []
+                for index, e in enumerate(job.events):
+                    if e.key in seen:
+                        dups.append(index)
+                        continue
+                    seen.add(e.key)
+                    position += 1
+                    assigned.append((e, position, at))
+                    rows.append((position, e.eventid, e.stream, e.munchkin_id, e.etype, e.type, e.id, e.time, e.data, e.key, at))
+                duplicates.append(dups)
+            if rows:
+                await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
+                await conn.execute(
+                    "WITH head AS (UPDATE log_head SET last_position = $1, last_ingested_at = $2) SELECT pg_notify($3, $4)",
+                    position, at, self._channel, str(position),
+                )
+        self._days.add(day)
+        return duplicates, assigned, position
+
+    def _publish(self, position: int) -> None:
+        """A commit is visible up to ``position`` (ours, or another node's by NOTIFY)."""
+        if position > self._known_last:
+            self._known_last = position
+            self._wake()
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    # -- the event log: reads ---------------------------------------------------------------------------
+    async def read(
+        self, after: int, limit: int, *, stream: str | None = None, munchkin_id: str | None = None
+    ) -> list[Event]:
+        where, params = "position > $1", [after]
+        if stream is not None:
+            params.append(stream)
+            where += f" AND stream = ${len(params)}"
+        if munchkin_id is not None:
+            params.append(munchkin_id)
+            where += f" AND munchkin_id = ${len(params)}"
+        params.append(limit)
+        sql = f"SELECT {READ_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ${len(params)}"
+        rows = await self._run(lambda conn: conn.fetch(sql, *params))
+        return [Event(*row) for row in rows]
+
+    async def last_position(self) -> int:
+        position = await self._run(lambda conn: conn.fetchval("SELECT last_position FROM log_head"))
+        self._publish(position)
+        return position
+
+    async def first_position(self) -> int:
+        return await self._run(
+            lambda conn: conn.fetchval(
+                "SELECT coalesce((SELECT min(position) FROM events), (SELECT last_position + 1 FROM log_head))"
+            )
+        )
+
+    async def position_before(self, ingested_ms: int) -> int:
+        # One statement, one snapshot: the first event ingested at or after the moment, minus
+        # one; if there is none, everything retained came before it.
+        return await self._run(
+            lambda conn: conn.fetchval(
+                """
+                SELECT coalesce(
+                    (SELECT min(position) FROM events WHERE ingested_at =
+                        (SELECT min(ingested_at) FROM events WHERE ingested_at >= $1)) - 1,
+                    (SELECT last_position FROM log_head))
+                """,
+                ingested_ms,
+            )
+        )
+
+    async def wait_for_events(self, after: int, timeout: float) -> int:
+        """Wakes on NOTIFY (any node's append) or on this node's own commits, and re-checks every
+        ``poll_interval`` in case a notification was lost. While the database is unreachable it
+        waits out the timeout and returns the last position it knew."""
+        deadline = self._loop.time() + timeout
+        while True:
+            waiter = self._loop.create_future()  # registered before the check: no lost wake-up
+            self._waiters.add(waiter)
+            try:
+                try:
+                    last = await self.last_position()
+                except Unavailable:
+                    last = self._known_last
+                    if last > after:
+                        return last
+                else:
+                    if last > after:
+                        return last
+                remaining = deadline - self._loop.time()
+                if remaining <= 0 or self._closed:
+                    return last
+                try:
+                    await asyncio.wait_for(waiter, min(remaining, self._poll_interval))
+                except TimeoutError:
+                    pass
+            finally:
+                self._waiters.discard(waiter)
+
+    async def _listen_loop(self) -> None:
+        """Keep one connection LISTENing; reconnect with backoff when it drops."""
+        delay = 0.05
+        while not self._closed:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=self._connect_timeout)
+            except CONNECTION_ERRORS:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            try:
+                conn.add_termination_listener(lambda _conn: lost.set())
+                await conn.add_listener(self._channel, self._on_notify)
+                delay = 0.05
+                self._wake()  # events may have come while we were not listening
+                while not lost.is_set():
+                    try:
+                        await asyncio.wait_for(lost.wait(), 30)
+                    except TimeoutError:  # a silent network can hide a dead connection
+                        await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+            except CONNECTION_ERRORS:
+                pass
+            finally:
+                conn.terminate()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._publish(int(payload))
+
+    # -- partitions and retention ------------------------------------------------------------------
+    async def _ensure_partitions(self) -> None:
+        """Today's and tomorrow's partitions, made ahead so that appends never wait for DDL."""
+
+        async def run(conn: asyncpg.Connection) -> None:
+            today = await conn.fetchval(f"SELECT {NOW_MS}") // DAY_MS
+            existing = {partition_day(name) for name in await self._partitions(conn)}
+            wanted = {today, today + 1}
+            if missing := wanted - existing:
+                async with conn.transaction(isolation="read_committed"):
+                    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, LOG_LOCK)
+                    for day in sorted(missing):
+                        await conn.execute(partition_ddl(day))
+            self._days = existing | wanted
+
+        await self._run(run)
+
+    async def _maintenance_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self._maintenance_interval)
+            try:
+                await self._ensure_partitions()
+            except Unavailable:
+                pass  # the next round tries again
+
+    @staticmethod
+    async def _partitions(conn: asyncpg.Connection) -> list[str]:
+        """The event log's partitions, oldest first."""
+        rows = await conn.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'events'::regclass ORDER BY c.relname"
+        )
+        return [row[0] for row in rows]
+
+    async def purge(
+        self,
+        before_ms: int,
+        on_expire: Callable[[list[Event]], None],
+        *,
+        count_after: int,
+        chunk: int = 5000,
+    ) -> int:
+        """Drop every partition whose whole day is older than ``before_ms``; when the retention
+        is shorter than a day, also delete the expired rows of the partitions left (see the
+        module docstring). Returns how many events went."""
+        deleted = 0
+        for name in await self._run(self._partitions):
+            if (partition_day(name) + 1) * DAY_MS > before_ms:
+                break
+            went, count_after = await self._drop_partition(name, on_expire, count_after, chunk)
+            deleted += went
+        if time.time() * 1000 - before_ms < DAY_MS:
+            deleted += await super().purge(before_ms, on_expire, count_after=count_after, chunk=chunk)
+        return deleted
+
+    async def _drop_partition(
+        self, name: str, on_expire: Callable[[list[Event]], None], count_after: int, chunk: int
+    ) -> tuple[int, int]:
+        select = f"SELECT {READ_COLUMNS} FROM {name} WHERE position > $1 ORDER BY position LIMIT $2"
+
+        async def report(conn: asyncpg.Connection, after: int) -> int:
+            while rows := await conn.fetch(select, after, chunk):
+                on_expire([Event(*row) for row in rows])
+                after = rows[-1]["position"]
+            return after
+
+        # Outside the lock, so ingest goes on while a large backlog is counted ...
+        reported = await self._run(lambda conn: report(conn, count_after))
+
+        async def drop(conn: asyncpg.Connection) -> tuple[int, int]:
+            async with conn.transaction(isolation="read_committed"):
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, LOG_LOCK)
+                # ... and under it whatever landed meanwhile (only a badly skewed clock can).
+                upto = await report(conn, reported)
+                low, high = await conn.fetchrow(f"SELECT min(position), max(position) FROM {name}")
+                await conn.execute(f"DROP TABLE {name}")
+            # Positions are dense (the head moves by exactly the rows inserted, under the lock)
+            # and rise with ingest time, so a partition holds the whole range low..high.
+            return (0 if low is None else high - low + 1), max(upto, high or 0)
+
+        went, upto = await self._run(drop)
+        self._days.discard(partition_day(name))
+        return went, upto
+
+    async def _expired_upto(self, before_ms: int, limit: int) -> int | None:
+        return await self._run(
+            lambda conn: conn.fetchval(
+                "SELECT max(position) FROM "
+                "(SELECT position FROM events WHERE ingested_at < $1 ORDER BY position LIMIT $2) AS expired",
+                before_ms,
+                limit,
+            )
+        )
+
+    async def _delete_through(self, position: int) -> int:
+        status = await self._run(lambda conn: conn.execute("DELETE FROM events WHERE position <= $1", position))
+        return int(status.split()[-1])
+
+    # -- subscriptions ----------------------------------------------------------------------------
+    async def create_subscription(self, sub: StoredSubscription) -> None:
+        try:
+            await self._run(
+                lambda conn: conn.execute(
+                    "INSERT INTO subscriptions (id, munchkin_id, config, state, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    sub.id, sub.munchkin_id, sub.config, sub.state, sub.created_at,
+                )
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"subscription {sub.id} already exists") from None
+
+    async def get_subscription(self, sub_id: str) -> StoredSubscription | None:
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                "SELECT id, munchkin_id, config, state, created_at FROM subscriptions WHERE id = $1", sub_id
+            )
+        )
+        return StoredSubscription(*row) if row else None
+
+    async def list_subscriptions(self, munchkin_id: str | None = None) -> list[StoredSubscription]:
+        sql = "SELECT id, munchkin_id, config, state, created_at FROM subscriptions"
+        params: list[Any] = []
+        if munchkin_id is not None:
+            sql += " WHERE munchkin_id = $1"
+            params.append(munchkin_id)
+        rows = await self._run(lambda conn: conn.fetch(sql + " ORDER BY created_at, id", *params))
+        return [StoredSubscription(*row) for row in rows]
+
+    async def update_config(self, sub_id: str, config: bytes) -> None:
+        await self._run(lambda conn: conn.execute("UPDATE subscriptions SET config = $1 WHERE id = $2", config, sub_id))
+
+    async def save_state(self, sub_id: str, state: bytes) -> None:
+        await self._relaxed("UPDATE subscriptions SET state = $1 WHERE id = $2", state, sub_id)
+
+    async def _relaxed(self, sql: str, *params: Any) -> None:
+        """A write that must survive our crash but not the database's: no WAL flush wait (the
+        same promise the SQLite store makes for delivery state)."""
+
+        async def run(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                await conn.execute(sql, *params)
+
+        await self._run(run)
+
+    async def lease(self, node_id: str, ttl: float) -> set[str] | None:
+        ttl_ms = max(1, int(ttl * 1000))
+
+        async def run(conn: asyncpg.Connection) -> set[str]:
+            async with conn.transaction(isolation="read_committed"):
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, LEASE_LOCK)
+                now = await conn.fetchval(f"SELECT {NOW_MS}")
+                await conn.execute(
+                    "INSERT INTO nodes (node_id, seen_at) VALUES ($1, $2) "
+                    "ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at",
+                    node_id, now,
+                )
+                await conn.execute("DELETE FROM nodes WHERE seen_at < $1", now - 10 * ttl_ms)
+                live = await conn.fetchval("SELECT count(*) FROM nodes WHERE seen_at > $1", now - ttl_ms)
+                total = await conn.fetchval("SELECT count(*) FROM subscriptions")
+                share = math.ceil(total / live)
+                held = await conn.fetch(
+                    "SELECT sub_id FROM leases WHERE node_id = $1 AND expires_at > $2 ORDER BY sub_id LIMIT $3",
+                    node_id, now, share,
+                )
+                free = await conn.fetch(
+                    "SELECT s.id FROM subscriptions s LEFT JOIN leases l ON l.sub_id = s.id "
+                    "WHERE l.sub_id IS NULL OR l.expires_at <= $1 ORDER BY s.id LIMIT $2",
+                    now, share - len(held),
+                )
+                mine = [row[0] for row in held] + [row[0] for row in free]
+                await conn.execute(
+                    "INSERT INTO leases (sub_id, node_id, expires_at) SELECT unnest($1::text[]), $2, $3 "
+                    "ON CONFLICT (sub_id) DO UPDATE SET node_id = excluded.node_id, expires_at = excluded.expires_at",
+                    mine, node_id, now + ttl_ms,
+                )
+            return set(mine)
+
+        return await self._run(run)
+
+    # -- attempts and dead letters ------------------------------------------------------------------------
+    async def record_attempt(self, sub_id: str, attempt: bytes, keep: int = 1000) -> None:
+        # The statement does not see its own insert: trimming to keep - 1 older ones leaves keep.
+        await self._relaxed(
+            "WITH added AS (INSERT INTO attempts (sub_id, doc) VALUES ($1, $2)) "
+            "DELETE FROM attempts WHERE sub_id = $1 AND seq <= "
+            "(SELECT seq FROM attempts WHERE sub_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET $3)",
+            sub_id, attempt, max(keep - 1, 0),
+        )
+
+    async def list_attempts(self, sub_id: str, limit: int) -> list[bytes]:
+        rows = await self._run(
+            lambda conn: conn.fetch("SELECT doc FROM attempts WHERE sub_id = $1 ORDER BY seq DESC LIMIT $2", sub_id, limit)
+        )
+        return [row[0] for row in rows]
+
+    async def dead_letter(self, sub_id: str, event: Event, reason: str) -> None:
+        blob = msgspec.msgpack.encode(event)
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO dead_letters (sub_id, position, event, reason) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (sub_id, position) DO UPDATE SET event = excluded.event, reason = excluded.reason",
+                sub_id, event.position, blob, reason,
+            )
+        )
+
+    async def dead_letters(self, sub_id: str, limit: int) -> list[tuple[Event, str]]:
+        rows = await self._run(
+            lambda conn: conn.fetch(
+                "SELECT event, reason FROM dead_letters WHERE sub_id = $1 ORDER BY position LIMIT $2", sub_id, limit
+            )
+        )
+        return [(msgspec.msgpack.decode(blob, type=Event), reason) for blob, reason in rows]
+
+    # -- settings ---------------------------------------------------------------------------------------
+    async def get_setting(self, name: str) -> bytes | None:
+        return await self._run(lambda conn: conn.fetchval("SELECT value FROM settings WHERE name = $1", name))
+
+    async def put_setting(self, name: str, value: bytes) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                name, value,
+            )
+        )
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -1,0 +1,564 @@
+"""The storage contract (SPEC §6): one suite, run against SQLite and PostgreSQL alike, then what
+only the PostgreSQL backend promises (several nodes, partitions, leases, outages)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from leadstream.errors import Invalid, Unavailable
+from leadstream.events import Event
+from leadstream.store import Store, StoredSubscription, open_store
+from leadstream.store.postgres import DAY_MS, SCHEMA_VERSION, PostgresStore, partition_ddl, partition_name, upgrade
+
+TENANT, OTHER_TENANT = "123-ABC-456", "987-XYZ-654"
+
+
+def make_event(stream: str = "activity", tenant: str = TENANT, guid: str | None = None) -> Event:
+    guid = guid or str(uuid.uuid4())
+    return Event(
+        eventid=str(uuid.uuid4()),
+        stream=stream,
+        munchkin_id=tenant,
+        etype="10",
+        type="com.adobe.platform.marketo.activity.standard.openemail",
+        id=guid,
+        time="2026-11-28T10:00:00Z",
+        data=orjson.dumps({"munchkinId": tenant, "leadId": "1234", "guid": guid}),
+        key=f"{tenant}:{guid}",
+    )
+
+
+def make_events(n: int, **kwargs: Any) -> list[Event]:
+    return [make_event(**kwargs) for _ in range(n)]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+async def read_all(store: Store, after: int = 0) -> list[Event]:
+    return await store.read(after, 100_000)
+
+
+def sub(sub_id: str, tenant: str = TENANT, created_at: int = 1) -> StoredSubscription:
+    return StoredSubscription(sub_id, tenant, b'{"name":"%s"}' % sub_id.encode(), b'{"cursor":0}', created_at)
+
+
+# -- the event log ------------------------------------------------------------------------------
+
+
+async def test_append_sets_positions_and_reads_back(store: Store) -> None:
+    assert await store.last_position() == 0
+    assert await store.first_position() == 1
+    events = make_events(5)
+    assert await store.append(events) == []
+    positions = [e.position for e in events]
+    assert positions == sorted(set(positions)) and positions[0] >= 1
+    assert all(e.ingested_at > 0 for e in events)
+    assert await store.last_position() == positions[-1]
+    assert await store.first_position() == positions[0]
+
+    stored = await read_all(store)
+    assert [(e.eventid, e.stream, e.munchkin_id, e.etype, e.type, e.id, e.time, e.data) for e in stored] == [
+        (e.eventid, e.stream, e.munchkin_id, e.etype, e.type, e.id, e.time, e.data) for e in events
+    ]
+    assert [(e.position, e.ingested_at) for e in stored] == [(e.position, e.ingested_at) for e in events]
+    assert await store.read(positions[1], 2) == stored[2:4]
+
+    more = make_events(3)
+    await store.append(more)
+    assert more[0].position > positions[-1] and more[0].ingested_at >= events[-1].ingested_at
+
+
+async def test_duplicates_within_a_call_and_across_calls(store: Store) -> None:
+    a, b, c = make_event(), make_event(), make_event()
+    again_a = make_event(guid=a.id)
+    assert await store.append([a, b, again_a]) == [2]
+    assert await store.append([make_event(guid=b.id), c, make_event(guid=c.id)]) == [0, 2]
+    assert again_a.position == 0  # not stored: no position
+    assert [e.eventid for e in await read_all(store)] == [a.eventid, b.eventid, c.eventid]
+    # The same guid under another tenant is another key.
+    assert await store.append([make_event(tenant=OTHER_TENANT, guid=a.id)]) == []
+
+
+async def test_concurrent_appends_of_one_process_all_land(store: Store) -> None:
+    batches = [make_events(random.randint(1, 30)) for _ in range(40)]
+    shared = make_event()  # in several calls at once: stored exactly once
+    results = await asyncio.gather(*(store.append([shared.__copy__(), *batch]) for batch in batches))
+    assert sum(1 for duplicates in results if duplicates == []) == 1
+    stored = await read_all(store)
+    assert len(stored) == 1 + sum(map(len, batches))
+    assert [e.position for e in stored] == sorted({e.position for e in stored})
+
+
+async def test_read_filters_by_stream_and_tenant(store: Store) -> None:
+    mixed = [
+        make_event("activity", TENANT),
+        make_event("audit", TENANT),
+        make_event("activity", OTHER_TENANT),
+        make_event("notification", TENANT),
+        make_event("activity", TENANT),
+        make_event("audit", OTHER_TENANT),
+    ]
+    await store.append(mixed)
+
+    def ids(events: list[Event]) -> list[str]:
+        return [e.eventid for e in events]
+
+    assert ids(await store.read(0, 10, stream="activity")) == ids([mixed[0], mixed[2], mixed[4]])
+    assert ids(await store.read(0, 10, munchkin_id=OTHER_TENANT)) == ids([mixed[2], mixed[5]])
+    assert ids(await store.read(0, 10, stream="activity", munchkin_id=TENANT)) == ids([mixed[0], mixed[4]])
+    assert ids(await store.read(mixed[0].position, 1, stream="activity", munchkin_id=TENANT)) == ids([mixed[4]])
+    assert await store.read(0, 10, stream="notification", munchkin_id=OTHER_TENANT) == []
+
+
+async def test_position_before(store: Store) -> None:
+    assert await store.position_before(now_ms()) == 0
+    first = make_events(3)
+    await store.append(first)
+    await until(lambda: now_ms() > first[-1].ingested_at + 1, what="the clock to move on")
+    second = make_events(2)
+    await store.append(second)
+    assert second[0].ingested_at > first[-1].ingested_at
+
+    assert await store.position_before(0) == first[0].position - 1
+    assert await store.position_before(first[0].ingested_at) == first[0].position - 1
+    assert await store.position_before(second[0].ingested_at) == first[-1].position
+    assert await store.position_before(now_ms() + 60_000) == second[-1].position
+
+
+async def test_wait_for_events_wakes_on_append_and_times_out_otherwise(store: Store) -> None:
+    last = await store.last_position()
+    started = time.monotonic()
+    assert await store.wait_for_events(last, 0.2) == last
+    assert time.monotonic() - started >= 0.19
+
+    waiting = asyncio.create_task(store.wait_for_events(last, 30))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    events = make_events(2)
+    await store.append(events)
+    assert await asyncio.wait_for(waiting, 10) == events[-1].position
+    # Already past: returns at once.
+    assert await asyncio.wait_for(store.wait_for_events(last, 30), 5) == events[-1].position
+
+
+# -- retention ----------------------------------------------------------------------------------
+
+
+async def test_purge_reports_only_events_above_count_after(store: Store) -> None:
+    old = make_events(10)
+    await store.append(old)
+    await until(lambda: now_ms() > old[-1].ingested_at, what="the clock to move on")
+    cutoff = now_ms()
+    young = make_events(4)
+    await store.append(young)
+
+    expired: list[Event] = []
+    deleted = await store.purge(cutoff, expired.extend, count_after=old[3].position, chunk=3)
+    assert deleted == 10
+    assert [e.eventid for e in expired] == [e.eventid for e in old[4:]]
+    assert [e.eventid for e in await read_all(store)] == [e.eventid for e in young]
+    assert await store.first_position() == young[0].position
+    # Nothing left to purge; a purge with every cursor past the log reports nothing.
+    assert await store.purge(cutoff, expired.extend, count_after=0) == 0
+    assert await store.purge(now_ms() + 1, expired.extend, count_after=young[-1].position) == 4
+    assert len(expired) == 6
+    assert await store.first_position() == await store.last_position() + 1
+
+
+async def test_ingest_goes_on_during_purge(store: Store) -> None:
+    old = make_events(300)
+    await store.append(old)
+    await until(lambda: now_ms() > old[-1].ingested_at, what="the clock to move on")
+    cutoff = now_ms()
+    expired: list[Event] = []
+
+    async def ingest() -> list[Event]:
+        landed = []
+        for _ in range(20):
+            batch = make_events(5)
+            assert await store.append(batch) == []
+            landed += batch
+        return landed
+
+    deleted, landed = await asyncio.gather(store.purge(cutoff, expired.extend, count_after=0, chunk=7), ingest())
+    assert deleted == 300 and len(expired) == 300
+    assert {e.eventid for e in await read_all(store)} == {e.eventid for e in landed}
+    # An expired key may come back once it has left the log.
+    assert await store.append([make_event(guid=old[0].id)]) == []
+
+
+# -- subscriptions, attempts, dead letters, settings -------------------------------------------------
+
+
+async def test_subscriptions_crud_and_state(store: Store) -> None:
+    await store.create_subscription(sub("s2", created_at=20))
+    await store.create_subscription(sub("s1", created_at=10))
+    await store.create_subscription(sub("s3", OTHER_TENANT, created_at=30))
+    assert await store.get_subscription("nope") is None
+    assert await store.get_subscription("s1") == sub("s1", created_at=10)
+    assert [s.id for s in await store.list_subscriptions()] == ["s1", "s2", "s3"]
+    assert [s.id for s in await store.list_subscriptions(TENANT)] == ["s1", "s2"]
+    assert await store.list_subscriptions("000-AAA-000") == []
+
+    await store.update_config("s2", b'{"name":"renamed"}')
+    await store.save_state("s2", b'{"cursor":42}')
+    changed = await store.get_subscription("s2")
+    assert changed is not None and (changed.config, changed.state) == (b'{"name":"renamed"}', b'{"cursor":42}')
+    assert await store.get_subscription("s1") == sub("s1", created_at=10)
+
+    with pytest.raises(Exception):
+        await store.create_subscription(StoredSubscription("s1", TENANT, b"{}", b"{}", 99))
+    assert await store.get_subscription("s1") == sub("s1", created_at=10)
+
+
+TRIM_SLACK = 64  # a backend may trim the attempt log now and then rather than on every insert
+
+
+async def test_attempts_are_bounded_and_newest_first(store: Store) -> None:
+    await store.create_subscription(sub("busy"))
+    await store.create_subscription(sub("quiet"))
+    await store.record_attempt("quiet", b'{"n":"q"}', keep=20)
+    for n in range(200):
+        await store.record_attempt("busy", b'{"n":%d}' % n, keep=20)
+    newest = [b'{"n":%d}' % n for n in range(199, -1, -1)]
+    assert await store.list_attempts("busy", 5) == newest[:5]
+    kept = await store.list_attempts("busy", 1000)
+    assert 20 <= len(kept) <= 20 + TRIM_SLACK
+    assert kept == newest[: len(kept)]
+    assert await store.list_attempts("quiet", 10) == [b'{"n":"q"}']
+    assert await store.list_attempts("nobody", 10) == []
+
+
+async def test_dead_letters_round_trip(store: Store) -> None:
+    events = make_events(3)
+    await store.append(events)
+    await store.dead_letter("s1", events[2], "413 even alone")
+    await store.dead_letter("s1", events[0], "413")
+    await store.dead_letter("s2", events[1], "413")
+    await store.dead_letter("s1", events[0], "413 again")  # the same event again: replaced
+    letters = await store.dead_letters("s1", 10)
+    assert [(e.eventid, e.position, e.data, reason) for e, reason in letters] == [
+        (events[0].eventid, events[0].position, events[0].data, "413 again"),
+        (events[2].eventid, events[2].position, events[2].data, "413 even alone"),
+    ]
+    assert letters[0][0] == events[0]
+    assert [e.eventid for e, _ in await store.dead_letters("s2", 10)] == [events[1].eventid]
+    assert len(await store.dead_letters("s1", 1)) == 1
+
+
+async def test_settings(store: Store) -> None:
+    assert await store.get_setting("catalog:123-ABC-456") is None
+    await store.put_setting("catalog:123-ABC-456", b'{"result":[]}')
+    await store.put_setting("other", b"\x00\x01binary")
+    assert await store.get_setting("catalog:123-ABC-456") == b'{"result":[]}'
+    await store.put_setting("catalog:123-ABC-456", b'{"result":[1]}')
+    assert await store.get_setting("catalog:123-ABC-456") == b'{"result":[1]}'
+    assert await store.get_setting("other") == b"\x00\x01binary"
+
+
+async def test_reopen_keeps_everything_and_positions_keep_rising(store_url: str) -> None:
+    async with open_store(store_url) as store:
+        first = make_events(4)
+        await store.append(first)
+        await store.create_subscription(sub("s1"))
+        await store.save_state("s1", b'{"cursor":3}')
+        await store.record_attempt("s1", b'{"status":200}')
+        await store.dead_letter("s1", first[1], "413")
+        await store.put_setting("k", b"v")
+
+    async with open_store(store_url) as store:
+        assert [e.eventid for e in await read_all(store)] == [e.eventid for e in first]
+        assert await store.last_position() == first[-1].position
+        kept = await store.get_subscription("s1")
+        assert kept is not None and kept.state == b'{"cursor":3}'
+        assert await store.list_attempts("s1", 10) == [b'{"status":200}']
+        assert [e.eventid for e, _ in await store.dead_letters("s1", 10)] == [first[1].eventid]
+        assert await store.get_setting("k") == b"v"
+        assert await store.append([make_event(guid=first[0].id)]) == [0]  # keys survive too
+        second = make_events(2)
+        await store.append(second)
+        assert second[0].position > first[-1].position
+        assert await store.purge(now_ms() + 1, lambda events: None, count_after=second[-1].position) == 6
+        assert await read_all(store) == []
+
+    async with open_store(store_url) as store:  # everything purged: positions still never reused
+        assert await store.last_position() == second[-1].position
+        assert await store.first_position() == second[-1].position + 1
+        third = make_events(1)
+        await store.append(third)
+        assert third[0].position > second[-1].position
+
+
+async def test_close_finishes_pending_appends(store_url: str) -> None:
+    store = open_store(store_url)
+    await store.open()
+    batches = [make_events(10) for _ in range(8)]
+    appending = [asyncio.create_task(store.append(batch)) for batch in batches]
+    await asyncio.sleep(0)  # every append is queued, none committed yet
+    await store.close()
+    assert await asyncio.gather(*appending) == [[]] * 8
+    with pytest.raises(Unavailable):
+        await store.append(make_events(1))
+    async with open_store(store_url) as reopened:
+        assert len(await read_all(reopened)) == 80
+
+
+# -- PostgreSQL: several nodes -------------------------------------------------------------------------
+
+
+async def test_upgrade_is_idempotent_and_nodes_may_start_together(pg_url: str) -> None:
+    assert await upgrade(pg_url) == SCHEMA_VERSION
+    assert await upgrade(pg_url) == SCHEMA_VERSION
+    nodes = [PostgresStore(pg_url, node_id=f"n{i}") for i in range(3)]
+    await asyncio.gather(*(node.open() for node in nodes))
+    try:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            assert [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")] == list(
+                range(1, SCHEMA_VERSION + 1)
+            )
+            today = await conn.fetchval("SELECT (extract(epoch FROM now()) * 1000)::bigint") // DAY_MS
+            for day in (today, today + 1):  # made ahead
+                assert await conn.fetchval("SELECT to_regclass($1)", partition_name(day)) is not None
+        finally:
+            await conn.close()
+    finally:
+        await asyncio.gather(*(node.close() for node in nodes))
+
+
+async def test_concurrent_writers_on_two_nodes_never_let_a_reader_skip(pg_url: str) -> None:
+    """Writers on two nodes (separate pools) and a reader that follows read(after=cursor): the
+    reader must see every event, in position order, though appends commit concurrently."""
+    node_a, node_b, reader_node = (PostgresStore(pg_url, node_id=n, max_pool=4) for n in ("a", "b", "reader"))
+    for node in (node_a, node_b, reader_node):
+        await node.open()
+    appended: list[Event] = []
+    writers_done = asyncio.Event()
+
+    async def writer(node: PostgresStore, rounds: int) -> None:
+        for _ in range(rounds):
+            batch = make_events(random.randint(1, 40))
+            assert await node.append(batch) == []
+            appended.extend(batch)
+            if random.random() < 0.3:
+                await asyncio.sleep(0)
+
+    async def reader() -> list[Event]:
+        seen: list[Event] = []
+        cursor = 0
+        while True:
+            finished = writers_done.is_set()  # read once more after the writers are done
+            page = await reader_node.read(cursor, 97)
+            seen += page
+            if page:
+                cursor = page[-1].position
+            elif finished:
+                return seen
+
+    try:
+        reading = asyncio.create_task(reader())
+        await asyncio.gather(*(writer(node, 40) for node in (node_a, node_b) for _ in range(4)))
+        writers_done.set()
+        seen = await asyncio.wait_for(reading, 30)
+    finally:
+        for node in (node_a, node_b, reader_node):
+            await node.close()
+    assert len(appended) > 1000
+    assert [e.position for e in seen] == sorted(e.position for e in appended)
+    assert [e.eventid for e in seen] == [e.eventid for e in sorted(appended, key=lambda e: e.position)]
+    assert [e.ingested_at for e in seen] == sorted(e.ingested_at for e in seen)
+
+
+async def test_notify_wakes_a_waiter_on_another_node(pg_url: str) -> None:
+    # With a poll interval far beyond the timeout, only NOTIFY can wake the waiter in time.
+    async with PostgresStore(pg_url, node_id="a", poll_interval=60) as a, PostgresStore(pg_url, node_id="b") as b:
+        last = await a.last_position()
+        waiting = asyncio.create_task(a.wait_for_events(last, 20))
+        await asyncio.sleep(0.05)
+        events = make_events(3)
+        await b.append(events)
+        assert await asyncio.wait_for(waiting, 10) == events[-1].position
+
+
+async def test_leases_spread_across_nodes_and_move_when_one_stops(pg_url: str) -> None:
+    ttl = 0.4
+    async with PostgresStore(pg_url, node_id="a") as a, PostgresStore(pg_url, node_id="b") as b:
+        for i in range(20):
+            await a.create_subscription(sub(f"s{i:02}", created_at=i))
+        everything = {f"s{i:02}" for i in range(20)}
+        held = {"a": set[str](), "b": set[str]()}
+        renewed = {"a": 0.0, "b": 0.0}  # when each node last started a lease call
+
+        async def heartbeat(node: PostgresStore, node_id: str) -> None:
+            renewed[node_id] = time.monotonic()
+            held[node_id] = await node.lease(node_id, ttl) or set()
+
+        deadline = time.monotonic() + 10
+        while not (len(held["a"]) == len(held["b"]) == 10):
+            assert time.monotonic() < deadline, f"leases never evened out: {held}"
+            await heartbeat(a, "a")
+            assert not held["a"] & held["b"], "one subscription leased to two nodes"
+            await heartbeat(b, "b")
+            assert not held["a"] & held["b"], "one subscription leased to two nodes"
+            await asyncio.sleep(ttl / 8)
+        assert held["a"] | held["b"] == everything
+
+        # b stops renewing (dies): a takes b's subscriptions once their leases expire, not before.
+        while held["a"] != everything:
+            assert time.monotonic() < renewed["b"] + 10, f"a never took over: {held['a']}"
+            await heartbeat(a, "a")
+            if held["a"] & held["b"]:
+                assert time.monotonic() >= renewed["b"] + ttl, "a took a lease b still held"
+            await asyncio.sleep(ttl / 8)
+
+
+async def test_purge_drops_whole_partitions(pg_url: str) -> None:
+    """With a retention of a day or more, purge drops the partitions whose whole day has expired
+    and deletes no rows from the others."""
+    async with PostgresStore(pg_url, node_id="a") as store:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            today = await conn.fetchval("SELECT (extract(epoch FROM now()) * 1000)::bigint") // DAY_MS
+            # Seed two past days as ingest would have left them: positions 1-6 three days ago,
+            # 7-10 at the very start of yesterday.
+            days = {today - 3: range(1, 7), today - 1: range(7, 11)}
+            for day, positions in days.items():
+                await conn.execute(partition_ddl(day))
+                rows = [
+                    (p, e.eventid, e.stream, e.munchkin_id, e.etype, e.type, e.id, e.time, e.data, e.key, day * DAY_MS + 1)
+                    for p, e in zip(positions, make_events(len(positions)))
+                ]
+                await conn.copy_records_to_table(
+                    "events", records=rows,
+                    columns=["position", "eventid", "stream", "munchkin_id", "etype", "type", "id", "time", "data", "key", "ingested_at"],
+                )
+            await conn.execute("UPDATE log_head SET last_position = 10, last_ingested_at = $1", (today - 1) * DAY_MS + 1)
+            fresh = make_events(3)
+            await store.append(fresh)
+            assert [e.position for e in fresh] == [11, 12, 13]
+
+            expired: list[Event] = []
+            deleted = await store.purge(now_ms() - DAY_MS - 1, expired.extend, count_after=4)
+            assert deleted == 6
+            assert [e.position for e in expired] == [5, 6]
+            assert await conn.fetchval("SELECT to_regclass($1)", partition_name(today - 3)) is None
+            # Yesterday's events are older than a day too, but their partition's day is not over:
+            # they stay until it is (retention granularity: one day).
+            assert await conn.fetchval("SELECT to_regclass($1)", partition_name(today - 1)) is not None
+            assert [e.position for e in await read_all(store)] == [7, 8, 9, 10, 11, 12, 13]
+            assert await store.first_position() == 7
+        finally:
+            await conn.close()
+
+
+async def test_an_append_that_cannot_be_stored_fails_alone(pg_url: str) -> None:
+    """Appends grouped into one transaction: one that PostgreSQL refuses (text cannot hold NUL)
+    fails with Invalid, and the others of its group still land."""
+    async with PostgresStore(pg_url, node_id="a") as store:
+        good = [make_events(3) for _ in range(5)]
+        bad = [make_event(guid="nul\x00guid")]
+        outcomes = await asyncio.gather(*(store.append(b) for b in [*good[:2], bad, *good[2:]]), return_exceptions=True)
+        assert isinstance(outcomes[2], Invalid)
+        assert [o for i, o in enumerate(outcomes) if i != 2] == [[]] * 5
+        assert {e.eventid for e in await read_all(store)} == {e.eventid for batch in good for e in batch}
+
+
+class Proxy:
+    """A TCP relay in front of PostgreSQL that can be cut (the database "goes away") and restored."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port, reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()
+        await self.server.wait_closed()
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self.writers |= {client_writer, upstream_writer}
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+            finally:
+                writer.transport.abort()
+
+        await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
+
+
+async def test_database_outage_raises_unavailable_then_recovers(pg_url: str) -> None:
+    parts = urllib.parse.urlsplit(pg_url)
+    proxy = Proxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    await proxy.start()
+    via_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+    async with PostgresStore(via_proxy, node_id="a", connect_timeout=1) as store:
+        before = make_events(2)
+        await store.append(before)
+        assert await store.healthy()
+
+        await proxy.cut()
+        with pytest.raises(Unavailable):
+            await store.append(make_events(1))
+        assert not await store.healthy()
+        with pytest.raises(Unavailable):
+            await store.read(0, 10)
+
+        await proxy.start()
+        await until_async(store.healthy, what="the store to reconnect")
+        after = make_events(2)
+        await store.append(after)
+        assert [e.eventid for e in await read_all(store)] == [e.eventid for e in before + after]
+    await proxy.cut()
+
+
+async def until_async(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_unreachable_database_is_unavailable_on_open() -> None:
+    store = PostgresStore("postgresql://postgres@127.0.0.1:1/none", connect_timeout=1)
+    with pytest.raises(Unavailable):
+        await store.open()
+    assert not await store.healthy()
