@@ -72,3 +72,38 @@ async def test_batches_flush_on_size_bytes_and_push_interval(tmp_path):
         await wait_until(lambda: len(r.requests) == 3, what="the partial batch")
         assert len(r.requests[2].json()["activities"]) == 20
         assert r.requests[2].at - first_two[1].at >= 0.2  # it waited for the push interval
+
+
+def custom_object(i: int) -> dict:
+    return {"kind": "customObject", "munchkinId": MUNCHKIN, "apiName": "car_c", "marketoGUID": f"car-{i}",
+            "action": "update", "updatedAt": "2026-11-28T10:00:00Z", "fields": {"color": "red", "seats": i}}
+
+
+def audit(i: int, component: str = "Email", action: str = "approve") -> dict:
+    return {"munchkinId": MUNCHKIN, "id": f"audit-{i}", "componentType": component, "componentId": 1000 + i,
+            "eventAction": action, "user": 253, "userId": "someone@example.com"}
+
+
+async def test_type_filters_custom_objects_and_separate_copies(tmp_path):
+    async with bench(tmp_path) as b, receiver() as changes, receiver() as everything, receiver() as approvals:
+        await b.subscribe(changes.url, eventTypes=[13, "Delete Lead"])
+        await b.subscribe(everything.url, eventTypes=["*"], customObjects=True, format="cloudevents")
+        await b.subscribe(approvals.url, stream="audit", eventTypes=["Email:approve", "Landing Page"])
+        types = [10, 13, 37, 1, 13, 12]
+        records = [activity(i, type_id=types[i % len(types)]) for i in range(60)]
+        await b.publish("activity", records[:30])
+        await b.publish("activity", [custom_object(i) for i in range(5)])
+        await b.publish("activity", records[30:])
+        audits = [audit(0), audit(1, action="edit"), audit(2, "Landing Page", "create"), audit(3, "Form", "approve")]
+        await b.publish("audit", audits)
+
+        wanted = [r["marketoGUID"] for r in records if r["activityTypeId"] in (13, 37)]
+        every = [r["marketoGUID"] for r in records[:30]] + [f"car-{i}" for i in range(5)] + [r["marketoGUID"] for r in records[30:]]
+        await wait_ids(changes, wanted)
+        await wait_ids(everything, every)
+        await wait_ids(approvals, ["audit-0", "audit-2"])
+        assert changes.ids() == wanted  # no Visit Webpage, no custom objects
+        assert everything.ids() == every  # its own full copy, custom objects in log order
+        assert approvals.ids() == ["audit-0", "audit-2"]  # Email:approve and any Landing Page action
+        car = next(e for r in everything.delivered for e in r.json() if e["id"] == "car-0")
+        assert car["type"] == "com.adobe.platform.marketo.customobject.car_c"

@@ -370,6 +370,9 @@ class DeliveryEngine:
             if sender.state.state != rules.DEPROVISIONED:
                 by_key.setdefault(sender.key, []).append(sender)
         counted: set[Sender] = set()
+        events = list(events)
+        if events:
+            self.tail.forget_through(events[-1].position)
         for event in events:
             for sender in by_key.get((event.stream, event.munchkin_id), ()):
                 if event.position > sender.scanned and sender.matches(event):

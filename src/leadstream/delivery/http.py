@@ -90,8 +90,8 @@ async def post(
                 head = await response.read()
             else:
                 head = await response.content.read(SNIPPET_BYTES)
-        snippet = "" if 200 <= status < 300 else snippet(head)
-        return Answer(status, None, retry_after, snippet, time.perf_counter() - started)
+        excerpt = "" if 200 <= status < 300 else snippet(head)
+        return Answer(status, None, retry_after, excerpt, time.perf_counter() - started)
     except TimeoutError:
         return Answer(error=f"timed out after {timeout * 1000:.0f} ms", duration=time.perf_counter() - started)
     except aiohttp.ClientConnectorError as exc:

@@ -96,6 +96,16 @@ class LogTail:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
+    def forget_through(self, position: int) -> None:
+        """Retention deleted the log up to ``position``: nobody may be served those events from
+        memory any more (a sender below the window reads the store, where they are gone)."""
+        while self._chunks and self._chunks[0].last <= position:
+            gone = self._chunks.popleft()
+            self._lasts.pop(0)
+            self._events -= gone.count
+            self._bytes -= gone.size
+        self.start = max(self.start, min(position, self.end))
+
     def covers(self, position: int) -> bool:
         return self.start <= position
 
