@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 import leadstream
 from leadstream.api import catalog as catalog_routes
+from leadstream.api import journal as journal_routes
 from leadstream.api import keys as key_routes
 from leadstream.api.ingest import OPENAPI_PATH, ingest
 from leadstream.api.problems import HANDLERS
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalog_routes.router)
     app.include_router(key_routes.router)  # public signing keys, no auth
     # --- routers: mount further routers here ---
+    app.include_router(journal_routes.router)  # journal (pull) and sample events
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
