@@ -342,3 +342,38 @@ async def test_start_receiver_serves_stats_and_flushes_on_close(out):
     assert stats["received"] == 5 and stats["requests"] == 1
     # closed right after the POST: the buffered lines were written on the way down
     assert [e["id"] for e in lines(out)] == [f"guid-{n}" for n in range(5)]
+
+
+# -- the bodies leadstream really sends -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "cloudevents", "adobe_io"])
+async def test_bodies_made_by_formats_are_received_once_each(receive, out, fmt):
+    from leadstream.catalog import Catalog
+    from leadstream.events import Validator
+    from leadstream.formats import batch_body, event_body
+    from leadstream.sim import Platform
+
+    validator = Validator(Catalog())
+    records = Platform(seed=11, tenants=["123-ABC-456"]).next_records(300)
+    events = [validator.event(stream, orjson.dumps(record)) for stream, record in records
+              if fmt != "legacy" or stream == "activity"]
+    assert any(e.etype.startswith("co:") for e in events)
+    client = await receive()
+    batches = [events[i : i + 100] for i in range(0, len(events), 100)]
+    for batch in batches:
+        body = batch_body(fmt, batch, subscription_id="sub-1", batch_id="b-1", created="2026-11-28T10:00:00Z")
+        assert (await client.post("/", data=body)).status == 200
+    # a retry of the first batch and, for the Adobe formats, one event sent alone: all duplicates
+    first = batch_body(fmt, batches[0], subscription_id="sub-1", batch_id="b-1", created="2026-11-28T10:00:00Z")
+    assert await (await client.post("/", data=first)).json() == {"received": 0, "duplicates": len(batches[0])}
+    if fmt != "legacy":
+        single = event_body(fmt, events[5], subscription_id="sub-1")
+        assert await (await client.post("/", data=single)).json() == {"received": 0, "duplicates": 1}
+    written = await wait_for(lambda: lines(out) if len(lines(out)) == len(events) else None)
+    ids = {"legacy": lambda e: e["marketoGUID"], "cloudevents": lambda e: e["id"], "adobe_io": lambda e: e["event_id"]}[fmt]
+    if fmt == "legacy":  # a legacy body lists a batch's activities, then its custom objects
+        expected = [e.id for batch in batches for e in sorted(batch, key=lambda e: e.etype.startswith("co:"))]
+    else:
+        expected = [e.id if fmt == "cloudevents" else e.eventid for e in events]
+    assert [ids(e) for e in written] == expected
