@@ -12,7 +12,7 @@ events acknowledged in the last ~100 ms, and a crash of the machine may also los
 not yet written. The sender will not resend them: this is a test and demo consumer, not a store.
 
 De-duplication remembers the last ``dedupe_window`` event ids (an LRU, 1,000,000 by default,
-roughly 200 MB when full): an event seen again after that many newer ones is written again.
+about 170 MB when full): an event seen again after that many newer ones is written again.
 """
 
 from __future__ import annotations
