@@ -33,6 +33,8 @@ def serve(
     allow_private_endpoints: bool = typer.Option(False, envvar="LEADSTREAM_ALLOW_PRIVATE_ENDPOINTS", help="allow endpoints on loopback/private addresses (demo, tests)"),
     database_url: Optional[str] = typer.Option(None, envvar="LEADSTREAM_DATABASE_URL", help="postgresql://… to run as a node of a cluster"),
     log_format: str = typer.Option("console", envvar="LEADSTREAM_LOG_FORMAT", help="console or json"),
+    tls_cert: Optional[Path] = typer.Option(None, envvar="LEADSTREAM_TLS_CERT", help="serve HTTPS: the certificate (PEM, chain allowed)"),
+    tls_key: Optional[Path] = typer.Option(None, envvar="LEADSTREAM_TLS_KEY", help="serve HTTPS: its private key (PEM)"),
 ) -> None:
     """Run the server: ingest, admin, journal and delivery."""
     from leadstream.server import serve as run
@@ -48,6 +50,8 @@ def serve(
         allow_private_endpoints=allow_private_endpoints,
         database_url=database_url,
         log_format=log_format,  # type: ignore[arg-type]
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     run(settings)
 

@@ -28,5 +28,8 @@ def serve(settings: Settings) -> None:
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=5,
+        # HTTPS with --tls-cert/--tls-key (both or neither: Settings checks).
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )
     uvicorn.Server(config).run()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -43,11 +44,37 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
     node_id: str = f"{socket.gethostname()}-{os.getpid()}"
+    # -- security (issue 8) --
+    master_key: SecretStr | None = None  # seals subscriber secrets; else <data_dir>/master.key (0600)
+    allowed_cidrs: Annotated[list[str], NoDecode] = []  # outbound endpoints allowed although private
+    ingest_rate_limit: float = 100.0  # ingest requests per second per tenant key (0: no limit)
+    ingest_burst: int = 200  # requests a tenant key may send at once before the rate applies
+    key_refresh_interval: float = 2.0  # how soon other nodes see a new or revoked API key (seconds)
+    tls_cert: Path | None = None  # serve HTTPS with this certificate (PEM; chain allowed)
+    tls_key: Path | None = None
 
     @field_validator("retention", "purge_interval", mode="before")
     @classmethod
     def _duration(cls, value: object) -> float:
         return parse_duration(value)  # type: ignore[arg-type]
+
+    @field_validator("allowed_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: object) -> object:
+        """LEADSTREAM_ALLOWED_CIDRS=10.1.0.0/16,fd00::/8 — checked so a typo fails at start."""
+        cidrs = [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        for cidr in cidrs if isinstance(cidrs, list) else []:
+            ipaddress.ip_network(cidr, strict=False)
+        return cidrs
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both (--tls-cert and --tls-key) or neither")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such file (TLS certificate or key)")
+        return self
 
     @property
     def store_url(self) -> str:

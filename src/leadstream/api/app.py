@@ -16,12 +16,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import leadstream
+from leadstream.api import admin_keys, audit as audit_routes  # issue 8
 from leadstream.api import catalog as catalog_routes
 from leadstream.api import journal as journal_routes
 from leadstream.api import keys as key_routes
 from leadstream.api.ingest import OPENAPI_PATH, ingest
 from leadstream.api.problems import HANDLERS
+from leadstream.api.ratelimit import IngestGuard  # issue 8
+from leadstream.api.security import Security  # issue 8
+from leadstream.api import subscriptions as subscription_routes  # issue 3
 from leadstream.catalog import Catalog
+from leadstream.delivery.engine import DeliveryEngine, EngineOptions  # issue 3
 from leadstream.delivery.signing import KeyRing
 from leadstream.events import Validator
 from leadstream.retention import Retention
@@ -49,6 +54,7 @@ class Services:
     catalog: Catalog
     validator: Validator
     retention: Retention
+    delivery: DeliveryEngine | None = None  # issue 3: set by the lifespan once started
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -69,8 +75,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retention=Retention(store, settings.retention, settings.purge_interval),
     )
     app.state.services = services
+    app.state.security = await Security.start(settings, store)  # issue 8: API keys, secret box, audit, rate limits
     await catalog_routes.restore(services)
     # --- delivery engine: start here, hook it into services.retention (on_expire, lowest_cursor) ---
+    options = EngineOptions(allow_private_endpoints=settings.allow_private_endpoints, node_id=settings.node_id)
+    services.delivery = DeliveryEngine(store, catalog, options, keyring=app.state.keyring)
+    await services.delivery.start()
+    services.retention.on_expire = services.delivery.on_expire
+    services.retention.lowest_cursor = services.delivery.lowest_cursor
     services.tasks.append(asyncio.create_task(services.retention.run(), name="retention"))
     try:
         yield
@@ -79,6 +91,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*services.tasks, return_exceptions=True)
         # --- delivery engine: stop here ---
+        if services.delivery is not None:
+            await services.delivery.stop()
+        await app.state.security.close()  # issue 8: writes pending key last-used times
         await store.close()
 
 
@@ -108,7 +123,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalog_routes.router)
     app.include_router(key_routes.router)  # public signing keys, no auth
     # --- routers: mount further routers here ---
+    app.include_router(subscription_routes.router)  # issue 3: /v1/subscriptions admin API
     app.include_router(journal_routes.router)  # journal (pull) and sample events
+    app.include_router(admin_keys.router)  # issue 8: /v1/keys (tenant API keys)
+    app.include_router(audit_routes.router)  # issue 8: /v1/audit
+    app.add_middleware(IngestGuard)  # issue 8: ingest scope and per-key rate limit
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
