@@ -236,19 +236,77 @@ def receive(
     status: int = typer.Option(503, help="the status --fail-for answers"),
     delay: float = typer.Option(0.0, help="seconds to wait before answering each delivery"),
     challenge_format: str = typer.Option("text", help="answer ?challenge= as text or json"),
+    max_body: int = typer.Option(10 * 1024 * 1024, help="answer 413 above this many bytes (Express's default is 100000)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log one line per request"),
 ) -> None:
     """A ready consumer: answers challenges, checks token or signatures, drops duplicates, writes NDJSON."""
     from leadstream.receiver import ReceiverConfig, run_receiver
 
     config = ReceiverConfig(out=out, token=token, hmac_secret=hmac_secret,
                             public_keys=tuple(p.read_bytes() for p in public_key), fail_for=fail_for,
-                            status=status, delay=delay, challenge_format=challenge_format)
+                            status=status, delay=delay, challenge_format=challenge_format, max_body=max_body)
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(message)s")
     typer.echo(f"receiving on http://{host}:{port}" + (f", writing {out}" if out else ""))
     try:
         asyncio.run(run_receiver(config, host, port))
     except KeyboardInterrupt:
         pass
 
+
+
+
+@app.command()
+def simulate(
+    rate: float = typer.Option(200.0, help="records per second"),
+    duration: float = typer.Option(30.0, help="seconds"),
+    seed: int = typer.Option(0, help="the same seed gives the same records"),
+    batch: int = typer.Option(500, help="records per request"),
+    server: str = ServerOpt, key: Optional[str] = KeyOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Publish realistic traffic of a simulated platform (several tenants, every stream)."""
+    from leadstream.client import default_key
+    from leadstream.sim.publish import PublishError, simulate as run
+
+    stop = asyncio.Event()
+
+    async def go() -> Any:
+        task = asyncio.create_task(run(server, key or default_key() or "", rate=rate, duration=duration, seed=seed,
+                                       batch=batch, stop=stop))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:  # Ctrl-C: stop and report what was published
+            stop.set()
+            return await task
+
+    try:
+        result = asyncio.run(go())
+    except PublishError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+    summary = result.as_json()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"published {summary['published']} records in {summary['elapsed']} s: accepted {summary['accepted']}, "
+               f"duplicates {summary['duplicates']}, rejected {summary['rejected']}")
+    for error in summary["errors"]:
+        typer.echo(f"  {error}")
+
+
+@app.command()
+def demo(
+    duration: float = typer.Option(60.0, help="seconds of simulated traffic"),
+    rate: float = typer.Option(200.0, help="records per second"),
+    seed: int = typer.Option(0),
+    keep: bool = typer.Option(False, help="keep the temporary store and the receivers' files"),
+) -> None:
+    """The whole system on this machine: server, simulated platform, receivers, a live view, a closing check."""
+    from leadstream.demo import run_demo
+
+    raise typer.Exit(asyncio.run(run_demo(duration=duration, rate=rate, seed=seed, keep=keep)))
 
 
 keys = typer.Typer(no_args_is_help=True, help="Signing keys and API keys.")

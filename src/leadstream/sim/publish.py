@@ -115,6 +115,7 @@ async def simulate(
     seed: int = 0,
     batch: int = 500,
     on_progress: Callable[[SimResult], None] | None = None,
+    on_published: Callable[[str, list[dict[str, Any]]], None] | None = None,
     tenants: Sequence[str] = DEFAULT_TENANTS,
     stop: asyncio.Event | None = None,
 ) -> SimResult:
@@ -124,6 +125,8 @@ async def simulate(
     most ``batch``, one request at a time, so each stream is ingested in the platform's order.
     When the server is slower than ``rate`` the run takes longer than ``duration``; setting
     ``stop`` ends it early (with the counts so far). Activity dates follow the wall clock.
+    ``on_published(stream, records)`` sees the records of each request the server stored, in
+    publish order (the demo uses it to know what every subscription must receive).
     Raises PublishError when the server refuses a request as a whole (bad key, unreachable).
     """
     if rate <= 0 or duration <= 0:
@@ -146,7 +149,11 @@ async def simulate(
             for stream, chunk_source in by_stream.items():
                 for i in range(0, len(chunk_source), batch):
                     chunk = chunk_source[i : i + batch]
-                    _count(result, stream, await _post(session, url.format(stream), key, chunk), len(chunk))
+                    answer = await _post(session, url.format(stream), key, chunk)
+                    _count(result, stream, answer, len(chunk))
+                    if on_published is not None:
+                        refused = {r.get("index") for r in answer.get("rejected", [])}
+                        on_published(stream, [r for i, r in enumerate(chunk) if i not in refused])
                     result.elapsed = time.monotonic() - started
                     if on_progress is not None:
                         on_progress(result)

@@ -1,0 +1,318 @@
+"""`leadstream demo`: the whole system on one machine, watched live, checked at the end.
+
+A server on a temporary embedded store (a subprocess, as a user runs it), a local OAuth2 token
+endpoint, one ready receiver per subscription, subscriptions in each format and auth mode, and
+the simulated platform publishing. One receiver fails for a while, so its subscription goes
+retrying → paused → active and catches up. At the end every subscription must hold exactly the
+published events it matches, in log order, none lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from leadstream.client import ApiError, Client
+from leadstream.receiver import ReceiverConfig, RunningReceiver, start_receiver
+from leadstream.sim.platform import DEFAULT_TENANTS
+from leadstream.sim.publish import SimResult, simulate
+
+TENANT = DEFAULT_TENANTS[0]
+OAUTH_CLIENT = ("demo-client", secrets.token_urlsafe(16))
+OAUTH_TOKEN = secrets.token_urlsafe(24)
+BEARER_TOKEN = secrets.token_urlsafe(24)
+EMAIL_TYPES = [6, 7, 8, 9, 10, 11, 27]
+
+
+@dataclass
+class DemoSubscription:
+    """One subscription of the demo, its receiver, and what it must end up holding."""
+
+    label: str
+    body: dict[str, Any]
+    matches: Callable[[str, dict[str, Any]], bool]
+    receiver_config: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+    receiver: RunningReceiver | None = None
+    out: Path | None = None
+    expected: list[str] = field(default_factory=list)  # identities, in publish order
+    expected_custom: list[str] = field(default_factory=list)
+    states_seen: list[str] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+def identity(stream: str, record: dict[str, Any]) -> tuple[bool, str]:
+    """(is a custom object, the id a receiver will see) of a published record."""
+    if record.get("kind") == "customObject":
+        return True, "/".join(str(record[k]) for k in ("apiName", "marketoGUID", "action", "updatedAt"))
+    return False, record["marketoGUID"] if stream == "activity" else str(record["id"])
+
+
+def received_identity(line: dict[str, Any]) -> tuple[bool, str]:
+    """The same identity, read back from a line the receiver wrote (any of the three formats)."""
+    if "event_id" in line:  # adobe_io
+        return False, str(line["event"]["id"])
+    if "specversion" in line:  # cloudevents
+        return ".customobject." in line["type"], str(line["id"])
+    if "apiName" in line:  # legacy custom object
+        return True, "/".join(str(line[k]) for k in ("apiName", "marketoGUID", "action", "updatedAt"))
+    return False, line["marketoGUID"]
+
+
+def demo_subscriptions(fail_for: float) -> list[DemoSubscription]:
+    # Intervals shrunk so that a whole retry → pause → probe → recover cycle fits in the run.
+    fast = {"munchkinId": TENANT, "batchSize": 200, "pushIntervalMs": 250, "retryIntervalMs": 500,
+            "retryAttempts": 2, "probeIntervalMs": 1500, "timeoutMs": 5000}
+    tenant_activity = lambda stream, r: stream == "activity" and r["munchkinId"] == TENANT  # noqa: E731
+    return [
+        DemoSubscription(
+            "legacy + OAuth2",
+            {**fast, "name": "crm-sync", "stream": "activity", "format": "legacy", "customObjects": True,
+             "auth": {"type": "oauth2", "tokenUrl": "{token_url}", "clientId": OAUTH_CLIENT[0],
+                      "clientSecret": OAUTH_CLIENT[1]}},
+            tenant_activity,
+            {"token": OAUTH_TOKEN},
+        ),
+        DemoSubscription(
+            "cloudevents + token, fails a while",
+            {**fast, "name": "email-analytics", "stream": "activity", "format": "cloudevents", "eventTypes": EMAIL_TYPES,
+             "auth": {"type": "token", "token": BEARER_TOKEN}},
+            lambda stream, r: tenant_activity(stream, r) and r.get("activityTypeId") in EMAIL_TYPES,
+            {"token": BEARER_TOKEN, "fail_for": fail_for, "status": 503},
+        ),
+        DemoSubscription(
+            "adobe_io audit",
+            {**fast, "name": "security-audit", "stream": "audit", "format": "adobe_io"},
+            lambda stream, r: stream == "audit" and r["munchkinId"] == TENANT,
+        ),
+        DemoSubscription(
+            "adobe_io notifications",
+            {**fast, "name": "ops-alerts", "stream": "notification", "format": "adobe_io"},
+            lambda stream, r: stream == "notification" and r["munchkinId"] == TENANT,
+        ),
+    ]
+
+
+# -- the parts ---------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`leadstream serve` on a temporary embedded store."""
+
+    def __init__(self, data_dir: Path, key: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir / "server.log"
+        env = {**os.environ, "LEADSTREAM_ADMIN_KEY": key}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "leadstream.cli", "serve", "--data-dir", str(data_dir / "store"),
+             "--port", str(self.port), "--allow-private-endpoints", "--retention", "1h"],
+            env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    async def ready(self, client: Client, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
+            try:
+                await client.request("GET", "/healthz")
+                return
+            except ApiError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+async def start_token_endpoint() -> tuple[web.AppRunner, str]:
+    """A tiny OAuth2 token endpoint (client credentials) for the legacy subscription."""
+
+    async def token(request: web.Request) -> web.Response:
+        expected = web.BasicAuth(*OAUTH_CLIENT).encode()
+        form = await request.post()
+        if request.headers.get("Authorization") != expected or form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "invalid_client"}, status=401)
+        return web.json_response({"access_token": OAUTH_TOKEN, "token_type": "Bearer", "expires_in": 90})
+
+    app = web.Application()
+    app.router.add_post("/oauth/token", token)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}/oauth/token"
+
+
+# -- the live view and the closing check ----------------------------------------------------------------
+
+
+def view(subs: list[DemoSubscription], sim: SimResult | None, phase: str) -> Group:
+    table = Table(title="subscriptions", expand=False)
+    for column in ("subscription", "state", "delivered", "pending", "lag s", "last error"):
+        table.add_column(column)
+    colors = {"active": "green", "retrying": "yellow", "paused": "red", "deprovisioned": "dim"}
+    for sub in subs:
+        state = sub.status.get("state", "…")
+        reason = f" ({sub.status['pausedReason']})" if sub.status.get("pausedReason") else ""
+        table.add_row(sub.label, Text(state + reason, style=colors.get(state, "")),
+                      str(sub.status.get("delivered", 0)), str(sub.status.get("pending", 0)),
+                      f"{sub.status.get('lagSeconds') or 0:.1f}", (sub.status.get("lastError") or "")[:60])
+    published = sim.published if sim else 0
+    return Group(Text(f"{phase} — published {published} events", style="bold"), table)
+
+
+async def poll_status(client: Client, subs: list[DemoSubscription]) -> None:
+    for sub in subs:
+        try:
+            sub.status = await client.request("GET", f"/v1/subscriptions/{sub.id}")
+        except ApiError:
+            continue
+        state = sub.status.get("state")
+        if state and (not sub.states_seen or sub.states_seen[-1] != state):
+            sub.states_seen.append(state)
+
+
+def check(sub: DemoSubscription) -> list[str]:
+    """Problems with what this subscription's receiver holds (an empty list: all is well)."""
+    assert sub.out is not None
+    got, got_custom = [], []
+    if sub.out.exists():
+        for raw in sub.out.read_bytes().splitlines():
+            custom, ident = received_identity(orjson.loads(raw))
+            (got_custom if custom else got).append(ident)
+    problems = []
+    for what, expected, received in (("events", sub.expected, got), ("custom objects", sub.expected_custom, got_custom)):
+        if received == expected:
+            continue
+        missing = set(expected) - set(received)
+        extra = set(received) - set(expected)
+        if missing:
+            problems.append(f"{len(missing)} {what} lost")
+        if extra:
+            problems.append(f"{len(extra)} unexpected {what}")
+        if not missing and not extra:
+            problems.append(f"{what} out of order")
+    return problems
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+
+
+async def run_demo(duration: float = 60.0, rate: float = 200.0, seed: int = 0, keep: bool = False,
+                   console: Console | None = None) -> int:
+    console = console or Console()
+    work = Path(tempfile.mkdtemp(prefix="leadstream-demo-"))
+    key = secrets.token_urlsafe(24)
+    server = ServerProcess(work, key)
+    subs = demo_subscriptions(fail_for=max(3.0, duration * 0.25))
+    token_runner, token_url = await start_token_endpoint()
+    sim: SimResult | None = None
+    stop = asyncio.Event()
+    try:
+        async with Client(server.url, key) as client:
+            await server.ready(client)
+            for sub in subs:
+                sub.out = work / f"{sub.body['name']}.ndjson"
+                sub.receiver = await start_receiver(ReceiverConfig(out=sub.out, **sub.receiver_config))
+                body = orjson.loads(orjson.dumps(sub.body).replace(b"{token_url}", token_url.encode()))
+                sub.id = (await client.request("POST", "/v1/subscriptions", json={**body, "endpoint": sub.receiver.url}))["id"]
+
+            def published(stream: str, records: list[dict[str, Any]]) -> None:
+                for record in records:
+                    for sub in subs:
+                        if sub.matches(stream, record):
+                            custom, ident = identity(stream, record)
+                            (sub.expected_custom if custom else sub.expected).append(ident)
+
+            def progress(result: SimResult) -> None:
+                nonlocal sim
+                sim = result
+
+            publisher = asyncio.create_task(simulate(server.url, key, rate=rate, duration=duration, seed=seed,
+                                                     on_progress=progress, on_published=published, stop=stop))
+            interrupted = False
+            with Live(view(subs, sim, "publishing"), console=console, refresh_per_second=4) as live:
+                try:
+                    while not publisher.done():
+                        await poll_status(client, subs)
+                        live.update(view(subs, sim, "publishing"))
+                        await asyncio.wait({publisher}, timeout=0.5)
+                except asyncio.CancelledError:  # Ctrl-C: stop publishing, then drain and check as usual
+                    interrupted = True
+                    stop.set()
+                sim = await publisher
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    await poll_status(client, subs)
+                    live.update(view(subs, sim, "draining"))
+                    if all(s.status.get("pending") == 0 and s.status.get("state") == "active" and not check(s) for s in subs):
+                        break
+                    await asyncio.sleep(0.5)
+                live.update(view(subs, sim, "done"))
+        return report(console, subs, sim, interrupted)
+    finally:
+        stop.set()
+        server.stop()
+        for sub in subs:
+            if sub.receiver:
+                await sub.receiver.close()
+        await token_runner.cleanup()
+        if keep:
+            console.print(f"kept the demo's files in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def report(console: Console, subs: list[DemoSubscription], sim: SimResult | None, interrupted: bool) -> int:
+    failures = 0
+    if interrupted:
+        console.print("[yellow]interrupted: stopped publishing, drained, checking[/yellow]")
+    for sub in subs:
+        problems = check(sub)
+        failures += bool(problems)
+        states = " → ".join(sub.states_seen)
+        total = len(sub.expected) + len(sub.expected_custom)
+        mark = "[green]✔[/green]" if not problems else "[red]✘[/red]"
+        console.print(f"{mark} {sub.label}: {total} events expected, states seen: {states}"
+                      + (f" — {'; '.join(problems)}" if problems else ""))
+    if sim is not None and sim.rejected:
+        failures += 1
+        console.print(f"[red]✘ the server rejected {sim.rejected} simulated records[/red]")
+    if failures:
+        console.print("[bold red]the check failed: some events were lost, duplicated into the wrong place or out of order[/bold red]")
+        return 1
+    console.print("[bold green]every published event reached each matching subscription, in order, none lost[/bold green]")
+    return 0
