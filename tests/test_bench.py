@@ -1,0 +1,108 @@
+"""leadstream bench: the sink counts and times what it receives, the bare loop delivers what it
+accepted, and a tiny run prints the table and writes the JSON and the plot. No timed assertions:
+figures are measured by the benchmark, never by tests."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp.test_utils import TestServer
+
+from leadstream.bench import run_bench
+from leadstream.bench.harness import Durations
+from leadstream.bench.procs import Part
+from leadstream.bench.records import body, count_events, record_size, send_times_us
+from leadstream.bench.sink import Sink
+from helpers import wait_until
+
+
+def test_records_are_realistic_and_carry_their_send_time() -> None:
+    sent = time.time_ns() // 1000
+    payload = body("t1", 5, 3, sent_us=sent)
+    records = orjson.loads(payload)
+    assert [r["marketoGUID"] for r in records] == [f"t1-{sent}-{n}" for n in (5, 6, 7)]
+    assert 650 <= record_size() <= 800
+    legacy = b'{"activities":[' + b",".join(orjson.dumps({"marketoGUID": r["marketoGUID"]}) for r in records) + b"]}"
+    assert count_events(legacy) == 3
+    assert send_times_us(legacy) == [sent] * 3
+
+
+async def test_sink_counts_times_and_windows() -> None:
+    async with TestServer(Sink().app(), host="127.0.0.1") as server, aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{server.port}"
+        sent = time.time_ns() // 1000 - 40_000  # 40 ms ago
+        records = orjson.loads(body("t", 0, 4, sent_us=sent))
+        legacy = orjson.dumps({"activities": records})
+        start = time.time_ns() // 1000
+        for path in ("/lat/a", "/count/b", "/count/b"):
+            async with http.post(url + path, data=legacy) as r:
+                assert r.status == 200
+        end = time.time_ns() // 1000 + 1
+        async with http.get(url + "/_stats") as r:
+            stats = await r.json()
+        assert stats["total"] == 12 and stats["subs"]["b"]["count"] == 8
+        async with http.get(url + "/_window", params={"since": start, "until": end, "prefix": "b"}) as r:
+            assert (await r.json())["count"] == 8
+        async with http.get(url + "/_latency", params={"since": start, "until": end}) as r:
+            delays = await r.json()
+        assert delays["events"] == 4 and 40 <= delays["p50"] < 10_000
+        async with http.get(url + "/_reached", params={"name": "b", "count": 5}) as r:
+            assert start <= (await r.json())["at"] <= end
+        async with http.get(url + "/_reached", params={"name": "b", "count": 9}) as r:
+            assert (await r.json())["at"] is None
+        async with http.get(url + "/lat/a", params={"challenge": "xyz"}) as r:
+            assert await r.text() == "xyz"
+
+
+async def test_bare_loop_in_two_processes_delivers_every_accepted_event_once(tmp_path: Path) -> None:
+    sink = Sink()
+    async with TestServer(sink.app(), host="127.0.0.1") as server, aiohttp.ClientSession() as http:
+        endpoints = [f"http://127.0.0.1:{server.port}/count/bare-{i}" for i in range(2)]
+        targets = [a for url in endpoints for a in ("--to", url)]
+        db = str(tmp_path / "bare.db")
+        ingest = await Part.module("bare-ingest", "leadstream.bench.bare", "ingest", "--db", db, log=tmp_path / "i.log").start()
+        deliver = await Part.module("bare-deliver", "leadstream.bench.bare", "deliver", "--db", db, *targets,
+                                    "--batch", "50", log=tmp_path / "d.log").start()
+        try:
+            url = f"http://127.0.0.1:{(await ingest.first_line())['port']}/v1/streams/activity/events"
+            await deliver.first_line()
+            sent = time.time_ns() // 1000
+            for first in (0, 100, 100):  # the last request repeats the second: duplicates
+                async with http.post(url, data=body("t", first, 100, sent_us=sent)) as r:
+                    answer = await r.json()
+            assert answer == {"accepted": 0, "duplicates": 100, "rejected": []}
+            await wait_until(lambda: sink.tallies.get("bare-1") and sink.tallies["bare-1"].count >= 200,
+                             what="the bare loop to deliver 200 events to both endpoints")
+            assert {name: t.count for name, t in sink.tallies.items()} == {"bare-0": 200, "bare-1": 200}
+        finally:
+            await deliver.stop()
+            await ingest.stop()
+
+
+def test_a_tiny_run_prints_the_table_and_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny = Durations(warmup=0.2, window=0.8, backlog=1000, bare_backlog=1000, idle_subscriptions=10, idle_window=0.5,
+                     both_bare_variants=False)
+    figures_file, plot_file = tmp_path / "bench.json", tmp_path / "bench.png"
+    code = run_bench(True, figures_file, plot_file, ["ingest", "e2e"], durations=tiny)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "leadstream bench" in out and "sustained end to end" in out
+
+    document = orjson.loads(figures_file.read_bytes())
+    assert {"date", "cpu_model", "logical_cores", "python", "sqlite", "libraries"} <= document["machine"].keys()
+    figures = {f["scenario"]: f for f in document["figures"]}
+    assert set(figures) == {"ingest", "e2e", "memory"}
+    for figure in figures.values():
+        assert {"metric", "unit", "leadstream", "bare", "ratio_to_bare", "target", "meets_target", "note"} <= figure.keys()
+    assert figures["ingest"]["leadstream"] > 0 and figures["ingest"]["bare"]["1 process"] > 0
+    bare = figures["e2e"]["detail"]["bare 2 processes"]
+    assert figures["e2e"]["bare"]["2 processes"] > 0 and bare["received"] == bare["accepted"] > 0
+    # Leadstream's end-to-end part runs once the server has a subscriptions API, and says so if not.
+    assert (figures["e2e"]["leadstream"] or 0) > 0 or "skipped" in figures["e2e"]["note"]
+    assert figures["memory"]["leadstream"] > 0
+    assert document["timeline"] and document["spans"]
+    assert plot_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
