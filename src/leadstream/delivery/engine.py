@@ -24,7 +24,7 @@ from leadstream import subscriptions as model
 from leadstream.catalog import Catalog
 from leadstream.delivery import metrics
 from leadstream.delivery import state as rules
-from leadstream.delivery.challenge import challenge
+from leadstream.delivery.challenge import verify_challenge
 from leadstream.delivery.http import make_session
 from leadstream.delivery.log import LogTail, read_own
 from leadstream.delivery.sender import Sender, Shared, now_ms, rfc3339
@@ -180,7 +180,7 @@ class DeliveryEngine:
         await self._check_endpoints(config)
         generated = model.complete_signing(config)
         if config.needs_challenge:
-            await challenge(self.session, config.endpoint, timeout=self.options.challenge_timeout)
+            await verify_challenge(self.session, config.endpoint, timeout=self.options.challenge_timeout)
         sub_id = str(uuid.uuid4())
         matcher = model.compile_matcher(config, self.catalog, sub_id)
         state = rules.DeliveryState(cursor=await self._start_cursor(config.startAt))
@@ -219,7 +219,7 @@ class DeliveryEngine:
         generated = model.complete_signing(config)
         matcher = model.compile_matcher(config, self.catalog, sub_id)
         if config.endpoint != current.config.endpoint and config.needs_challenge:
-            await challenge(self.session, config.endpoint, timeout=self.options.challenge_timeout)
+            await verify_challenge(self.session, config.endpoint, timeout=self.options.challenge_timeout)
         async with self._stopped(sub_id) as sender:
             await self.store.update_config(sub_id, model.encode(config))
             sender.configure(config, matcher)

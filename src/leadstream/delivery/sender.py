@@ -344,8 +344,8 @@ class Sender:
             self._record(batch, answer, note="token refused; renewed and resent")
             self.oauth.invalidate(token)
             answer, token = await self._send(body, headers)
-        batch.sends += 1
         self._record(batch, answer)
+        batch.sends += 1
         return answer
 
     async def _send(self, body: bytes, headers: dict[str, str]) -> tuple[Answer, str | None]:
