@@ -17,6 +17,7 @@ For the sender: POST with ``allow_redirects=False`` (a redirect is an answer, ne
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -35,7 +36,11 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class BlockedAddress(OSError):
-    """A connection the guard refused; aiohttp reports it as a ``ClientConnectorError``."""
+    """A connection the guard refused; aiohttp reports it as a ``ClientConnectorError`` whose
+    message ends with this one."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EACCES, message)
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
