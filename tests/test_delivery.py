@@ -3,6 +3,7 @@ intervals shrunk to milliseconds (SPEC §4)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -107,3 +108,28 @@ async def test_type_filters_custom_objects_and_separate_copies(tmp_path):
         assert approvals.ids() == ["audit-0", "audit-2"]  # Email:approve and any Landing Page action
         car = next(e for r in everything.delivered for e in r.json() if e["id"] == "car-0")
         assert car["type"] == "com.adobe.platform.marketo.customobject.car_c"
+
+
+async def test_a_restart_resends_the_batch_in_flight_under_the_same_id_and_nothing_else(tmp_path):
+    hold = True
+
+    async def answer(seen):
+        while hold:
+            await asyncio.sleep(0.01)
+
+    async with bench(tmp_path) as b, receiver(answer=answer) as r:
+        await b.subscribe(r.url, batchSize=10, timeoutMs=60_000)
+        await b.publish("activity", [activity(i) for i in range(25)])
+        await wait_until(lambda: r.requests, what="the first batch to be in flight")
+        await b.restart()  # the attempt is abandoned; the batch stays in flight in the saved state
+        hold = False
+        await wait_ids(r, list(range(25)))
+        first, again = r.requests[0], r.requests[1]
+        assert again.headers["x-leadstream-delivery"] == first.headers["x-leadstream-delivery"]
+        assert again.json()["activities"] == first.json()["activities"]
+        # the receiver finished the abandoned request too: those 10 events came twice, nothing else did
+        assert r.ids() == [f"guid-{i}" for i in range(10)] + [f"guid-{i}" for i in range(25)]
+        await b.restart()  # acknowledged batches are not sent again
+        await b.publish("activity", [activity(99)])
+        await wait_until(lambda: r.ids()[-1] == "guid-99", what="the next event")
+        assert len(r.ids()) == 36

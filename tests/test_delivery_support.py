@@ -29,7 +29,7 @@ class Received:
     at: float  # time.monotonic()
     headers: dict[str, str]
     body: bytes
-    status: int = 200
+    status: int = 0  # what we answered; 0 while (or if never) answered
 
     @property
     def ok(self) -> bool:
