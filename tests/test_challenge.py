@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from helpers import free_port
+from helpers import MUNCHKIN, Server, free_port, running_server
 from leadstream.delivery.challenge import challenge_url, verify_challenge
 from leadstream.errors import Invalid
 
@@ -170,3 +171,65 @@ async def test_the_query_stays_out_of_the_message(endpoint, session):
     error = await failure(session, url + "?token=s3cret-in-query")
     assert "s3cret" not in error.detail
     assert "HTTP 403" in error.detail and url in error.detail
+
+
+# -- through the admin API ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def server(tmp_path) -> AsyncIterator[Server]:
+    async with running_server(data_dir=tmp_path) as running:
+        yield running
+
+
+async def create(session: aiohttp.ClientSession, server: Server, endpoint_url: str, **settings: Any) -> tuple[int, Any]:
+    document = {"name": "challenged", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": endpoint_url, **settings}
+    async with session.post(f"{server.url}/v1/subscriptions", json=document, headers=server.headers) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def subscription_ids(session: aiohttp.ClientSession, server: Server) -> list[str]:
+    async with session.get(f"{server.url}/v1/subscriptions", headers=server.headers) as r:
+        return [s["id"] for s in (await r.json())["subscriptions"]]
+
+
+async def test_create_challenges_cloudevents_and_adobe_io_endpoints(server, endpoint, session):
+    url, seen = await endpoint(echo_json)
+    for fmt in ("cloudevents", "adobe_io"):
+        status, body = await create(session, server, url, format=fmt)
+        assert status == 201, body
+    assert len(seen) == 2
+
+
+async def test_a_failed_challenge_is_422_and_creates_nothing(server, endpoint, session):
+    url, seen = await endpoint(lambda r: echo(r, lambda value: "<html>wrong app</html>", status=404))
+    status, body = await create(session, server, url, format="cloudevents")
+    assert status == 422
+    assert body["field"] == "endpoint" and "HTTP 404" in body["detail"] and "wrong app" in body["detail"]
+    assert len(seen) == 1 and await subscription_ids(session, server) == []
+
+
+async def test_legacy_is_challenged_only_when_asked(server, endpoint, session):
+    url, seen = await endpoint(echo_text)
+    status, _ = await create(session, server, url, format="legacy")
+    assert status == 201 and seen == []
+    status, _ = await create(session, server, url, format="legacy", challenge=True)
+    assert status == 201 and len(seen) == 1
+
+
+async def test_changing_the_endpoint_challenges_the_new_one(server, endpoint, session):
+    good, seen_good = await endpoint(echo_text)
+    bad, seen_bad = await endpoint(lambda r: echo(r, lambda value: "nope"))
+    status, created = await create(session, server, good, format="cloudevents")
+    assert status == 201
+    path = f"{server.url}/v1/subscriptions/{created['id']}"
+    async with session.patch(path, json={"batchSize": 100}, headers=server.headers) as r:
+        assert r.status == 200 and len(seen_good) == 1  # the endpoint did not change: no challenge
+    async with session.patch(path, json={"endpoint": bad}, headers=server.headers) as r:
+        body = await r.json(content_type=None)
+        assert r.status == 422 and "'nope'" in body["detail"] and len(seen_bad) == 1
+    async with session.get(path, headers=server.headers) as r:
+        assert (await r.json())["endpoint"] == good  # unchanged
+    other_good, seen_other = await endpoint(echo_json)
+    async with session.patch(path, json={"endpoint": other_good}, headers=server.headers) as r:
+        assert r.status == 200 and len(seen_other) == 1

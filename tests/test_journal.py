@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,9 +14,7 @@ import pytest
 
 from helpers import MUNCHKIN, Server, activity, publish, running_server, wait_until
 from leadstream import journal
-from leadstream import subscriptions as model
-from leadstream.delivery import state as rules
-from leadstream.store.base import StoredSubscription
+from leadstream.receiver import ReceiverConfig, start_receiver
 
 OTHER_TENANT = "234-BCD-567"
 NEXT_LINK = re.compile(r'^<(/v1/subscriptions/[^/]+/journal\?since=([^&>]+)&limit=(\d+))>; rel="next"$')
@@ -35,17 +32,26 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def subscribe(server: Server, **settings: Any) -> str:
-    """A subscription as the admin API stores it (the journal reads it from the store)."""
-    document = {"name": "journal", "munchkinId": MUNCHKIN, "stream": "activity",
-                "endpoint": "http://127.0.0.1:9/unused", **settings}  # fmt: skip
-    services = server.services
-    config = model.parse_new(document, services.catalog)
-    sub_id = str(uuid.uuid4())
-    await services.store.create_subscription(
-        StoredSubscription(sub_id, config.munchkinId, model.encode(config), rules.encode(rules.DeliveryState()), 0)
-    )
-    return sub_id
+@pytest.fixture
+async def endpoint() -> AsyncIterator[str]:
+    """A real consumer for the push side (it answers the challenge); the journal ignores it."""
+    running = await start_receiver(ReceiverConfig())
+    yield running.url + "/hook"
+    await running.close()
+
+
+async def create_subscription(http: aiohttp.ClientSession, server: Server, endpoint: str, **settings: Any) -> str:
+    """A subscription made through the admin API; its id."""
+    document = {"name": "journal", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": endpoint, **settings}
+    async with http.post(f"{server.url}/v1/subscriptions", json=document, headers=server.headers) as r:
+        created = await r.json()
+        assert r.status == 201, created
+    return created["id"]
+
+
+@pytest.fixture
+def subscribe(server, http, endpoint):
+    return lambda **settings: create_subscription(http, server, endpoint, **settings)
 
 
 class Answer:
@@ -85,8 +91,8 @@ async def publish_ok(http: aiohttp.ClientSession, server: Server, records: list[
 # -- paging -----------------------------------------------------------------------------------------
 
 
-async def test_paging_10000_events_by_next_only(server, http):
-    sub_id = await subscribe(server, format="cloudevents")
+async def test_paging_10000_events_by_next_only(server, http, subscribe):
+    sub_id = await subscribe(format="cloudevents")
     records = []
     for i in range(10_000):
         records.append(activity(i))
@@ -121,8 +127,8 @@ async def test_paging_10000_events_by_next_only(server, http):
     assert again.status == 204 and again.next == answer.next
 
 
-async def test_no_position_starts_at_the_oldest_event(server, http):
-    sub_id = await subscribe(server, format="cloudevents")
+async def test_no_position_starts_at_the_oldest_event(server, http, subscribe):
+    sub_id = await subscribe(format="cloudevents")
     await publish_ok(http, server, [activity(i) for i in range(3)])
     answer = await get(http, server, journal_path(sub_id))
     assert answer.status == 200
@@ -130,8 +136,8 @@ async def test_no_position_starts_at_the_oldest_event(server, http):
     assert "limit=100" in answer.headers["Link"]  # the default limit
 
 
-async def test_latest_then_only_new_events(server, http):
-    sub_id = await subscribe(server, format="cloudevents")
+async def test_latest_then_only_new_events(server, http, subscribe):
+    sub_id = await subscribe(format="cloudevents")
     await publish_ok(http, server, [activity(i) for i in range(5)])
     latest = await get(http, server, journal_path(sub_id, "latest=true&limit=10"))
     assert latest.status == 204
@@ -143,8 +149,8 @@ async def test_latest_then_only_new_events(server, http):
     assert (await get(http, server, answer.next)).status == 204
 
 
-async def test_seek_finds_the_moment(server, http):
-    sub_id = await subscribe(server, format="cloudevents")
+async def test_seek_finds_the_moment(server, http, subscribe):
+    sub_id = await subscribe(format="cloudevents")
     await publish_ok(http, server, [activity(i) for i in range(3)])
     before_second = time.time()
     await wait_until(lambda: time.time() > before_second + 1.0, what="a second to pass")
@@ -158,9 +164,9 @@ async def test_seek_finds_the_moment(server, http):
     assert [e["id"] for e in combined.events] == ["guid-0", "guid-1"]
 
 
-async def test_expired_position_is_410(tmp_path, http):
-    async with running_server(data_dir=tmp_path, retention="1s", purge_interval="0.1s") as server:
-        sub_id = await subscribe(server, format="cloudevents")
+async def test_expired_position_is_410(tmp_path, http, endpoint):
+    async with running_server(data_dir=tmp_path / "short", retention="1s", purge_interval="0.1s") as server:
+        sub_id = await create_subscription(http, server, endpoint, format="cloudevents")
         await publish_ok(http, server, [activity(i) for i in range(4)])
         first = await get(http, server, journal_path(sub_id, "limit=1"))
         assert first.status == 200 and first.events[0]["id"] == "guid-0"
@@ -181,9 +187,9 @@ async def test_expired_position_is_410(tmp_path, http):
 # -- what a page holds --------------------------------------------------------------------------------
 
 
-async def test_the_subscription_filter_applies(server, http):
+async def test_the_subscription_filter_applies(server, http, subscribe):
     pattern = {"data": {"attributes": {"name": ["Device"], "value": ["iPhone"]}}}
-    sub_id = await subscribe(server, format="cloudevents", eventTypes=[10], filter=pattern)
+    sub_id = await subscribe(format="cloudevents", eventTypes=[10], filter=pattern)
     records = [
         activity(0),  # Open Email on an iPhone: taken
         activity(1, type_id=1),  # Visit Webpage: another type
@@ -197,18 +203,18 @@ async def test_the_subscription_filter_applies(server, http):
     assert {e["type"] for e in answer.events} == {"com.adobe.platform.marketo.activity.standard.openemail"}
 
 
-async def test_formats(server, http):
+async def test_formats(server, http, subscribe):
     await publish_ok(http, server, [activity(0)])
-    legacy = await subscribe(server, format="legacy")
-    adobe_io = await subscribe(server, format="adobe_io")
+    legacy = await subscribe(format="legacy")
+    adobe_io = await subscribe(format="adobe_io")
     cloud = (await get(http, server, journal_path(legacy))).events[0]  # legacy reads cloudevents
     assert cloud["specversion"] == "1.0" and cloud["data"]["leadId"] == "500" and cloud["recipientclientid"] == legacy
     wrapped = (await get(http, server, journal_path(adobe_io))).events[0]
     assert wrapped["event"]["id"] == cloud["id"] and wrapped["event_id"] == cloud["eventid"]
 
 
-async def test_pages_stay_under_1_5_mb(server, http):
-    sub_id = await subscribe(server, format="cloudevents")
+async def test_pages_stay_under_1_5_mb(server, http, subscribe):
+    sub_id = await subscribe(format="cloudevents")
     big = [{"name": f"Note {n}", "value": "x" * 30_000} for n in range(7)]  # ~210 kB per event
     await publish_ok(http, server, [activity(i, attributes=big) for i in range(12)])
     seen: list[str] = []
@@ -223,8 +229,8 @@ async def test_pages_stay_under_1_5_mb(server, http):
     assert len(sizes) >= 2 and max(sizes) > 1_200_000  # capped, yet filled close to the cap
 
 
-async def test_a_sparse_filter_is_scanned_a_bounded_stretch_per_request(server, http):
-    sub_id = await subscribe(server, format="cloudevents", eventTypes=[10])
+async def test_a_sparse_filter_is_scanned_a_bounded_stretch_per_request(server, http, subscribe):
+    sub_id = await subscribe(format="cloudevents", eventTypes=[10])
     await publish_ok(http, server, [activity(i, type_id=1) for i in range(journal.SCAN_BOUND + 500)])
     await publish_ok(http, server, [activity(99_999)])
     first = await get(http, server, journal_path(sub_id))
@@ -256,8 +262,8 @@ BAD_QUERIES = [
 ]
 
 
-async def test_bad_queries_are_400_naming_the_parameter(server, http):
-    sub_id = await subscribe(server)
+async def test_bad_queries_are_400_naming_the_parameter(server, http, subscribe):
+    sub_id = await subscribe()
     await publish_ok(http, server, [activity(0)])
     for query, field in BAD_QUERIES:
         answer = await get(http, server, journal_path(sub_id, query))
@@ -267,8 +273,8 @@ async def test_bad_queries_are_400_naming_the_parameter(server, http):
         assert field in answer.json["detail"]
 
 
-async def test_a_position_ahead_of_the_log_is_400(server, http):
-    sub_id = await subscribe(server)
+async def test_a_position_ahead_of_the_log_is_400(server, http, subscribe):
+    sub_id = await subscribe()
     answer = await get(http, server, journal_path(sub_id, f"since={journal.encode_position(10**9)}"))
     assert answer.status == 400 and "ahead" in answer.json["detail"]
 
@@ -278,8 +284,8 @@ async def test_unknown_subscription_is_404(server, http):
     assert answer.status == 404
 
 
-async def test_the_journal_needs_a_key(server, http):
-    sub_id = await subscribe(server)
+async def test_the_journal_needs_a_key(server, http, subscribe):
+    sub_id = await subscribe()
     async with http.get(server.url + journal_path(sub_id)) as r:
         assert r.status == 401
 
@@ -300,3 +306,28 @@ def test_seek_durations():
     for bad in ("-P", "-PT", "PT1H", "-P1Y", "-PT1H2", ""):
         with pytest.raises(journal.BadQuery):
             journal.parse_seek(bad)
+
+
+async def tenant_key(http: aiohttp.ClientSession, server: Server, munchkin_id: str) -> dict[str, str]:
+    body = {"munchkinIds": [munchkin_id], "scopes": ["read"], "name": "journal reader"}
+    async with http.post(f"{server.url}/v1/keys", json=body, headers=server.headers) as r:
+        created = await r.json()
+        assert r.status == 201, created
+    return {"Authorization": f"Bearer {created['key']}"}
+
+
+async def test_another_tenant_s_key_sees_no_such_subscription(server, http, subscribe):
+    sub_id = await subscribe(format="cloudevents")
+    await publish_ok(http, server, [activity(0)])
+    async with http.get(server.url + journal_path(sub_id), headers=await tenant_key(http, server, OTHER_TENANT)) as r:
+        assert r.status == 404
+    async with http.get(server.url + journal_path(sub_id), headers=await tenant_key(http, server, MUNCHKIN)) as r:
+        assert r.status == 200 and (await r.json())["events"][0]["event"]["id"] == "guid-0"
+
+
+async def test_a_deprovisioned_subscription_has_no_journal(server, http, subscribe):
+    sub_id = await subscribe(format="cloudevents")
+    async with http.delete(f"{server.url}/v1/subscriptions/{sub_id}", headers=server.headers) as r:
+        assert r.status == 200
+    answer = await get(http, server, journal_path(sub_id))
+    assert answer.status == 409 and "deprovisioned" in answer.json["detail"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,9 @@ from standardwebhooks import Webhook
 
 from helpers import MUNCHKIN, Server, running_server
 from leadstream import formats, samples
-from leadstream import subscriptions as model
 from leadstream.catalog import Catalog
-from leadstream.delivery import state as rules
 from leadstream.delivery.signing import new_hmac_secret
 from leadstream.errors import Invalid
-from leadstream.store.base import StoredSubscription
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "cloudevents-1.0.schema.json").read_text())
 CE_VALIDATOR = jsonschema.Draft7Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
@@ -146,6 +142,9 @@ class Endpoint:
         self.requests.append((dict(request.headers), await request.read()))
         return web.Response(status=self.status, text="ok" if self.status < 300 else "refused: bad day")
 
+    async def challenge(self, request: web.Request) -> web.Response:
+        return web.Response(text=request.query["challenge"])
+
     async def token(self, request: web.Request) -> web.Response:
         self.token_requests += 1
         return web.json_response({"access_token": "oauth-token-1", "expires_in": 3600})
@@ -156,6 +155,7 @@ async def endpoint() -> AsyncIterator[tuple[Endpoint, str]]:
     recorder = Endpoint()
     app = web.Application()
     app.router.add_post("/hook", recorder.hook)
+    app.router.add_get("/hook", recorder.challenge)
     app.router.add_post("/token", recorder.token)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -175,14 +175,18 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def subscribe(server: Server, **settings: Any) -> str:
-    document = {"name": "samples", "munchkinId": MUNCHKIN, "stream": "activity", **settings}
-    config = model.parse_new(document, server.services.catalog)
-    sub_id = str(uuid.uuid4())
-    await server.services.store.create_subscription(
-        StoredSubscription(sub_id, config.munchkinId, model.encode(config), rules.encode(rules.DeliveryState()), 0)
-    )
-    return sub_id
+@pytest.fixture
+def subscribe(server, http):
+    """Create a subscription through the admin API; returns its id."""
+
+    async def create(**settings: Any) -> str:
+        document = {"name": "samples", "munchkinId": MUNCHKIN, "stream": "activity", **settings}
+        async with http.post(f"{server.url}/v1/subscriptions", json=document, headers=server.headers) as r:
+            created = await r.json()
+            assert r.status == 201, created
+        return created["id"]
+
+    return create
 
 
 async def sample(http: aiohttp.ClientSession, server: Server, sub_id: str, body: Any) -> tuple[int, Any]:
@@ -199,10 +203,10 @@ def rsa_valid(pem: bytes, body: bytes, signature: str) -> bool:
     return True
 
 
-async def test_sample_goes_out_as_a_delivery(server, http, endpoint):
+async def test_sample_goes_out_as_a_delivery(server, http, endpoint, subscribe):
     recorder, base = endpoint
     secret = new_hmac_secret()
-    sub_id = await subscribe(server, endpoint=f"{base}/hook", format="cloudevents", eventTypes=[10],
+    sub_id = await subscribe(endpoint=f"{base}/hook", format="cloudevents", eventTypes=[10],
                              auth={"type": "token", "token": "tok-123"}, signing={"hmacSecret": secret})  # fmt: skip
     last_before = await server.services.store.last_position()
     status, answer = await sample(http, server, sub_id, {"type": "Open Email"})
@@ -227,9 +231,9 @@ async def test_sample_goes_out_as_a_delivery(server, http, endpoint):
     assert await server.services.store.last_position() == last_before  # outside the log
 
 
-async def test_single_delivery_and_oauth2(server, http, endpoint):
+async def test_single_delivery_and_oauth2(server, http, endpoint, subscribe):
     recorder, base = endpoint
-    sub_id = await subscribe(server, endpoint=f"{base}/hook", format="adobe_io", delivery="single",
+    sub_id = await subscribe(endpoint=f"{base}/hook", format="adobe_io", delivery="single",
                              auth={"type": "oauth2", "tokenUrl": f"{base}/token", "clientId": "c", "clientSecret": "s"})  # fmt: skip
     status, answer = await sample(http, server, sub_id, {"type": 1})
     assert status == 200 and answer["delivered"], answer
@@ -240,9 +244,9 @@ async def test_single_delivery_and_oauth2(server, http, endpoint):
     assert headers["Authorization"] == "Bearer oauth-token-1" and recorder.token_requests == 1
 
 
-async def test_legacy_sample_and_custom_objects(server, http, endpoint):
+async def test_legacy_sample_and_custom_objects(server, http, endpoint, subscribe):
     recorder, base = endpoint
-    sub_id = await subscribe(server, endpoint=f"{base}/hook", format="legacy", customObjects=True)
+    sub_id = await subscribe(endpoint=f"{base}/hook", format="legacy", customObjects=True)
     status, answer = await sample(http, server, sub_id, {"type": "co:car_c"})
     assert status == 200 and answer["delivered"], answer
     headers, body = recorder.requests[-1]
@@ -252,24 +256,24 @@ async def test_legacy_sample_and_custom_objects(server, http, endpoint):
     assert "x-adobe-digital-signature-1" not in headers  # legacy pushes carry no Adobe signatures
 
 
-async def test_the_endpoint_s_refusal_is_reported(server, http, endpoint):
+async def test_the_endpoint_s_refusal_is_reported(server, http, endpoint, subscribe):
     recorder, base = endpoint
     recorder.status = 500
-    sub_id = await subscribe(server, endpoint=f"{base}/hook", format="cloudevents")
+    sub_id = await subscribe(endpoint=f"{base}/hook", format="cloudevents")
     status, answer = await sample(http, server, sub_id, {"type": 10})
     assert status == 200
     assert answer["delivered"] is False and answer["status"] == 500 and "refused: bad day" in answer["error"]
 
 
-async def test_unreachable_endpoint_is_reported(server, http):
-    sub_id = await subscribe(server, endpoint="http://127.0.0.1:9/hook", format="cloudevents")
+async def test_unreachable_endpoint_is_reported(server, http, subscribe):
+    sub_id = await subscribe(endpoint="http://127.0.0.1:9/hook", format="legacy")  # legacy: no challenge
     status, answer = await sample(http, server, sub_id, {"type": 10})
     assert status == 200 and answer["status"] is None and "cannot connect" in answer["error"]
 
 
-async def test_types_the_subscription_does_not_take_are_refused(server, http, endpoint):
+async def test_types_the_subscription_does_not_take_are_refused(server, http, endpoint, subscribe):
     _, base = endpoint
-    sub_id = await subscribe(server, endpoint=f"{base}/hook", format="cloudevents", eventTypes=[10])
+    sub_id = await subscribe(endpoint=f"{base}/hook", format="cloudevents", eventTypes=[10])
     for body in ({"type": 1}, {"type": "co:car_c"}, {"type": "Nope"}, {"type": None}, {}, {"type": True}):
         status, answer = await sample(http, server, sub_id, body)
         assert status == 422, (body, answer)
