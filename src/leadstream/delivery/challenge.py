@@ -63,10 +63,6 @@ async def verify_challenge(session: aiohttp.ClientSession, endpoint: str, *, tim
         raise _failed(endpoint, f"it answered HTTP {status} with {shown}, not the challenge value")
 
 
-# Callers written before the name settled.
-challenge = verify_challenge
-
-
 def _echoed(body: bytes) -> str | None:
     """The value in a plain-text or ``{"challenge": "…"}`` answer."""
     text = body.decode("utf-8", "replace").strip()
