@@ -132,6 +132,16 @@ def is_sealed(value: str) -> bool:
     return value.startswith(PREFIX)
 
 
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every given secret replaced by "***" — for what comes back from outside and is
+    kept or shown (an endpoint's error body echoing the Authorization header, a token endpoint's
+    complaint). Pass the values in play: token, access token, client secret, the Basic credentials
+    (base64 of ``id:secret``), HMAC secret."""
+    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def load_secretbox(data_dir: Path, master_key: str | None = None) -> SecretBox:
     """The server's box: keys from ``master_key`` (LEADSTREAM_MASTER_KEY), else from
     ``<data_dir>/master.key``, generated (mode 0600) when neither exists."""
