@@ -47,7 +47,7 @@ scalars = st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(max_s
 def activities(draw):
     record = {
         "munchkinId": draw(munchkins),
-        "marketoGUID": draw(st.text(min_size=1, max_size=40)),
+        "marketoGUID": draw(st.text(min_size=1, max_size=40).filter(str.isprintable)),
         "leadId": draw(st.integers(0, 2**53)),
         "activityDate": draw(moments).isoformat(),
         "activityTypeId": draw(st.sampled_from(TYPE_IDS)),
@@ -95,7 +95,7 @@ def test_valid_audit_round_trips(munchkin, component, data):
     action = data.draw(st.sampled_from(sorted(validator.catalog.audit_components[component])))
     record = {"munchkinId": munchkin, "componentType": component, "eventAction": action,
               "componentId": data.draw(st.integers(0, 10**9)), "user": data.draw(st.integers(0, 10**6)),
-              "userId": data.draw(st.emails()), "id": data.draw(st.text(min_size=1, max_size=20)),
+              "userId": data.draw(st.emails()), "id": data.draw(st.text(min_size=1, max_size=20).filter(str.isprintable)),
               "time": data.draw(moments).isoformat()}
     first = validator.event("audit", orjson.dumps(record))
     stored = orjson.loads(first.data)
@@ -113,3 +113,15 @@ def test_any_attribute_values_are_stored_or_rejected_never_a_crash(record, value
         assert str(exc).startswith(("record:", "attributes"))
     else:
         assert [a["value"] for a in orjson.loads(event.data)["attributes"]] == values
+
+
+def test_keys_with_control_characters_are_rejected():
+    from helpers import activity
+
+    for bad in ["a\x00b", "line\nbreak", ""]:
+        try:
+            validator.event("activity", orjson.dumps(activity(1, marketoGUID=bad)))
+        except RecordError as exc:
+            assert str(exc).startswith("marketoGUID:")
+        else:
+            raise AssertionError(f"{bad!r} was accepted")

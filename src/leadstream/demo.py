@@ -10,6 +10,7 @@ published events it matches, in log order, none lost.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import shutil
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 from aiohttp import web
@@ -161,9 +163,14 @@ async def start_token_endpoint() -> tuple[web.AppRunner, str]:
     """A tiny OAuth2 token endpoint (client credentials) for the legacy subscription."""
 
     async def token(request: web.Request) -> web.Response:
-        expected = web.BasicAuth(*OAUTH_CLIENT).encode()
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        try:  # RFC 6749 §2.3.1: id and secret are form-encoded, then Basic
+            pair = base64.b64decode(encoded).decode()
+        except ValueError:
+            pair = ""
+        client = tuple(unquote_plus(part) for part in pair.split(":", 1))
         form = await request.post()
-        if request.headers.get("Authorization") != expected or form.get("grant_type") != "client_credentials":
+        if scheme != "Basic" or client != OAUTH_CLIENT or form.get("grant_type") != "client_credentials":
             return web.json_response({"error": "invalid_client"}, status=401)
         return web.json_response({"access_token": OAUTH_TOKEN, "token_type": "Bearer", "expires_in": 90})
 
@@ -298,6 +305,7 @@ async def run_demo(duration: float = 60.0, rate: float = 200.0, seed: int = 0, k
 
 def report(console: Console, subs: list[DemoSubscription], sim: SimResult | None, interrupted: bool) -> int:
     failures = 0
+    console.print()
     if interrupted:
         console.print("[yellow]interrupted: stopped publishing, drained, checking[/yellow]")
     for sub in subs:

@@ -218,14 +218,24 @@ def _utc(value: str, field: str) -> str:
         moment = msgspec.convert(value, AwareDatetime)
     except msgspec.ValidationError:
         raise RecordError(f"{field}: expected an RFC 3339 date-time with a time zone, got {value!r}") from None
-    moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if moment.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+    moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    # The shortest exact form: seconds, milliseconds or microseconds.
+    spec = "seconds" if not moment.microsecond else "milliseconds" if not moment.microsecond % 1000 else "microseconds"
+    return moment.isoformat(timespec=spec) + "Z"
 
 
 def _munchkin(value: str) -> str:
     if not MUNCHKIN_RE.fullmatch(value):
         raise RecordError(f"munchkinId: {value!r} is not a Munchkin ID (expected 3 digits, 3 capitals, 3 digits: 123-ABC-456)")
     return value
+
+
+def _check_key_text(value: str, field: str) -> None:
+    """Keys and ids must be non-empty printable text (every backend stores them as text)."""
+    if not value:
+        raise RecordError(f"{field}: must not be empty")
+    if not value.isprintable():
+        raise RecordError(f"{field}: {value!r} holds control characters")
 
 
 def _encode(data: dict[str, Any]) -> bytes:
@@ -264,8 +274,7 @@ class Validator:
             return self._custom_object(raw)
         record: ActivityIn = _decode(ActivityIn, raw)
         munchkin = _munchkin(record.munchkinId)
-        if not record.marketoGUID:
-            raise RecordError("marketoGUID: must not be empty")
+        _check_key_text(record.marketoGUID, "marketoGUID")
         activity = self.catalog.activity_type(munchkin, record.activityTypeId)
         if activity is None:
             raise RecordError(
@@ -316,8 +325,7 @@ class Validator:
             raise RecordError(f"apiName: {record.apiName!r} is not a custom object API name (letters, digits, _)")
         if record.action not in ("create", "update", "delete"):
             raise RecordError(f"action: expected create, update or delete, got {record.action!r}")
-        if not record.marketoGUID:
-            raise RecordError("marketoGUID: must not be empty")
+        _check_key_text(record.marketoGUID, "marketoGUID")
         updated_at = _utc(record.updatedAt, "updatedAt")
         data = {
             "munchkinId": munchkin,
@@ -394,8 +402,8 @@ class Validator:
     ) -> Event:
         """Audit and notification events: ``id`` and ``time`` are assigned when absent."""
         eventid = str(uuid.uuid4())
-        if given_id is not None and str(given_id) == "":
-            raise RecordError("id: must not be empty when given")
+        if given_id is not None:
+            _check_key_text(str(given_id), "id")
         event_id = eventid if given_id is None else str(given_id)
         return Event(
             eventid=eventid,

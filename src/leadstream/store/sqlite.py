@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from leadstream.errors import Unavailable
+from leadstream.errors import Conflict, Unavailable
 from leadstream.events import Event
 from leadstream.store.base import Store, StoredSubscription
 
@@ -339,13 +339,16 @@ class SqliteStore(Store):
 
     # -- subscriptions ------------------------------------------------------------------------------
     async def create_subscription(self, sub: StoredSubscription) -> None:
-        await self._write(
-            lambda conn: conn.execute(
-                "INSERT INTO subscriptions (id, munchkin_id, config, state, created_at) VALUES (?,?,?,?,?)",
-                (sub.id, sub.munchkin_id, sub.config, sub.state, sub.created_at),
-            ),
-            durable=True,
-        )
+        try:
+            await self._write(
+                lambda conn: conn.execute(
+                    "INSERT INTO subscriptions (id, munchkin_id, config, state, created_at) VALUES (?,?,?,?,?)",
+                    (sub.id, sub.munchkin_id, sub.config, sub.state, sub.created_at),
+                ),
+                durable=True,
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"a subscription with id {sub.id!r} exists already") from None
 
     async def get_subscription(self, sub_id: str) -> StoredSubscription | None:
         rows = await self._query(
