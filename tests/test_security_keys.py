@@ -316,3 +316,39 @@ async def test_ingest_rate_limit_answers_429_with_retry_after_and_loses_nothing(
         operator = await asyncio.gather(*(call(s, "POST", f"{server.url}/v1/streams/activity/events", ADMIN_KEY,
                                                json=[activity(1000 + n)]) for n in range(30)))
         assert [status for status, _ in operator] == [200] * 30
+
+
+def test_the_keys_commands_create_list_and_revoke_through_the_api(tmp_path):
+    """`leadstream keys create|list|revoke` as a user runs them, against `leadstream serve`."""
+    import asyncio
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from helpers import ServerProcess
+    from leadstream.keys_cli import register
+
+    keys = typer.Typer()
+    register(keys)
+    server = ServerProcess(tmp_path / "data")
+    asyncio.run(server.start())
+    try:
+        cli = CliRunner()
+        common = ["--server", server.url, "--key", ADMIN_KEY]
+        created = cli.invoke(keys, ["create", "--munchkin", MUNCHKIN, "--scope", "ingest", "--scope", "read", "--name", "etl", *common])
+        assert created.exit_code == 0, created.output
+        secret = created.output.rsplit("shown once, keep it now): ", 1)[1].strip()
+        record = json.loads(created.output.split("API key (shown once")[0])
+        assert secret.startswith(f"lst_{record['id']}.") and record["scopes"] == ["ingest", "read"]
+
+        listed = cli.invoke(keys, ["list", "--munchkin", MUNCHKIN, *common])
+        assert listed.exit_code == 0 and record["id"] in listed.output and secret not in listed.output
+
+        revoked = cli.invoke(keys, ["revoke", record["id"], *common])
+        assert revoked.exit_code == 0 and json.loads(revoked.output)["revokedAt"] is not None
+        refused = cli.invoke(keys, ["list", "--server", server.url, "--key", secret])
+        assert refused.exit_code == 1 and "401" in refused.output
+    finally:
+        server.stop()
+    assert secret not in server.log.read_text()

@@ -224,3 +224,28 @@ def test_bad_pem_is_an_error_naming_the_field():
         client_context(TlsOptions(clientCert=client.cert, clientKey=other.key))  # a key that does not match
     with pytest.raises(Invalid, match="together"):
         client_context(TlsOptions(clientCert=client.cert))
+
+
+@pytest.mark.xfail(strict=True, reason="subscriptions have no `tls` field yet and the sender passes no ssl= (see the issue 8 report)")
+async def test_delivery_over_mtls_to_a_receiver_that_requires_a_client_certificate(tmp_path):
+    from helpers import activity, running_server
+
+    ca, ca_key, ca_cert = make_ca()
+    receiver_cert = issue(ca_key, ca_cert, "receiver", server=True)
+    client = issue(ca_key, ca_cert, "sub-crm-sync", server=False)
+    async with running_server(data_dir=tmp_path / "data") as server, \
+            mtls_receiver(receiver_cert, ca, tmp_path) as (url, seen), aiohttp.ClientSession() as s:
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        async with s.post(f"{server.url}/v1/subscriptions", headers=headers, json={
+                "name": "mtls", "munchkinId": "123-ABC-456", "stream": "activity", "endpoint": url, "pushIntervalMs": 20,
+                "tls": {"caBundle": ca.cert, "clientCert": client.cert, "clientKey": client.key}}) as r:
+            created = await r.json()
+            assert r.status == 201, created
+        assert created["tls"]["clientKey"] == "***" and created["tls"]["caBundle"] == ca.cert
+        async with s.post(f"{server.url}/v1/streams/activity/events", headers=headers, json=[activity(i) for i in range(3)]) as r:
+            assert r.status == 200
+        await wait_until(lambda: seen, what="a delivery over mTLS")
+        assert set(seen) == {"sub-crm-sync"}
+    key_body = client.key.split("-----")[2].strip().splitlines()[1].encode()
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("leadstream.db*"))
+    assert key_body not in stored  # the client's private key is sealed at rest
