@@ -93,14 +93,19 @@ class GuardPolicy:
     def from_settings(cls, settings: Any) -> GuardPolicy:
         return cls.of(settings.allow_private_endpoints, settings.allowed_cidrs)
 
+    def allows(self, address: str) -> bool:
+        """Whether connecting to ``address`` (an IP literal) is allowed — also the check to run on
+        an endpoint's resolved addresses when a subscription is created."""
+        if self.allow_private:
+            return True
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        return refusal(ip) is None or any(ip in network for network in self.allowed_cidrs if ip.version == network.version)
+
     def check(self, address: str) -> None:
         """Raise ``BlockedAddress`` unless connecting to ``address`` is allowed."""
-        if self.allow_private:
+        if self.allows(address):
             return
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        reason = refusal(ip)
-        if reason is None or any(ip in network for network in self.allowed_cidrs if ip.version == network.version):
-            return
+        reason = refusal(address)
         # The address itself stays out of the message: attempt logs are shown to tenants, and
         # how internal names resolve is not theirs to learn.
         raise BlockedAddress(
