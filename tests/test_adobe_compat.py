@@ -292,9 +292,6 @@ async def test_key_rotation_while_delivering_keeps_both_headers_valid(server, ht
         publishing = asyncio.create_task(_publish_slowly(http, server, total, 40))
         await wait_until(lambda: len(endpoint.events()) > total + 5, what="deliveries before the rotation")
         ring.rotate()
-        # Until the sender reloads the ring by itself (the xfail below), serving a key is what makes
-        # the running server notice a rotation: a receiver fetching the new key 2 does it.
-        await pem(http, server, ring.public_paths[1], {})
         await publishing
         total += 40
         await delivered(endpoint, total)
@@ -308,12 +305,6 @@ async def test_key_rotation_while_delivering_keeps_both_headers_valid(server, ht
     assert len(set(used)) == 4  # the key 1 of each of the four rings signed in turn: the switches happened
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sender signs with the KeyRing it loaded at start: KeyRing.signature_headers (or the sender, before "
-    "signing) must call reload_if_changed(), else a rotation by `leadstream keys rotate` only takes effect once "
-    "something GETs /keys/… or the server restarts",
-)
 async def test_a_running_server_signs_with_the_rotated_keys(server, http, endpoints, tmp_path):
     endpoint = await endpoints()
     await subscribe(http, server, endpoint)

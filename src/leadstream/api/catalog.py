@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from leadstream.api.auth import Principal, require_key
 from leadstream.errors import Invalid, NotFound
 from leadstream.events import MUNCHKIN_RE, STREAMS
+from leadstream.samples import sampling
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 CATALOG_SETTING = "catalog.tenants"
@@ -32,7 +33,8 @@ async def get_catalog(
         raise NotFound(f"there is no stream {stream!r}; streams: {', '.join(STREAMS)}")
     if munchkinId is not None and not principal.sees(_munchkin(munchkinId)):
         raise NotFound(f"no tenant {munchkinId}")
-    return {"stream": stream, "types": request.app.state.services.catalog.describe(stream, munchkinId)}
+    return {"stream": stream, "types": request.app.state.services.catalog.describe(stream, munchkinId),
+            "samples": sampling(stream)}
 
 
 async def _load(request: Request, munchkin_id: str, document: Any, custom_only: bool) -> dict[str, Any]:

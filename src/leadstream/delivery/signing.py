@@ -82,6 +82,7 @@ class KeyRing:
 
     def signature_headers(self, body: bytes) -> dict[str, str]:
         """The four ``x-adobe-*`` signature headers for exactly these body bytes."""
+        self.reload_if_changed()  # a rotation by `leadstream keys rotate` applies to the next body
         keys = self._keys  # one read: both headers come from the same ring even during a reload
         digest = hashlib.sha256(body).digest()  # hashed once for both keys
         headers: dict[str, str] = {}

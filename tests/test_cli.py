@@ -1,0 +1,122 @@
+"""Each CLI command against a live server, as a user types it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import orjson
+import pytest
+
+from helpers import ADMIN_KEY, MUNCHKIN, activity, running_server
+from leadstream.receiver import ReceiverConfig, start_receiver
+
+
+async def cli(server, *args: str, key: str | None = ADMIN_KEY) -> tuple[int, str, str]:
+    env = {**os.environ, "LEADSTREAM_URL": server.url, "COLUMNS": "200"}
+    env.pop("LEADSTREAM_ADMIN_KEY", None)
+    if key is not None:
+        env["LEADSTREAM_ADMIN_KEY"] = key
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "leadstream.cli", *args, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def server(tmp_path):
+    async with running_server(data_dir=tmp_path / "data") as s:
+        yield s
+
+
+async def test_publish_json_and_ndjson_with_rejections(server, tmp_path):
+    good = [activity(i) for i in range(20)]
+    array = tmp_path / "events.json"
+    array.write_bytes(orjson.dumps(good + [activity(99, munchkinId="bad")]))
+    code, out, err = await cli(server, "publish", str(array), "--batch", "7")
+    assert code == 0, err
+    assert "accepted 20, duplicates 0, rejected 1" in out
+    assert "record 20: munchkinId: 'bad'" in out  # the index in the whole file, not in its request
+    ndjson = tmp_path / "events.ndjson"
+    ndjson.write_bytes(b"\n".join(orjson.dumps(r) for r in good))
+    code, out, _ = await cli(server, "publish", str(ndjson), "--json")
+    assert code == 0 and json.loads(out) == {"accepted": 0, "duplicates": 20, "rejected": []}
+
+
+async def test_catalog_show_and_load(server, tmp_path):
+    code, out, _ = await cli(server, "catalog", "audit")
+    assert code == 0 and "Landing Page" in out
+    code, out, _ = await cli(server, "catalog", "activity", "--json")
+    assert code == 0 and len(json.loads(out)) == 74
+    document = tmp_path / "types.json"
+    document.write_text(json.dumps({"result": [{"id": 100001, "name": "Attend Webinar", "attributes": []}]}))
+    code, out, _ = await cli(server, "catalog", "--munchkin", MUNCHKIN, "--load", str(document), "--custom", "--json")
+    assert code == 0 and json.loads(out)["loaded"] == 1
+    code, out, _ = await cli(server, "catalog", "activity", "--munchkin", MUNCHKIN, "--json")
+    assert "Attend Webinar" in {t["name"] for t in json.loads(out)}
+
+
+async def test_subscription_lifecycle(server, tmp_path):
+    receiver = await start_receiver(ReceiverConfig(out=tmp_path / "got.ndjson", token="s3cr3t-value"))
+    try:
+        code, out, err = await cli(server, "subscriptions", "create", "--name", "crm", "--munchkin", MUNCHKIN,
+                                   "--stream", "activity", "--endpoint", receiver.url, "--event-type", "10",
+                                   "--event-type", "Visit Webpage", "--token", "s3cr3t-value", "--json")
+        assert code == 0, err
+        created = json.loads(out)
+        sub_id = created["id"]
+        assert created["auth"] == {"type": "token", "token": "***"} and "s3cr3t-value" not in out
+        assert created["eventTypes"] == [10, "Visit Webpage"]
+
+        code, out, _ = await cli(server, "subscriptions", "list")
+        assert code == 0 and sub_id in out and "crm" in out
+        code, out, _ = await cli(server, "subscriptions", "list", "--munchkin", "999-ZZZ-999", "--json")
+        assert json.loads(out) == []
+
+        code, out, _ = await cli(server, "subscriptions", "pause", sub_id, "--json")
+        assert json.loads(out)["state"] == "paused" and json.loads(out)["pausedReason"] == "manual"
+        code, out, _ = await cli(server, "subscriptions", "resume", sub_id, "--json")
+        assert json.loads(out)["state"] == "active"
+        code, out, _ = await cli(server, "subscriptions", "show", sub_id)
+        assert code == 0 and "crm" in out and "state" in out
+
+        records = tmp_path / "r.json"
+        records.write_bytes(orjson.dumps([activity(i) for i in range(5)]))
+        assert (await cli(server, "publish", str(records)))[0] == 0
+        deadline = asyncio.get_running_loop().time() + 10
+        while receiver.receiver.stats["received"] < 5:
+            assert asyncio.get_running_loop().time() < deadline, "events not delivered"
+            await asyncio.sleep(0.05)
+
+        code, out, _ = await cli(server, "subscriptions", "attempts", sub_id, "--json")
+        attempts = json.loads(out)
+        assert code == 0 and attempts and attempts[0]["status"] == 200
+        code, out, _ = await cli(server, "subscriptions", "replay", sub_id, "--from", "0", "--json")
+        assert code == 0 and json.loads(out)["cursor"] == 0
+
+        code, out, _ = await cli(server, "subscriptions", "delete", sub_id, "--json")
+        assert code == 0 and json.loads(out)["state"] == "deprovisioned"
+    finally:
+        await receiver.close()
+
+
+@pytest.mark.parametrize("args", [
+    ("subscriptions", "show", "no-such-id"),
+    ("subscriptions", "pause", "no-such-id"),
+    ("subscriptions", "attempts", "no-such-id"),
+])
+async def test_unknown_subscription_is_one_clear_line(server, args):
+    code, out, err = await cli(server, *args)
+    assert code == 1 and out == ""
+    assert err.startswith("error: 404") and err.count("\n") == 1 and "Traceback" not in err
+
+
+async def test_bad_key_and_unreachable_server_are_one_clear_line(server, tmp_path):
+    code, _, err = await cli(server, "subscriptions", "list", key="wrong")
+    assert code == 1 and err.startswith("error: 401") and err.count("\n") == 1
+    records = tmp_path / "r.json"
+    records.write_bytes(b"[]")
+    code, _, err = await cli(server, "catalog", "audit", "--server", "http://127.0.0.1:9")
+    assert code == 1 and err.startswith("error: cannot reach leadstream") and "Traceback" not in err
