@@ -69,3 +69,30 @@ def test_manual_pause_resume_and_deprovision():
 def test_state_round_trips_through_its_stored_form():
     s = rules.failed(DeliveryState(cursor=7, inflight=InFlight("b", 9, 2, sends=3), delivered=5), T, 1, "x")
     assert rules.decode(rules.encode(s)) == s
+
+
+async def test_the_state_log_keeps_the_newest_state_and_hands_it_to_the_store(tmp_path):
+    from leadstream.delivery.statelog import StateLog
+    from leadstream.store.base import StoredSubscription
+    from leadstream.store.sqlite import SqliteStore
+
+    async with SqliteStore(tmp_path / "ls.db") as store:
+        for sub_id in ("a", "b"):
+            await store.create_subscription(StoredSubscription(sub_id, "123-ABC-456", b"{}", b"{}", 0))
+        states = StateLog(tmp_path)
+        states.open()
+        states.write("a", rules.encode(DeliveryState(cursor=1)))
+        states.write("a", rules.encode(DeliveryState(cursor=2)))
+        states.write("b", rules.encode(DeliveryState(cursor=7)))
+        # a crash now: a new run finds the files, the newest line of each subscription wins
+        (tmp_path / "delivery-state.1.log").open("ab").write(b'{"id":"a","state":{"cursor":')  # torn
+        found = StateLog(tmp_path).recover()
+        assert {k: rules.decode(v).cursor for k, v in found.items()} == {"a": 2, "b": 7}
+
+        await states.checkpoint(store)
+        assert rules.decode((await store.get_subscription("a")).state).cursor == 2
+        assert [p.name for p in tmp_path.glob("delivery-state.*")] == ["delivery-state.2.log"]
+        states.write("b", rules.encode(DeliveryState(cursor=8)))
+        await states.close(store)
+        assert rules.decode((await store.get_subscription("b")).state).cursor == 8
+        assert list(tmp_path.glob("delivery-state.*")) == []

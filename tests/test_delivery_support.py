@@ -152,7 +152,8 @@ class Bench:
 
     async def restart(self, **options: Any) -> None:
         await self.engine.stop()
-        self.engine = DeliveryEngine(self.store, self.catalog, EngineOptions(**{"allow_private_endpoints": True, **options}))
+        options = {"allow_private_endpoints": True, "state_log": self.store.path.parent, **options}
+        self.engine = DeliveryEngine(self.store, self.catalog, EngineOptions(**options))
         await self.engine.start()
 
 
@@ -161,7 +162,8 @@ async def bench(path: Path, **options: Any) -> AsyncIterator[Bench]:
     store = SqliteStore(path / "leadstream.db")
     await store.open()
     catalog = Catalog()
-    engine = DeliveryEngine(store, catalog, EngineOptions(**{"allow_private_endpoints": True, **options}))
+    options = {"allow_private_endpoints": True, "state_log": path, **options}
+    engine = DeliveryEngine(store, catalog, EngineOptions(**options))
     await engine.start()
     b = Bench(store, catalog, engine, Validator(catalog))
     try:

@@ -78,7 +78,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.security = await Security.start(settings, store)  # issue 8: API keys, secret box, audit, rate limits
     await catalog_routes.restore(services)
     # --- delivery engine: start here, hook it into services.retention (on_expire, lowest_cursor) ---
-    options = EngineOptions(allow_private_endpoints=settings.allow_private_endpoints, node_id=settings.node_id)
+    options = EngineOptions(
+        allow_private_endpoints=settings.allow_private_endpoints,
+        node_id=settings.node_id,
+        state_log=None if settings.database_url else settings.data_dir,  # one node: states saved locally first
+    )
     services.delivery = DeliveryEngine(store, catalog, options, keyring=app.state.keyring)
     await services.delivery.start()
     services.retention.on_expire = services.delivery.on_expire

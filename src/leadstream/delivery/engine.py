@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -29,6 +30,7 @@ from leadstream.delivery.http import make_session
 from leadstream.delivery.log import LogTail, read_own
 from leadstream.delivery.sender import Sender, Shared, now_ms, rfc3339
 from leadstream.delivery.signing import KeyRing
+from leadstream.delivery.statelog import StateLog
 from leadstream.errors import Conflict, Gone, Invalid, LeadstreamError, NotFound
 from leadstream.events import Event
 from leadstream.logs import log
@@ -46,6 +48,8 @@ class EngineOptions:
     lease_ttl: float = 30.0  # multi-node stores only
     attempts_kept: int = 1000  # per subscription
     challenge_timeout: float = 10.0
+    state_log: Path | None = None  # a directory: save states there, checkpoint to the store (one node only)
+    checkpoint_interval: float = 1.0  # seconds between state-log checkpoints
 
 
 class DeliveryEngine:
@@ -71,13 +75,20 @@ class DeliveryEngine:
         )
         self.tail = LogTail(self.store, options.tail_events, options.tail_bytes)
         await self.tail.prime()
-        self.shared = Shared(self.store, self.tail, self.session, self.keyring, options.attempts_kept)
+        state_log = None
+        if options.state_log is not None:
+            state_log = StateLog(options.state_log)
+            await state_log.adopt(self.store, state_log.recover())  # what the last run saved last
+            state_log.open()
+        self.shared = Shared(self.store, self.tail, self.session, self.keyring, state_log, options.attempts_kept)
         self._owned = await self.store.lease(options.node_id, options.lease_ttl)
         for stored in await self.store.list_subscriptions():
             self._load(stored)
         self._tasks.append(asyncio.create_task(self.tail.run(), name="log-tail"))
         if self._owned is not None:
             self._tasks.append(asyncio.create_task(self._keep_leases(), name="leases"))
+        if state_log is not None:
+            self._tasks.append(asyncio.create_task(self._checkpoints(state_log), name="state-checkpoints"))
         for sender in self.senders.values():
             if self._should_run(sender):
                 sender.start()
@@ -99,6 +110,8 @@ class DeliveryEngine:
         try:
             await asyncio.gather(*(s.save() for s in senders))
             await asyncio.wait_for(asyncio.gather(*self.shared.background, return_exceptions=True), 5)
+            if self.shared.state_log is not None:
+                await self.shared.state_log.close(self.store)
         except Exception as exc:  # the store may already be failing: the states saved earlier stand
             log.warning("could not save delivery state at shutdown", error=str(exc))
         await self.session.close()
@@ -115,6 +128,14 @@ class DeliveryEngine:
         sender = Sender(self.shared, stored.id, stored.created_at, config, state, matcher)
         self.senders[stored.id] = sender
         return sender
+
+    async def _checkpoints(self, state_log: StateLog) -> None:
+        while True:
+            await asyncio.sleep(self.options.checkpoint_interval)
+            try:
+                await state_log.checkpoint(self.store)
+            except Exception as exc:  # the states stay in the log files; the next round tries again
+                log.warning("delivery state checkpoint failed", error=str(exc))
 
     def _should_run(self, sender: Sender) -> bool:
         state = sender.state
@@ -234,21 +255,21 @@ class DeliveryEngine:
         async with self._stopped(sub_id) as sender:
             sender.state = rules.deprovisioned(sender.state)
             sender.forget_reads()
-            await sender.save()
+            await sender.save(to_store=True)
         return await self.view(sub_id)
 
     async def pause(self, sub_id: str) -> dict[str, Any]:
         async with self._stopped(sub_id) as sender:
             self._refuse_deprovisioned(sender)
             sender.state = rules.paused_by_hand(sender.state)
-            await sender.save()
+            await sender.save(to_store=True)
         return await self.view(sub_id)
 
     async def resume(self, sub_id: str) -> dict[str, Any]:
         async with self._stopped(sub_id) as sender:
             self._refuse_deprovisioned(sender)
             sender.state = rules.resumed(sender.state)
-            await sender.save()
+            await sender.save(to_store=True)
         return await self.view(sub_id)
 
     async def replay(self, sub_id: str, start: int | str) -> dict[str, Any]:
@@ -275,7 +296,7 @@ class DeliveryEngine:
                 )
             sender.state = msgspec.structs.replace(sender.state, cursor=position, inflight=None, nextAttemptAt=None)
             sender.forget_reads()
-            await sender.save()
+            await sender.save(to_store=True)
         return await self.view(sub_id)
 
     @staticmethod

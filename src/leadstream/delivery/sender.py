@@ -31,6 +31,7 @@ from leadstream.delivery.http import Answer, post
 from leadstream.delivery.log import Key, LogTail, read_own
 from leadstream.delivery.state import DeliveryState, InFlight, Timing
 from leadstream.delivery.signing import KeyRing, hmac_headers
+from leadstream.delivery.statelog import StateLog
 from leadstream.events import Event
 from leadstream.logs import log
 from leadstream.store.base import Store
@@ -59,6 +60,7 @@ class Shared:
     tail: LogTail
     session: aiohttp.ClientSession
     keyring: KeyRing | None = None
+    state_log: StateLog | None = None  # None: states go straight to the store
     attempts_kept: int = 1000
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -144,11 +146,19 @@ class Sender:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def save(self) -> None:
+    async def save(self, *, to_store: bool = False) -> None:
+        """Persist the state (crash-safe on return). Into the state log when there is one — the
+        store gets it at the next checkpoint — unless ``to_store`` (admin changes other readers
+        of the store should see at once)."""
         self.saved_at = time.monotonic()
         self.saved_cursor = self.state.cursor
         self.unsaved = False
-        await self.shared.store.save_state(self.id, rules.encode(self.state))
+        state = rules.encode(self.state)
+        if self.shared.state_log is not None:
+            self.shared.state_log.write(self.id, state)
+            if not to_store:
+                return
+        await self.shared.store.save_state(self.id, state)
 
     # -- the loop ---------------------------------------------------------------------------------
 
