@@ -217,17 +217,12 @@ class Monitor:
         return means
 
 
-def cpu_percent_of(pid: int, seconds: float) -> float:
-    """CPU used by a process and its children over ``seconds`` (blocking), in % of one core."""
-    root = psutil.Process(pid)
-
-    def used() -> float:
-        total = 0.0
+def cpu_seconds(part: Part) -> float:
+    """User + system CPU seconds a part and its children have used so far."""
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(part.pid)
         for proc in [root, *root.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
                 total += sum(proc.cpu_times()[:2])
-        return total
-
-    before, started = used(), time.monotonic()
-    time.sleep(seconds)
-    return 100.0 * (used() - before) / (time.monotonic() - started)
+    return total

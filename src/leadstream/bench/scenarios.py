@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from leadstream.bench.harness import Bench, Figure, LoadRun, Server, Sink, Skipped, wait_until
+from leadstream.bench.harness import Bench, Figure, Server, Sink, Skipped, wait_until
+from leadstream.bench.procs import cpu_seconds
 
 Scenario = Callable[[Bench, Sink], Awaitable[list[Figure]]]
 
@@ -66,6 +67,7 @@ async def _sustained(bench: Bench, sink: Sink, url: str, key: str, prefix: str, 
         except TimeoutError:
             pass
     received = await sink.total(prefix) if subscriptions else 0
+    cpu = bench.monitor.cpu_between(since / 1e6, until / 1e6)
     detail = {
         "window_s": round(seconds, 2),
         "ingested_per_s": round(ingested),
@@ -74,7 +76,10 @@ async def _sustained(bench: Bench, sink: Sink, url: str, key: str, prefix: str, 
         "received": received,
         "catch_up_s": round(caught_up, 2) if caught_up is not None else None,
         "load_errors": run.errors,
-        "cpu_percent": bench.monitor.cpu_between(since / 1e6, until / 1e6),
+        "cpu_percent": cpu,
+        # CPU time per event is steadier than a rate when other work shares the machine.
+        "cpu_us_per_event": {role: round(percent * 1e4 / rate, 1) for role, percent in cpu.items() if role != "other"}
+        if (rate := delivered / subscriptions if subscriptions else ingested) else {},
     }
     return Sustained(ingested, delivered, caught_up, max(0, expected - received), detail)
 
@@ -212,12 +217,14 @@ async def idle(bench: Bench, sink: Sink) -> list[Figure]:
             await wait_until(all_there, 60, f"the probe events to reach all {n} subscriptions", 0.1)
             probed = time.monotonic() - started
             await asyncio.sleep(1.0)  # let the last acknowledgements and state saves settle
-            since = time.time()
+            # Whole-window CPU time, not an average of samples: idle use is below one clock tick per sample.
+            since, used = time.time(), cpu_seconds(server.part)
             await asyncio.sleep(bench.durations.idle_window)
-            cpu = bench.monitor.cpu_between(since, time.time())
-            figure.leadstream = cpu.get("server", 0.0)
+            seconds = time.time() - since
+            figure.leadstream = 100.0 * (cpu_seconds(server.part) - used) / seconds
             figure.detail["leadstream"] = {"create_s": round(created, 2), "probe_delivered_s": round(probed, 2),
-                                           "window_s": bench.durations.idle_window, "cpu_percent": cpu}
+                                           "window_s": round(seconds, 2),
+                                           "cpu_percent": bench.monitor.cpu_between(since, time.time())}
 
     async with bench.span("idle · leadstream", sink):
         await _skippable(figure, leadstream())
