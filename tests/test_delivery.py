@@ -133,3 +133,37 @@ async def test_a_restart_resends_the_batch_in_flight_under_the_same_id_and_nothi
         await b.publish("activity", [activity(99)])
         await wait_until(lambda: r.ids()[-1] == "guid-99", what="the next event")
         assert len(r.ids()) == 36
+
+
+async def test_single_delivery_with_rsa_and_hmac_signatures_and_a_subscriber_filter(tmp_path):
+    import base64
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from standardwebhooks import Webhook
+
+    from leadstream.delivery.signing import KeyRing
+
+    keyring = KeyRing(tmp_path / "keys")
+    async with bench(tmp_path, keyring=keyring) as b, receiver() as r:
+        sub = await b.subscribe(
+            r.url, format="cloudevents", delivery="single", signing={"hmac": True},
+            filter={"data": {"primaryAttributeValue": [{"prefix": "Welcome"}]}},
+        )
+        secret = sub["signing"]["hmacSecret"]
+        records = [activity(i, primaryAttributeValue="Welcome Email" if i % 2 else "Goodbye") for i in range(6)]
+        await b.publish("activity", records)
+        await wait_ids(r, ["guid-1", "guid-3", "guid-5"])
+        assert r.ids() == ["guid-1", "guid-3", "guid-5"]  # the filter over the CloudEvent
+        for request in r.requests:
+            event = request.json()
+            assert isinstance(event, dict)  # one object per request
+            h = request.headers
+            assert h["x-adobe-event-id"] == event["eventid"]
+            Webhook(secret).verify(request.body, {k: v for k, v in h.items() if k.startswith("webhook-")})
+            assert h["webhook-id"] == h["x-leadstream-delivery"]
+            for n in (1, 2):
+                name = h[f"x-adobe-public-key{n}-path"].rsplit("/", 1)[1]
+                key = serialization.load_pem_public_key(keyring.public_pem(name))
+                key.verify(base64.b64decode(h[f"x-adobe-digital-signature-{n}"]), request.body,
+                           padding.PKCS1v15(), hashes.SHA256())

@@ -158,12 +158,12 @@ class Bench:
 
 
 @contextlib.asynccontextmanager
-async def bench(path: Path, **options: Any) -> AsyncIterator[Bench]:
+async def bench(path: Path, keyring: Any = None, **options: Any) -> AsyncIterator[Bench]:
     store = SqliteStore(path / "leadstream.db")
     await store.open()
     catalog = Catalog()
     options = {"allow_private_endpoints": True, "state_log": path, **options}
-    engine = DeliveryEngine(store, catalog, EngineOptions(**options))
+    engine = DeliveryEngine(store, catalog, EngineOptions(**options), keyring=keyring)
     await engine.start()
     b = Bench(store, catalog, engine, Validator(catalog))
     try:

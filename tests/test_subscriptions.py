@@ -245,3 +245,17 @@ async def test_private_endpoints_are_refused_unless_allowed(tmp_path):
         # a public address is accepted (nothing is published, so nothing is sent there)
         created = await b.subscribe("https://93.184.216.34/hook", format="legacy")
         assert created["endpoint"] == "https://93.184.216.34/hook"
+
+
+async def test_delivery_metrics_are_exposed(api, http, server):
+    async with receiver() as r:
+        _, created, _ = await api.call("POST", "", minimal(r.url, pushIntervalMs=10))
+        await publish(http, server, "activity", [activity(i) for i in range(7)])
+        await wait_ids(r, list(range(7)))
+        async with http.get(f"{server.url}/metrics") as answer:
+            text = await answer.text()
+        label = f'subscription="{created["id"]}"'
+        assert f"leadstream_delivered_events_total{{{label}}} 7.0" in text
+        assert f"leadstream_delivery_lag_seconds{{{label}}} 0.0" in text
+        assert "leadstream_batch_latency_seconds_bucket" in text and "leadstream_delivery_attempt_seconds_count" in text
+        assert "leadstream_delivery_failed_attempts_total" in text
