@@ -4,10 +4,12 @@ intervals shrunk to milliseconds (SPEC §4)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
 import jsonschema
+import orjson
 import pytest
 
 import leadstream
@@ -167,3 +169,35 @@ async def test_single_delivery_with_rsa_and_hmac_signatures_and_a_subscriber_fil
                 key = serialization.load_pem_public_key(keyring.public_pem(name))
                 key.verify(base64.b64decode(h[f"x-adobe-digital-signature-{n}"]), request.body,
                            padding.PKCS1v15(), hashes.SHA256())
+
+
+async def test_two_nodes_on_postgresql_share_the_subscriptions_and_take_over_a_stopped_one(pg_url):
+    from leadstream.catalog import Catalog
+    from leadstream.delivery.engine import DeliveryEngine, EngineOptions
+    from leadstream.events import Validator
+    from leadstream.store.postgres import PostgresStore
+
+    catalog = Catalog()
+    validator = Validator(catalog)
+    options = {"allow_private_endpoints": True, "lease_ttl": 0.6}
+    async with PostgresStore(pg_url, node_id="a") as store_a, PostgresStore(pg_url, node_id="b") as store_b:
+        node_a = DeliveryEngine(store_a, catalog, EngineOptions(node_id="a", **options))
+        node_b = DeliveryEngine(store_b, catalog, EngineOptions(node_id="b", **options))
+        await node_a.start()
+        await node_b.start()
+        async with contextlib.AsyncExitStack() as stack:
+            receivers = [await stack.enter_async_context(receiver()) for _ in range(4)]
+            for r in receivers:
+                await node_a.create({"name": "n", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": r.url,
+                                     "pushIntervalMs": 20, "startAt": "earliest"})
+            await store_a.append([validator.event("activity", orjson.dumps(activity(i))) for i in range(50)])
+            for r in receivers:
+                await wait_ids(r, list(range(50)))
+            assert 0 < sum(s.running for s in node_a.senders.values()) < 4  # shared between the nodes
+            await node_a.stop()  # node a leaves; its leases run out and node b takes them over
+            await store_b.append([validator.event("activity", orjson.dumps(activity(i))) for i in range(50, 80)])
+            for r in receivers:
+                await wait_ids(r, list(range(80)))
+                assert r.ids() == [f"guid-{i}" for i in range(80)]  # once each, in order
+            assert sum(s.running for s in node_b.senders.values()) == 4
+        await node_b.stop()

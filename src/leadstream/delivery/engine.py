@@ -102,11 +102,11 @@ class DeliveryEngine:
             return
         self.started = False
         metrics.LAG.sources.discard(self)
-        senders = [s for s in self.senders.values() if s.running]
-        await asyncio.gather(*(s.stop() for s in senders))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        senders = [s for s in self.senders.values() if s.running]
+        await asyncio.gather(*(s.stop() for s in senders))
         try:
             await asyncio.gather(*(s.save() for s in senders))
             await asyncio.wait_for(asyncio.gather(*self.shared.background, return_exceptions=True), 5)
@@ -144,26 +144,27 @@ class DeliveryEngine:
         return self._owned is None or sender.id in self._owned
 
     async def _keep_leases(self) -> None:
-        """Multi-node: deliver only the subscriptions this node holds a lease on."""
+        """Multi-node: deliver only the subscriptions this node holds a lease on. A subscription
+        taken over starts from what its last owner saved (its batch in flight goes again)."""
         while True:
             await asyncio.sleep(self.options.lease_ttl / 3)
             try:
                 owned = await self.store.lease(self.options.node_id, self.options.lease_ttl)
-                known = {s.id: s for s in await self.store.list_subscriptions()}
+                known = await self.store.list_subscriptions()
             except Exception as exc:
                 log.warning("lease renewal failed", error=str(exc))
                 continue
-            for sub_id, stored in known.items():
-                sender = self.senders.get(sub_id)
-                mine = owned is None or sub_id in owned
-                if sender is None or (mine and not sender.running):
-                    async with self._lock(sub_id):  # taken over: start from what the last owner saved
+            before = self._owned or set()
+            for stored in known:
+                sender = self.senders.get(stored.id)
+                mine = owned is None or stored.id in owned
+                if sender is None or (mine and stored.id not in before):
+                    async with self._lock(stored.id):
                         if sender is not None:
                             await sender.stop()
-                        sender = self._load(stored)
-                        sender.forget_reads()
+                        self._load(stored)
                 elif not mine and sender.running:
-                    await sender.stop()
+                    await sender.stop()  # not saved: the new owner's saves are the truth now
             self._owned = owned
             for sender in self.senders.values():
                 if self._should_run(sender) and not sender.running:
@@ -181,11 +182,20 @@ class DeliveryEngine:
         sender = self._get(sub_id)
         async with self._lock(sub_id):
             await sender.stop()
+            await self._refresh(sender)
             try:
                 yield sender
             finally:
                 if self.started and self._should_run(sender):
                     sender.start()
+
+    async def _refresh(self, sender: Sender) -> None:
+        """A subscription another node delivers: its state is what that node last saved."""
+        if self._owned is not None and sender.id not in self._owned:
+            stored = await self.store.get_subscription(sender.id)
+            if stored is not None:
+                sender.state = rules.decode(stored.state)
+                sender.forget_reads()
 
     def _get(self, sub_id: str) -> Sender:
         sender = self.senders.get(sub_id)
@@ -332,6 +342,7 @@ class DeliveryEngine:
     async def view(self, sub_id: str) -> dict[str, Any]:
         """The subscription as the API shows it: settings (secrets redacted) and live status."""
         sender = self._get(sub_id)
+        await self._refresh(sender)
         s = sender.state
         pending, oldest = await self._pending_and_oldest(sender)
         lag = max(0.0, (now_ms() - oldest) / 1000) if oldest is not None else 0.0
