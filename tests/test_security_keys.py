@@ -189,7 +189,6 @@ async def test_a_tenant_key_publishes_only_its_own_tenants_records():
     assert restrict_to_tenants(OPERATOR, events, rejected) == (events, rejected)
 
 
-@pytest.mark.xfail(strict=True, reason="needs api/ingest.py to call auth.restrict_to_tenants (see the issue 8 report)")
 async def test_a_producer_cannot_publish_another_tenants_records_over_http(tmp_path):
     async with running_server(data_dir=tmp_path / "data") as server, aiohttp.ClientSession() as s:
         producer = (await make_key(s, server.url, [MUNCHKIN], ["ingest"]))["key"]

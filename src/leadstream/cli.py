@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
+from leadstream.keys_cli import register as register_key_commands
 from leadstream.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ def serve(
     log_format: str = typer.Option("console", envvar="LEADSTREAM_LOG_FORMAT", help="console or json"),
     tls_cert: Optional[Path] = typer.Option(None, envvar="LEADSTREAM_TLS_CERT", help="serve HTTPS: the certificate (PEM, chain allowed)"),
     tls_key: Optional[Path] = typer.Option(None, envvar="LEADSTREAM_TLS_KEY", help="serve HTTPS: its private key (PEM)"),
+    allow_cidr: list[str] = typer.Option([], "--allow-cidr", help="allow endpoints in this private range (repeatable), e.g. 10.20.0.0/16"),
 ) -> None:
     """Run the server: ingest, admin, journal and delivery."""
     from leadstream.server import serve as run
@@ -52,6 +54,7 @@ def serve(
         log_format=log_format,  # type: ignore[arg-type]
         tls_cert=tls_cert,
         tls_key=tls_key,
+        **({"allowed_cidrs": allow_cidr} if allow_cidr else {}),
     )
     run(settings)
 
@@ -311,6 +314,7 @@ def demo(
 
 keys = typer.Typer(no_args_is_help=True, help="Signing keys and API keys.")
 app.add_typer(keys, name="keys")
+register_key_commands(keys)
 
 
 @keys.command("rotate")

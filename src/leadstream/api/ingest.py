@@ -13,7 +13,7 @@ from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from leadstream.api.auth import authenticate
+from leadstream.api.auth import authenticate, restrict_to_tenants
 from leadstream.errors import LeadstreamError, NotFound
 from leadstream.events import MAX_BODY_BYTES, MAX_RECORDS, STREAMS, TooLarge, split_records, validate_records
 
@@ -45,7 +45,7 @@ async def _read_body(request: Request) -> bytes:
 
 async def ingest(request: Request) -> Response:
     services = request.app.state.services
-    authenticate(request)
+    principal = authenticate(request)
     stream = request.path_params["stream"]
     if stream not in STREAMS:
         raise NotFound(f"there is no stream {stream!r}; streams: {', '.join(STREAMS)}")
@@ -56,6 +56,7 @@ async def ingest(request: Request) -> Response:
         )
     records = split_records(await _read_body(request), ndjson=media_type in NDJSON_TYPES)
     events, rejected = validate_records(services.validator, stream, records)
+    events, rejected = restrict_to_tenants(principal, events, rejected)
     duplicates = await services.store.append(events) if events else []
     accepted = len(events) - len(duplicates)
     INGESTED.labels(stream).inc(accepted)

@@ -14,6 +14,7 @@ router = APIRouter(tags=["signatures"])
     "/keys/{name}",
     summary="A public key that verifies delivery signatures",
     response_class=Response,
+    openapi_extra={"security": []},  # public: receivers fetch keys without credentials
     responses={
         200: {"content": {"application/x-pem-file": {}}, "description": "PEM (SPKI) RSA public key"},
         404: {"description": "No such key"},
