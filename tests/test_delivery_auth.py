@@ -125,3 +125,15 @@ async def test_failing_token_endpoint_is_a_failed_attempt_that_says_so(tmp_path)
         assert "token endpoint" in view["lastError"] and "HTTP 500" in view["lastError"]
         assert "s3cret" not in view["lastError"]
         assert r.requests == []  # nothing went to the endpoint without a token
+
+
+async def test_an_endpoint_that_echoes_the_token_does_not_get_it_into_errors(tmp_path):
+    def echo(seen: Received) -> web.Response:
+        return web.Response(status=500, text=f"bad request with {seen.headers['authorization']}")
+
+    async with bench(tmp_path) as b, token_server() as idp, receiver(answer=echo) as r:
+        sub = await b.subscribe(r.url, auth=oauth(idp), retryIntervalMs=5000)
+        await b.publish("activity", [activity(0)])
+        view = await b.wait_status(sub["id"], "a failed attempt", state="retrying")
+        assert view["lastError"] == "HTTP 500 bad request with Bearer ***"
+        assert "tok-1" not in (await b.engine.attempts(sub["id"], 10)).decode()

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from leadstream.catalog import Catalog
+from leadstream.delivery.guard import GuardPolicy, refusal
+from leadstream.delivery.tls import TlsOptions, client_context
 from leadstream.errors import Invalid
 from leadstream.events import MUNCHKIN_RE, AwareDatetime, Event
 
@@ -80,6 +82,7 @@ class SubscriptionConfig(msgspec.Struct, forbid_unknown_fields=True):
     challenge: bool = False  # legacy only: opt in to the Adobe I/O challenge (always on for the others)
     signing: Signing | None = None
     filter: dict[str, Any] | None = None  # an Event-Ruler pattern over the CloudEvent (SPEC §5)
+    tls: TlsOptions | None = None  # an extra CA bundle, a client certificate (mTLS)
 
     @property
     def body_format(self) -> str:
@@ -182,6 +185,9 @@ def _keep_redacted_secrets(merged: dict[str, Any], current: SubscriptionConfig) 
     signing = merged.get("signing")
     if isinstance(signing, dict) and signing.get("hmacSecret") == REDACTED and current.signing is not None:
         signing["hmacSecret"] = current.signing.hmacSecret
+    tls = merged.get("tls")
+    if isinstance(tls, dict) and tls.get("clientKey") == REDACTED and current.tls is not None:
+        tls["clientKey"] = current.tls.clientKey
 
 
 def _check_rules(config: SubscriptionConfig, catalog: Catalog) -> None:
@@ -205,6 +211,7 @@ def _check_rules(config: SubscriptionConfig, catalog: Catalog) -> None:
         _check_signing(config.signing)
     if config.filter is not None:
         _check_filter(config.filter)
+    client_context(config.tls)  # raises for PEM that does not load
     compile_type_filter(config, catalog)  # raises for unknown types
 
 
@@ -260,45 +267,32 @@ def _check_url(url: str, field: str) -> None:
 # -- the endpoint's address -----------------------------------------------------------------------
 
 
-def is_public_address(address: str) -> bool:
-    """False for loopback, private, link-local, unspecified, multicast and other non-global ranges."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
-async def check_endpoint(url: str, *, allow_private: bool, field: str = "endpoint") -> None:
+async def check_endpoint(url: str, *, allow_private: bool, allowed_cidrs: tuple[str, ...] = (), field: str = "endpoint") -> None:
     """Refuse endpoints that reach this machine or its private network, unless allowed.
 
     A literal address is checked as is; a name is resolved (2 s at most) and refused if any of
-    its addresses is not public. A name that does not resolve yet is accepted: the sender's
-    resolver refuses private answers at delivery time too (DNS may change meanwhile).
+    its addresses is not allowed. A name that does not resolve yet is accepted: the sender's
+    connector checks every address it connects to (DNS may change meanwhile).
     """
-    if allow_private:
+    policy = GuardPolicy.of(allow_private, allowed_cidrs)
+    if policy.allow_private:
         return
     host = (urlsplit(url).hostname or "").rstrip(".")
-    refused = Invalid(
-        f"{field}: {host} is a private, loopback or link-local address; the server does not allow"
-        " those (start it with --allow-private-endpoints for demos and tests)",
-        field=field,
-    )
-    if host == "localhost" or host.endswith(".localhost"):
-        raise refused
     try:
-        literal = is_public_address(host)
-    except ValueError:
-        pass  # a name
-    else:
-        if not literal:
-            raise refused
-        return
-    try:
-        infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM), 2.0)
-    except (OSError, TimeoutError):
-        return
-    if any(not is_public_address(str(info[4][0])) for info in infos):
-        raise refused
+        addresses = [str(ipaddress.ip_address(host.split("%", 1)[0]))]
+    except ValueError:  # a name
+        try:
+            infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM), 2.0)
+        except (OSError, TimeoutError):
+            return
+        addresses = [str(info[4][0]) for info in infos]
+    for address in addresses:
+        if not policy.allows(address):
+            raise Invalid(
+                f"{field}: {host} is a {refusal(address)} address; the server does not deliver there"
+                " (start it with --allow-private-endpoints for demos and tests, or allow the range)",
+                field=field,
+            )
 
 
 # -- which events a subscription takes ------------------------------------------------------------
@@ -400,6 +394,8 @@ def redacted(config: SubscriptionConfig) -> dict[str, Any]:
             auth[name] = REDACTED
     if document.get("signing") and document["signing"].get("hmacSecret"):
         document["signing"] = {"hmacSecret": REDACTED}
+    if document.get("tls") and document["tls"].get("clientKey"):
+        document["tls"]["clientKey"] = REDACTED
     return document
 
 

@@ -80,9 +80,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # --- delivery engine: start here, hook it into services.retention (on_expire, lowest_cursor) ---
     options = EngineOptions(
         allow_private_endpoints=settings.allow_private_endpoints,
+        allowed_cidrs=tuple(settings.allowed_cidrs),
         node_id=settings.node_id,
         state_log=None if settings.database_url else settings.data_dir,  # one node: states saved locally first
     )
+    # Sealing secrets at rest: pass secretbox=app.state.security.secretbox once every reader of
+    # stored subscription settings opens them (api/journal.py's sample route does not yet).
     services.delivery = DeliveryEngine(store, catalog, options, keyring=app.state.keyring)
     await services.delivery.start()
     services.retention.on_expire = services.delivery.on_expire

@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from leadstream.api.audit import audit
 from leadstream.api.auth import Principal, require_key
 from leadstream.delivery.engine import DeliveryEngine
 from leadstream.errors import Invalid, NotFound
@@ -93,7 +94,9 @@ async def create_subscription(request: Request, principal: Principal = Depends(r
     munchkin = document.get("munchkinId")
     if isinstance(munchkin, str) and not principal.sees(munchkin):
         raise NotFound(f"no tenant {munchkin}")
-    return _json(await _engine(request).create(document), 201)
+    view = await _engine(request).create(document)
+    await audit(request, principal, "subscription.create", view["id"], document, [view["munchkinId"]])
+    return _json(view, 201)
 
 
 @router.get("", summary="List subscriptions, with live status")
@@ -125,22 +128,31 @@ async def get_subscription(request: Request, sub_id: str, principal: Principal =
 )
 async def patch_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
     engine = _visible(request, principal, sub_id)
-    return _json(await engine.patch(sub_id, decode_body(await request.body())))
+    document = decode_body(await request.body())
+    view = await engine.patch(sub_id, document)
+    await audit(request, principal, "subscription.update", sub_id, document, [view["munchkinId"]])
+    return _json(view)
 
 
 @router.delete("/{sub_id}", summary="Deprovision: delivery stops for good (state deprovisioned)")
 async def delete_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    return _json(await _visible(request, principal, sub_id).delete(sub_id))
+    view = await _visible(request, principal, sub_id).delete(sub_id)
+    await audit(request, principal, "subscription.delete", sub_id, None, [view["munchkinId"]])
+    return _json(view)
 
 
 @router.post("/{sub_id}/pause", summary="Pause delivery by hand (no probes) until resumed")
 async def pause_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    return _json(await _visible(request, principal, sub_id).pause(sub_id))
+    view = await _visible(request, principal, sub_id).pause(sub_id)
+    await audit(request, principal, "subscription.pause", sub_id, None, [view["munchkinId"]])
+    return _json(view)
 
 
 @router.post("/{sub_id}/resume", summary="Resume delivery now (also ends a pause after failures)")
 async def resume_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    return _json(await _visible(request, principal, sub_id).resume(sub_id))
+    view = await _visible(request, principal, sub_id).resume(sub_id)
+    await audit(request, principal, "subscription.resume", sub_id, None, [view["munchkinId"]])
+    return _json(view)
 
 
 @router.post(
@@ -161,7 +173,9 @@ async def replay_subscription(request: Request, sub_id: str, principal: Principa
     start = decode_body(await request.body()).get("from")
     if isinstance(start, bool) or not isinstance(start, int | str) or (isinstance(start, int) and start < 0):
         raise Invalid(f"from: expected an RFC 3339 time or a position (an integer >= 0), got {start!r}", field="from")
-    return _json(await engine.replay(sub_id, start))
+    view = await engine.replay(sub_id, start)
+    await audit(request, principal, "subscription.replay", sub_id, {"from": start}, [view["munchkinId"]])
+    return _json(view)
 
 
 @router.get(

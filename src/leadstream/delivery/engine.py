@@ -33,6 +33,7 @@ from leadstream.delivery.signing import KeyRing
 from leadstream.delivery.statelog import StateLog
 from leadstream.errors import Conflict, Gone, Invalid, LeadstreamError, NotFound
 from leadstream.events import Event
+from leadstream.secretbox import SecretBox
 from leadstream.logs import log
 from leadstream.store.base import Store, StoredSubscription
 
@@ -40,6 +41,7 @@ from leadstream.store.base import Store, StoredSubscription
 @dataclass(frozen=True)
 class EngineOptions:
     allow_private_endpoints: bool = False
+    allowed_cidrs: tuple[str, ...] = ()  # private ranges endpoints may be in anyway
     node_id: str = "local"
     connection_limit: int = 2048  # all endpoints together
     connections_per_host: int = 64  # one endpoint (host, port); a sender uses one at a time
@@ -53,11 +55,15 @@ class EngineOptions:
 
 
 class DeliveryEngine:
-    def __init__(self, store: Store, catalog: Catalog, options: EngineOptions | None = None, *, keyring: KeyRing | None = None) -> None:
+    def __init__(
+        self, store: Store, catalog: Catalog, options: EngineOptions | None = None,
+        *, keyring: KeyRing | None = None, secretbox: SecretBox | None = None,
+    ) -> None:  # fmt: skip
         self.store = store
         self.catalog = catalog
         self.options = options or EngineOptions()
-        self.keyring = keyring
+        self.keyring = keyring  # RSA signatures of cloudevents/adobe_io deliveries
+        self.secretbox = secretbox  # secrets sealed in the stored settings
         self.senders: dict[str, Sender] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._owned: set[str] | None = None  # None: this node delivers every subscription
@@ -72,6 +78,7 @@ class DeliveryEngine:
             limit=options.connection_limit,
             limit_per_host=options.connections_per_host,
             allow_private=options.allow_private_endpoints,
+            allowed_cidrs=options.allowed_cidrs,
         )
         self.tail = LogTail(self.store, options.tail_events, options.tail_bytes)
         await self.tail.prime()
@@ -117,7 +124,7 @@ class DeliveryEngine:
         await self.session.close()
 
     def _load(self, stored: StoredSubscription) -> Sender:
-        config = model.decode(stored.config)
+        config = model.decode(self.secretbox.open_config(stored.config) if self.secretbox else stored.config)
         state = rules.decode(stored.state)
         try:
             matcher = model.compile_matcher(config, self.catalog, stored.id)
@@ -217,7 +224,7 @@ class DeliveryEngine:
         state = rules.DeliveryState(cursor=await self._start_cursor(config.startAt))
         created = now_ms()
         await self.store.create_subscription(
-            StoredSubscription(sub_id, config.munchkinId, model.encode(config), rules.encode(state), created)
+            StoredSubscription(sub_id, config.munchkinId, self._sealed(config), rules.encode(state), created)
         )
         sender = Sender(self.shared, sub_id, created, config, state, matcher)
         self.senders[sub_id] = sender
@@ -228,11 +235,15 @@ class DeliveryEngine:
             view["signing"] = {"hmacSecret": generated}
         return view
 
+    def _sealed(self, config: model.SubscriptionConfig) -> bytes:
+        stored = model.encode(config)
+        return self.secretbox.seal_config(stored) if self.secretbox else stored
+
     async def _check_endpoints(self, config: model.SubscriptionConfig) -> None:
-        allow = self.options.allow_private_endpoints
-        await model.check_endpoint(config.endpoint, allow_private=allow)
+        allow, cidrs = self.options.allow_private_endpoints, self.options.allowed_cidrs
+        await model.check_endpoint(config.endpoint, allow_private=allow, allowed_cidrs=cidrs)
         if isinstance(config.auth, model.OAuth2Auth):
-            await model.check_endpoint(config.auth.tokenUrl, allow_private=allow, field="auth.tokenUrl")
+            await model.check_endpoint(config.auth.tokenUrl, allow_private=allow, allowed_cidrs=cidrs, field="auth.tokenUrl")
 
     async def _start_cursor(self, start_at: str) -> int:
         if start_at == "now":
@@ -252,7 +263,7 @@ class DeliveryEngine:
         if config.endpoint != current.config.endpoint and config.needs_challenge:
             await verify_challenge(self.session, config.endpoint, timeout=self.options.challenge_timeout)
         async with self._stopped(sub_id) as sender:
-            await self.store.update_config(sub_id, model.encode(config))
+            await self.store.update_config(sub_id, self._sealed(config))
             sender.configure(config, matcher)
             sender.forget_reads()  # the batch in flight is rebuilt with the new settings, same id
         view = await self.view(sub_id)

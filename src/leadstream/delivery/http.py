@@ -7,46 +7,28 @@ and the sender decides what the answer means (SPEC §4.4).
 
 from __future__ import annotations
 
-import socket
+import ssl as ssl_module
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
 import leadstream
-from leadstream.subscriptions import is_public_address
+from leadstream.delivery.guard import GuardPolicy, guarded_connector, read_capped
 
 USER_AGENT = f"leadstream/{leadstream.__version__}"
 SNIPPET_BYTES = 512
 
 
-class PublicOnlyResolver(AbstractResolver):
-    """Drops private, loopback and link-local answers: an endpoint name that passed the check at
-    creation cannot be pointed at the internal network later through DNS."""
-
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        answers = await self._inner.resolve(host, port, family)
-        public = [a for a in answers if is_public_address(a["host"])]
-        if not public:
-            raise OSError(f"{host} resolves to private addresses only; refused (see --allow-private-endpoints)")
-        return public
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-def make_session(*, limit: int, limit_per_host: int, allow_private: bool) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
-        limit=limit,
-        limit_per_host=limit_per_host,
-        resolver=None if allow_private else PublicOnlyResolver(),
-        ttl_dns_cache=60,
+def make_session(
+    *, limit: int, limit_per_host: int, allow_private: bool, allowed_cidrs: tuple[str, ...] = ()
+) -> aiohttp.ClientSession:
+    """The shared session. Its connector only connects where the outbound guard allows: public
+    addresses, unless ``allow_private`` or inside ``allowed_cidrs`` (checked at connect time,
+    after DNS, so a name cannot be re-pointed inward later)."""
+    connector = guarded_connector(
+        GuardPolicy.of(allow_private, allowed_cidrs), limit=limit, limit_per_host=limit_per_host, ttl_dns_cache=60
     )
     # No session-wide timeout: every attempt brings its own (the subscription's timeoutMs).
     return aiohttp.ClientSession(
@@ -74,22 +56,22 @@ class Answer:
 
 
 async def post(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], timeout: float
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], timeout: float,
+    *, ssl: ssl_module.SSLContext | bool = True,
 ) -> Answer:
-    """POST ``body``; ``timeout`` seconds for everything, connecting included."""
+    """POST ``body``; ``timeout`` seconds for everything, connecting included. ``ssl``: the
+    subscription's TLS context (its own CA, a client certificate), or True for the defaults."""
     started = time.perf_counter()
     try:
         async with session.post(
-            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
+            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False,
+            ssl=ssl,
         ) as response:
             status = response.status
             retry_after = _retry_after_ms(response.headers.get("Retry-After"))
-            # Read a small answer whole so the connection goes back to the pool; a large one is
-            # cut short (the connection is then closed rather than reused).
-            if response.content_length is not None and response.content_length <= 64 * 1024:
-                head = await response.read()
-            else:
-                head = await response.content.read(SNIPPET_BYTES)
+            # A small answer is read whole so the connection goes back to the pool; a large one
+            # is cut short (and its connection closed).
+            head = await read_capped(response)
         excerpt = "" if 200 <= status < 300 else snippet(head)
         return Answer(status, None, retry_after, excerpt, time.perf_counter() - started)
     except TimeoutError:
@@ -99,7 +81,7 @@ async def post(
         return Answer(error=f"cannot connect to {exc.host}:{exc.port}: {reason}", duration=time.perf_counter() - started)
     except aiohttp.ClientError as exc:
         return Answer(error=f"{type(exc).__name__}: {exc}".rstrip(": "), duration=time.perf_counter() - started)
-    except OSError as exc:  # e.g. the resolver guard
+    except OSError as exc:  # e.g. the outbound guard
         return Answer(error=str(exc), duration=time.perf_counter() - started)
 
 

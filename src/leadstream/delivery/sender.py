@@ -12,6 +12,7 @@ last one was — the same batch, the same id.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections import deque
@@ -32,6 +33,7 @@ from leadstream.delivery.log import Key, LogTail, read_own
 from leadstream.delivery.state import DeliveryState, InFlight, Timing
 from leadstream.delivery.signing import KeyRing, hmac_headers
 from leadstream.delivery.statelog import StateLog
+from leadstream.delivery.tls import client_context
 from leadstream.events import Event
 from leadstream.logs import log
 from leadstream.store.base import Store
@@ -119,7 +121,11 @@ class Sender:
             else None
         )
         self.size_cap = None
-        self.secrets = [getattr(auth, "clientSecret", None), getattr(auth, "token", None)]
+        self.ssl = client_context(config.tls)
+        self.secrets = [  # never written to lastError or the attempt log, should an endpoint echo them
+            getattr(auth, "clientSecret", None), getattr(auth, "token", None),
+            config.signing.hmacSecret if config.signing else None, config.tls.clientKey if config.tls else None,
+        ]
 
     def forget_reads(self) -> None:
         """Drop what was read ahead; the next batch is read again from the cursor."""
@@ -369,12 +375,17 @@ class Sender:
                     headers = {**headers, "Authorization": f"Bearer {token}"}
                 elif isinstance(self.config.auth, TokenAuth):
                     headers = {**headers, "Authorization": f"Bearer {self.config.auth.token}"}
-                answer = await post(self.shared.session, self.config.endpoint, body, headers, timeout)
+                answer = await post(self.shared.session, self.config.endpoint, body, headers, timeout, ssl=self.ssl)
         except TimeoutError:
             answer = Answer(error=f"timed out after {self.config.timeoutMs} ms", duration=time.perf_counter() - started)
         except TokenEndpointError as exc:
             answer = Answer(error=str(exc), duration=time.perf_counter() - started)
         metrics.ATTEMPT_SECONDS.observe(answer.duration)
+        if answer.snippet or answer.error:  # an endpoint may echo what it was sent: no secret goes further
+            secrets = [*self.secrets, token]
+            answer = dataclasses.replace(
+                answer, snippet=_redact(answer.snippet, secrets), error=answer.error and _redact(answer.error, secrets)
+            )
         return answer, token
 
     def _headers(self, batch: Batch, body: bytes) -> dict[str, str]:
@@ -411,7 +422,7 @@ class Sender:
             "firstPosition": batch.events[0].position,
             "lastPosition": batch.events[-1].position,
             "status": answer.status,
-            "error": None if answer.ok else _redact(answer.describe(), self.secrets),
+            "error": None if answer.ok else answer.describe(),
             "durationMs": round(answer.duration * 1000, 2),
             "retryCount": batch.sends,
             "outcome": outcome,
