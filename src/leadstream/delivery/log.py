@@ -17,6 +17,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
+from leadstream import formats
 from leadstream.events import Event
 from leadstream.logs import log
 from leadstream.store.base import Store
@@ -33,6 +34,20 @@ class Chunk:
     by_key: dict[Key, list[Event]]
     size: int  # bytes of event data, for the memory bound
     count: int
+    _sizes: dict[tuple[Key, str], list[int]] = field(default_factory=dict)
+
+    def sizes(self, key: Key, fmt: str) -> list[int]:
+        """What each event of ``key`` adds to a ``fmt`` body: computed once, for every sender."""
+        found = self._sizes.get((key, fmt))
+        if found is None:
+            found = self._sizes[(key, fmt)] = body_sizes(fmt, self.by_key[key])
+        return found
+
+
+def body_sizes(fmt: str, events: list[Event]) -> list[int]:
+    """Bytes each event adds to a batch body of ``fmt``: exact for legacy, for the other formats an
+    upper bound (it allows for any subscription id), so a batch never passes maxBatchBytes."""
+    return [formats.body_size(fmt, e) for e in events]
 
 
 @dataclass
@@ -109,10 +124,12 @@ class LogTail:
     def covers(self, position: int) -> bool:
         return self.start <= position
 
-    def take(self, key: Key, after: int, limit: int) -> tuple[list[Event], int]:
-        """Up to ``limit`` events of ``key`` above ``after`` from the window, and the position up
-        to which the answer is complete. ``after`` must be covered by the window."""
+    def take(self, key: Key, after: int, limit: int, fmt: str) -> tuple[list[Event], list[int], int]:
+        """Up to ``limit`` events of ``key`` above ``after`` from the window, their ``fmt`` body
+        sizes, and the position up to which the answer is complete. ``after`` must be covered by
+        the window."""
         found: list[Event] = []
+        sizes: list[int] = []
         index = bisect.bisect_right(self._lasts, after)
         scanned = after
         for chunk in itertools.islice(self._chunks, index, None):
@@ -120,12 +137,12 @@ class LogTail:
             if group:
                 start = bisect.bisect_right(group, after, key=_position) if chunk.after < after else 0
                 room = limit - len(found)
-                part = group[start : start + room]
-                found.extend(part)
+                found.extend(group[start : start + room])
+                sizes.extend(chunk.sizes(key, fmt)[start : start + room])
                 if len(group) - start > room:  # stopped inside this chunk
-                    return found, part[-1].position if part else scanned
+                    return found, sizes, found[-1].position if found else scanned
             scanned = chunk.last
-        return found, max(scanned, after)
+        return found, sizes, max(scanned, after)
 
     async def wait(self, key: Key, after: int, timeout: float | None) -> None:
         """Until the window holds an event of ``key`` above ``after`` (or ``timeout`` seconds)."""

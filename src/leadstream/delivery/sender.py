@@ -29,7 +29,7 @@ from leadstream.delivery import metrics
 from leadstream.delivery import state as rules
 from leadstream.delivery.auth import OAuth2ClientCredentials, TokenEndpointError
 from leadstream.delivery.http import Answer, post
-from leadstream.delivery.log import Key, LogTail, read_own
+from leadstream.delivery.log import Key, LogTail, body_sizes, read_own
 from leadstream.delivery.state import DeliveryState, InFlight, Timing
 from leadstream.delivery.signing import KeyRing, hmac_headers
 from leadstream.delivery.statelog import StateLog
@@ -239,13 +239,14 @@ class Sender:
         while not self._full():
             before = self.scanned
             if tail.covers(before):  # (no await between the check and the take)
-                events, scanned = tail.take(self.key, before, max(1, self.config.batchSize - len(self.buffer)))
+                room = max(1, self.config.batchSize - len(self.buffer))
+                events, sizes, scanned = tail.take(self.key, before, room, self.format)
             else:
                 events, scanned = await read_own(self.shared.store, self.key, before, READ_PAGE)
-            taken = 0
-            for event in events:
-                if self.matches(event):
-                    size = formats.body_size(self.format, event, subscription_id=self.id)
+                sizes = body_sizes(self.format, events)
+            matches, taken = self.matches, 0
+            for event, size in zip(events, sizes):
+                if matches(event):
                     self.buffer.append((event, size))
                     self.buffer_bytes += size
                     taken += 1
@@ -345,8 +346,7 @@ class Sender:
             return
         half = len(batch.events) // 2
         first, rest = batch.events[:half], batch.events[half:]
-        for event in reversed(rest):
-            size = formats.body_size(self.format, event, subscription_id=self.id)
+        for event, size in zip(reversed(rest), reversed(body_sizes(self.format, rest))):
             self.buffer.appendleft((event, size))
             self.buffer_bytes += size
         self.batch = await self._start_batch(first, first[-1].position)
