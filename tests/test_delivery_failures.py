@@ -220,3 +220,21 @@ async def test_retention_counts_events_that_expire_undelivered(tmp_path):
             assert (await b.status(sub["id"]))["expired"] == 15
         finally:
             purging.cancel()
+
+
+async def test_a_patch_while_retrying_keeps_the_batch_and_its_id(tmp_path):
+    down = True
+
+    def answer(seen: Received) -> web.Response | None:
+        return web.Response(status=500) if down else None
+
+    async with bench(tmp_path) as b, receiver(answer=answer) as r, receiver() as other:
+        sub = await b.subscribe(r.url, retryIntervalMs=60_000, format="cloudevents")
+        await b.publish("activity", [activity(i) for i in range(5)])
+        await b.wait_status(sub["id"], "retrying", state="retrying")
+        view = await b.engine.patch(sub["id"], {"endpoint": other.url, "retryIntervalMs": 20})
+        assert view["endpoint"] == other.url and view["state"] == "retrying"
+        await wait_ids(other, list(range(5)))
+        assert other.requests[0].headers["x-leadstream-delivery"] == r.requests[0].headers["x-leadstream-delivery"]
+        assert other.requests[0].headers["x-leadstream-retry-count"] == "1"
+        assert other.ids() == [f"guid-{i}" for i in range(5)]

@@ -266,6 +266,7 @@ class DeliveryEngine:
             await self.store.update_config(sub_id, self._sealed(config))
             sender.configure(config, matcher)
             sender.forget_reads()  # the batch in flight is rebuilt with the new settings, same id
+            sender.state = msgspec.structs.replace(sender.state, nextAttemptAt=None)  # and tried at once
         view = await self.view(sub_id)
         if generated:
             view["signing"] = {"hmacSecret": generated}

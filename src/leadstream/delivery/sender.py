@@ -198,12 +198,16 @@ class Sender:
             events.extend(e for e in page if e.position <= inflight.upto and self.matches(e))
             if not page:
                 break
-        self.scanned = max(self.scanned, inflight.upto)
+        upto = inflight.upto
+        if len(events) > inflight.count:  # the filter takes more since (a PATCH): the rest come next
+            events = events[: inflight.count]
+            upto = events[-1].position
+        self.scanned = upto
         if not events:  # expired meanwhile
-            self.state.cursor, self.state.inflight = inflight.upto, None
+            self.state.cursor, self.state.inflight = upto, None
             self.unsaved = True
             return None
-        return Batch(inflight.id, events[: inflight.count], inflight.upto, _now_rfc3339(), sends=inflight.sends)
+        return Batch(inflight.id, events, upto, _now_rfc3339(), sends=inflight.sends)
 
     async def _next_batch(self) -> Batch:
         while True:
