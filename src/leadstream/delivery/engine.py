@@ -33,8 +33,8 @@ from leadstream.delivery.signing import KeyRing
 from leadstream.delivery.statelog import StateLog
 from leadstream.errors import Conflict, Gone, Invalid, LeadstreamError, NotFound
 from leadstream.events import Event
-from leadstream.secretbox import SecretBox
 from leadstream.logs import log
+from leadstream.secretbox import SecretBox
 from leadstream.store.base import Store, StoredSubscription
 
 
