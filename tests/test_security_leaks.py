@@ -155,7 +155,6 @@ async def test_secret_values_never_appear_in_answers_logs_attempts_or_metrics(tm
         assert value not in run.log, "a secret is in the server log"
 
 
-@pytest.mark.xfail(strict=True, reason="the sender keeps endpoint answers as they came: needs secretbox.scrub (issue 8 report)")
 async def test_endpoints_that_echo_credentials_do_not_get_them_into_the_attempt_log(tmp_path):
     run = await run_with_secrets(tmp_path, echo=True)
     assert any("rejected: {" in answer for answer in run.answers)  # the echoes were recorded…
@@ -165,7 +164,6 @@ async def test_endpoints_that_echo_credentials_do_not_get_them_into_the_attempt_
         assert value not in run.log
 
 
-@pytest.mark.xfail(strict=True, reason="the delivery engine does not seal secrets yet (see the issue 8 report)")
 async def test_the_data_directory_holds_only_ciphertext_for_secrets(tmp_path):
     run = await run_with_secrets(tmp_path)
     files = [p for p in run.data_dir.rglob("*") if p.is_file()]
@@ -176,7 +174,6 @@ async def test_the_data_directory_holds_only_ciphertext_for_secrets(tmp_path):
         assert value.encode() not in stored, f"a secret is stored in clear: {value[:6]}…"
 
 
-@pytest.mark.xfail(strict=True, reason="the subscription routes do not call api.audit.audit yet (see the issue 8 report)")
 async def test_subscription_admin_actions_are_in_the_audit_trail(tmp_path):
     run = await run_with_secrets(tmp_path)
     trail = next(a for a in reversed(run.answers) if '"entries"' in a)

@@ -226,7 +226,6 @@ def test_bad_pem_is_an_error_naming_the_field():
         client_context(TlsOptions(clientCert=client.cert))
 
 
-@pytest.mark.xfail(strict=True, reason="subscriptions have no `tls` field yet and the sender passes no ssl= (see the issue 8 report)")
 async def test_delivery_over_mtls_to_a_receiver_that_requires_a_client_certificate(tmp_path):
     from helpers import activity, running_server
 

@@ -1,31 +1,23 @@
-"""Sample events (SPEC §5): a realistic event of any catalog type, and its push to an endpoint.
+"""Sample events (SPEC §5): a realistic event of any catalog type.
 
 ``sample_event`` writes the ingest record a platform would send for that type — attributes of
 the catalog's data types with plausible values — and passes it through the real
-``events.Validator``, so the event's bytes are exactly what the log would hold. It is not stored.
-``push_sample`` sends it the way a delivery goes: the subscription's format and delivery mode,
-auth, signatures, the ``X-Leadstream-*`` headers (plus ``X-Leadstream-Sample: true``).
+``events.Validator``, so the event's bytes are exactly what the log would hold. It is not stored;
+the delivery engine's ``send_sample`` pushes it the way the subscription's deliveries go.
 """
 
 from __future__ import annotations
 
 import random
 import time
-import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
-from leadstream import formats
 from leadstream.catalog import ActivityType, Catalog
-from leadstream.delivery.auth import OAuth2ClientCredentials, TokenEndpointError
-from leadstream.delivery.http import Answer, make_session, post
-from leadstream.delivery.signing import KeyRing, hmac_headers
 from leadstream.errors import Invalid
 from leadstream.events import STREAMS, Event, RecordError, Validator
 from leadstream.sim import values as v
-from leadstream.subscriptions import OAuth2Auth, SubscriptionConfig, TokenAuth
 
 CUSTOM_OBJECT_PREFIX = "co:"
 DELETE_LEAD, NEW_LEAD, CHANGE_DATA_VALUE, CHANGE_SCORE = 37, 12, 13, 22
@@ -228,57 +220,3 @@ def _action_value(name: str, declared: str, rng: random.Random) -> Any:
         case "array<string>":
             return sorted(rng.sample(("Get Leads", "Sync Leads", "Bulk Extract", "Get Lead Changes"), 2))
     return f"{rng.choice(v.WORDS)} {rng.choice(v.WORDS)}"
-
-
-# -- the push -------------------------------------------------------------------------------------
-
-
-async def push_sample(
-    sub_id: str, config: SubscriptionConfig, event: Event, *, keyring: KeyRing | None, allow_private: bool
-) -> Answer:
-    """POST ``event`` to the subscription's endpoint as its deliveries go; never raises for the
-    endpoint's sake (the Answer says what happened). Nothing is recorded or retried."""
-    fmt = config.body_format
-    batch_id = str(uuid.uuid4())
-    if config.delivery == "single":
-        body = formats.event_body(fmt, event, subscription_id=sub_id)
-    else:
-        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = formats.batch_body(fmt, [event], subscription_id=sub_id, batch_id=batch_id, created=created)
-    headers = {
-        "Content-Type": "application/json",
-        "X-Leadstream-Subscription": sub_id,
-        "X-Leadstream-Delivery": batch_id,
-        "X-Leadstream-Sample": "true",
-    }
-    if fmt != "legacy":
-        if config.delivery == "single":
-            headers["x-adobe-event-id"] = event.eventid
-        if keyring is not None:
-            keyring.reload_if_changed()
-            headers.update(keyring.signature_headers(body))
-    if config.signing is not None and config.signing.hmacSecret:
-        headers.update(hmac_headers(config.signing.hmacSecret, batch_id, body))
-    timeout = config.timeoutMs / 1000
-    auth = config.auth
-    secrets = [getattr(auth, "token", None), getattr(auth, "clientSecret", None)]
-    async with make_session(limit=2, limit_per_host=2, allow_private=allow_private) as session:
-        if isinstance(auth, TokenAuth):
-            headers["Authorization"] = f"Bearer {auth.token}"
-        elif isinstance(auth, OAuth2Auth):
-            oauth = OAuth2ClientCredentials(auth.tokenUrl, auth.clientId, auth.clientSecret, auth.scope, timeout=timeout)
-            try:
-                headers["Authorization"] = f"Bearer {await oauth.token(session)}"
-            except TokenEndpointError as exc:
-                return Answer(error=str(exc))
-        answer = await post(session, config.endpoint, body, headers, timeout)
-    return Answer(answer.status, _redact(answer.error, secrets), answer.retry_after_ms,
-                  _redact(answer.snippet, secrets) or "", answer.duration)  # fmt: skip
-
-
-def _redact(text: str | None, secrets: list[str | None]) -> str | None:
-    """An endpoint may echo the token it was sent: never pass it on."""
-    for secret in secrets:
-        if text and secret:
-            text = text.replace(secret, "***")
-    return text

@@ -84,9 +84,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         node_id=settings.node_id,
         state_log=None if settings.database_url else settings.data_dir,  # one node: states saved locally first
     )
-    # Sealing secrets at rest: pass secretbox=app.state.security.secretbox once every reader of
-    # stored subscription settings opens them (api/journal.py's sample route does not yet).
-    services.delivery = DeliveryEngine(store, catalog, options, keyring=app.state.keyring)
+    services.delivery = DeliveryEngine(
+        store, catalog, options, keyring=app.state.keyring, secretbox=app.state.security.secretbox
+    )
     await services.delivery.start()
     services.retention.on_expire = services.delivery.on_expire
     services.retention.lowest_cursor = services.delivery.lowest_cursor

@@ -63,13 +63,13 @@ _NEXT = {"Link": {"description": 'rel="next": the next page', "schema": {"type":
 
 async def _subscription(request: Request, principal: Principal, sub_id: str) -> SubscriptionConfig:
     """The subscription's settings, once the caller may see it (else 404, as if it did not exist)."""
-    store = request.app.state.services.store
-    stored = await store.get_subscription(sub_id)
+    services = request.app.state.services
+    stored = await services.store.get_subscription(sub_id)
     if stored is None or not principal.sees(stored.munchkin_id):
         raise NotFound(f"there is no subscription {sub_id!r}")
     if rules.decode(stored.state).state == rules.DEPROVISIONED:
         raise Conflict(f"subscription {sub_id} is deprovisioned")
-    return model.decode(stored.config)
+    return services.delivery.open_config(stored)
 
 
 def _next_link(sub_id: str, last: int, limit: int) -> str:
@@ -168,9 +168,7 @@ async def post_sample(request: Request, sub_id: str, principal: Principal = Depe
             f"{', customObjects: false' if event.etype.startswith('co:') and not config.customObjects else ''})",
             field="type",
         )
-    answer = await samples.push_sample(
-        sub_id, config, event, keyring=request.app.state.keyring, allow_private=services.settings.allow_private_endpoints
-    )
+    answer = await services.delivery.send_sample(sub_id, event)
     body: dict[str, Any] = {
         "delivered": answer.ok,
         "status": answer.status,

@@ -26,7 +26,7 @@ from leadstream.catalog import Catalog
 from leadstream.delivery import metrics
 from leadstream.delivery import state as rules
 from leadstream.delivery.challenge import verify_challenge
-from leadstream.delivery.http import make_session
+from leadstream.delivery.http import Answer, make_session
 from leadstream.delivery.log import LogTail, read_own
 from leadstream.delivery.sender import Sender, Shared, now_ms, rfc3339
 from leadstream.delivery.signing import KeyRing
@@ -123,8 +123,12 @@ class DeliveryEngine:
             log.warning("could not save delivery state at shutdown", error=str(exc))
         await self.session.close()
 
+    def open_config(self, stored: StoredSubscription) -> model.SubscriptionConfig:
+        """A stored subscription's settings, secrets unsealed (for whoever must use them)."""
+        return model.decode(self.secretbox.open_config(stored.config) if self.secretbox else stored.config)
+
     def _load(self, stored: StoredSubscription) -> Sender:
-        config = model.decode(self.secretbox.open_config(stored.config) if self.secretbox else stored.config)
+        config = self.open_config(stored)
         state = rules.decode(stored.state)
         try:
             matcher = model.compile_matcher(config, self.catalog, stored.id)
@@ -209,6 +213,9 @@ class DeliveryEngine:
         if sender is None:
             raise NotFound(f"there is no subscription {sub_id!r}")
         return sender
+
+    async def send_sample(self, sub_id: str, event: Event) -> Answer:
+        return await self._get(sub_id).send_sample(event)
 
     # -- admin operations ----------------------------------------------------------------------------
 

@@ -368,6 +368,18 @@ class Sender:
         batch.sends += 1
         return answer
 
+    async def send_sample(self, event: Event) -> Answer:
+        """POST one event outside the log, as this subscription's deliveries go (format, auth,
+        signatures), marked ``X-Leadstream-Sample: true``; not recorded, not retried."""
+        batch = Batch(str(uuid.uuid4()), [event], self.state.cursor, _now_rfc3339())
+        body = self._body(batch)
+        headers = {**self._headers(batch, body), "X-Leadstream-Sample": "true"}
+        answer, token = await self._send(body, headers)
+        if answer.status == 401 and self.oauth is not None and token is not None:
+            self.oauth.invalidate(token)
+            answer, _ = await self._send(body, headers)
+        return answer
+
     async def _send(self, body: bytes, headers: dict[str, str]) -> tuple[Answer, str | None]:
         timeout = self.config.timeoutMs / 1000
         token = None
