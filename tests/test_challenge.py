@@ -233,3 +233,16 @@ async def test_changing_the_endpoint_challenges_the_new_one(server, endpoint, se
     other_good, seen_other = await endpoint(echo_json)
     async with session.patch(path, json={"endpoint": other_good}, headers=server.headers) as r:
         assert r.status == 200 and len(seen_other) == 1
+
+
+async def test_a_patch_that_starts_to_need_the_challenge_challenges_the_same_endpoint(server, endpoint, session):
+    refuses, seen = await endpoint(lambda r: echo(r, lambda value: "nope"))
+    status, created = await create(session, server, refuses, format="legacy")
+    assert status == 201 and seen == []  # legacy: no challenge unless asked
+    path = f"{server.url}/v1/subscriptions/{created['id']}"
+    for change in ({"format": "cloudevents"}, {"challenge": True}):
+        async with session.patch(path, json=change, headers=server.headers) as r:
+            assert r.status == 422, change
+    assert len(seen) == 2
+    async with session.get(path, headers=server.headers) as r:
+        assert (await r.json())["format"] == "legacy"

@@ -267,7 +267,10 @@ class DeliveryEngine:
         await self._check_endpoints(config)
         generated = model.complete_signing(config)
         matcher = model.compile_matcher(config, self.catalog, sub_id)
-        if config.endpoint != current.config.endpoint and config.needs_challenge:
+        # Challenged when the endpoint changes, or when it starts to need the challenge (legacy →
+        # cloudevents/adobe_io, or "challenge": true on a legacy subscription).
+        newly_challenged = config.endpoint != current.config.endpoint or not current.config.needs_challenge
+        if config.needs_challenge and newly_challenged:
             await verify_challenge(self.session, config.endpoint, timeout=self.options.challenge_timeout)
         async with self._stopped(sub_id) as sender:
             await self.store.update_config(sub_id, self._sealed(config))
