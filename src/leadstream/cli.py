@@ -312,6 +312,20 @@ def demo(
     raise typer.Exit(asyncio.run(run_demo(duration=duration, rate=rate, seed=seed, keep=keep)))
 
 
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="a short run (under a minute)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the figures to this JSON file"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="draw throughput and latency over time (PNG; needs matplotlib)"),
+    scenario: list[str] = typer.Option([], "--scenario", help="run only these scenarios (repeatable)"),
+) -> None:
+    """Measure throughput, latency, idle cost, backlog drain and memory on this machine (SPEC §9)."""
+    from leadstream.bench import run_bench
+
+    raise typer.Exit(run_bench(quick, json_path, plot, scenario or None))
+
+
 keys = typer.Typer(no_args_is_help=True, help="Signing keys and API keys.")
 app.add_typer(keys, name="keys")
 register_key_commands(keys)
