@@ -259,3 +259,18 @@ async def test_delivery_metrics_are_exposed(api, http, server):
         assert f"leadstream_delivery_lag_seconds{{{label}}} 0.0" in text
         assert "leadstream_batch_latency_seconds_bucket" in text and "leadstream_delivery_attempt_seconds_count" in text
         assert "leadstream_delivery_failed_attempts_total" in text
+
+
+async def test_list_pages_are_bounded_and_chained_by_next(api, http, server):
+    async with receiver() as r:
+        created = [(await api.call("POST", "", minimal(r.url, name=f"s{i}")))[1]["id"] for i in range(5)]
+        seen, path = [], "/v1/subscriptions?limit=2"
+        while path:
+            async with http.get(server.url + path, headers=server.headers) as response:
+                page = await response.json()
+            assert len(page["subscriptions"]) <= 2
+            seen += [s["id"] for s in page["subscriptions"]]
+            path = page.get("next")
+        assert seen == created
+        status, body, _ = await api.call("GET", "", params={"limit": 5000})
+        assert status == 422 and "limit" in body["detail"]

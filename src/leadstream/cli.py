@@ -143,9 +143,16 @@ def subscriptions_list(munchkin: Optional[str] = typer.Option(None, "--munchkin"
                        key: Optional[str] = KeyOpt, as_json: bool = JsonOpt) -> None:
     """List subscriptions (of one tenant with --munchkin)."""
     query = f"?munchkinId={munchkin}" if munchkin else ""
-    found = _call(server, key, lambda c: c.request("GET", f"/v1/subscriptions{query}"))
-    items = found["subscriptions"] if isinstance(found, dict) else found
-    _print(items, as_json, SUMMARY)
+
+    async def every_page(client: Client) -> list[Any]:
+        items, path = [], f"/v1/subscriptions{query}"
+        while path:
+            page = await client.request("GET", path)
+            items += page["subscriptions"]
+            path = page.get("next")
+        return items
+
+    _print(_call(server, key, every_page), as_json, SUMMARY)
 
 
 def _one(method: str, suffix: str, help_text: str, body: Callable[..., Any] | None = None) -> Callable[..., None]:

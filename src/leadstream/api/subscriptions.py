@@ -8,6 +8,7 @@ field); the routes only resolve who may see what and hand over to the delivery e
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
 import orjson
@@ -103,15 +104,19 @@ async def create_subscription(request: Request, principal: Principal = Depends(r
 async def list_subscriptions(
     request: Request,
     munchkinId: str | None = Query(None, description="only this tenant's subscriptions"),
+    limit: int = Query(100, ge=1, le=1000, description="at most this many per page"),
+    after: str | None = Query(None, description="the page after this subscription id (see `next`)"),
     principal: Principal = Depends(require_key),
 ) -> Response:
     engine = _engine(request)
-    views = [
-        await engine.view(sub_id)
-        for sub_id in engine.list_ids(munchkinId)
-        if principal.sees(engine.munchkin_of(sub_id))
-    ]
-    return _json({"subscriptions": views})
+    ids = [sub_id for sub_id in engine.list_ids(munchkinId) if principal.sees(engine.munchkin_of(sub_id))]
+    start = ids.index(after) + 1 if after in ids else 0
+    page = ids[start : start + limit]
+    body: dict[str, Any] = {"subscriptions": [await engine.view(sub_id) for sub_id in page]}
+    if start + limit < len(ids):
+        query = {"limit": limit, "after": page[-1], **({"munchkinId": munchkinId} if munchkinId else {})}
+        body["next"] = f"/v1/subscriptions?{urlencode(query)}"
+    return _json(body)
 
 
 @router.get("/{sub_id}", summary="A subscription and its live status", description=STATUS_FIELDS)
