@@ -6,20 +6,40 @@ subscription, one shared HTTP session, one shared reader of the log tail. Admin 
 state is the truth while it runs: the engine stops the sender, changes and saves its state,
 and starts it again.
 
+Several nodes (PostgreSQL): each subscription is delivered by the node holding its lease. Admin
+changes may arrive on any node, so they are written as *desired* settings — the config document
+plus a small ``Control`` record (a revision, and the revision at which each kind of change was
+last asked: pause, resume, replay, patch, delete) that only admin operations write — while the
+*observed* delivery state (cursor, counters, batch in flight, and the control revision it
+reflects) is written only by the lease holder. The owner applies a change at once when it is
+asked there; otherwise it notices within ``follow_interval`` (every node polls one small
+revision token that each admin change bumps) and applies every change asked since the revision
+its state reflects, in order. A node taking a subscription over applies whatever is pending.
+Views on other nodes show the owner's last saved state with the pending changes laid over it.
+
+A lease is valid until the start of the ``lease()`` call that granted or renewed it plus the
+TTL. When renewals fail past that moment the node cancels its senders at once (an attempt in
+flight is abandoned and sent again, under the same delivery id, by the next owner), and no
+attempt starts on a lapsed lease; the store lets another node take the lease only after the
+same moment (by the database clock, which starts no earlier). So the attempt timeout need not
+be shorter than the TTL.
+
 Retention hooks: ``on_expire`` and ``lowest_cursor`` (for ``leadstream.retention.Retention``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import orjson
 
 from leadstream import subscriptions as model
 from leadstream.catalog import Catalog
@@ -28,7 +48,7 @@ from leadstream.delivery import state as rules
 from leadstream.delivery.challenge import verify_challenge
 from leadstream.delivery.http import Answer, make_session
 from leadstream.delivery.log import LogTail, read_own
-from leadstream.delivery.sender import Sender, Shared, now_ms, rfc3339
+from leadstream.delivery.sender import Sender, Shared, applied_revision, now_ms, rfc3339
 from leadstream.delivery.signing import KeyRing
 from leadstream.delivery.statelog import StateLog
 from leadstream.errors import Conflict, Gone, Invalid, LeadstreamError, NotFound
@@ -36,6 +56,37 @@ from leadstream.events import Event
 from leadstream.logs import log
 from leadstream.secretbox import SecretBox
 from leadstream.store.base import Store, StoredSubscription
+
+
+CONTROL_KEY = "_control"  # where the Control record sits in a subscription's stored settings
+REVISION_SETTING = "subscriptions.revision"  # a token every admin change renews (multi-node)
+
+
+def _lease_ttl_from_env() -> float:
+    return float(os.environ.get("LEADSTREAM_LEASE_TTL", "15"))
+
+
+class Control(msgspec.Struct, omit_defaults=True):
+    """What admins asked of a subscription, kept inside its stored settings (desired state)."""
+
+    rev: int = 0
+    ops: dict[str, int] = msgspec.field(default_factory=dict)  # pause|resume|replay|patch|delete -> rev asked at
+    replayTo: int = 0
+
+
+def split_config(stored: bytes) -> tuple[bytes, Control]:
+    """Stored settings → the subscription's own document and its Control record."""
+    if b'"_control"' not in stored:
+        return stored, Control()
+    document = orjson.loads(stored)
+    control = msgspec.convert(document.pop(CONTROL_KEY, {}), Control)
+    return orjson.dumps(document), control
+
+
+def join_config(config: bytes, control: Control) -> bytes:
+    document = orjson.loads(config)
+    document[CONTROL_KEY] = msgspec.to_builtins(control)
+    return orjson.dumps(document)
 
 
 @dataclass(frozen=True)
@@ -47,7 +98,8 @@ class EngineOptions:
     connections_per_host: int = 64  # one endpoint (host, port); a sender uses one at a time
     tail_events: int = 100_000  # the shared window of recent events…
     tail_bytes: int = 32 * 1024 * 1024  # …bounded both ways
-    lease_ttl: float = 30.0  # multi-node stores only
+    lease_ttl: float = field(default_factory=_lease_ttl_from_env)  # multi-node only; LEADSTREAM_LEASE_TTL (s)
+    follow_interval: float = 0.25  # multi-node: how often to look for admin changes made on other nodes
     attempts_kept: int = 1000  # per subscription
     challenge_timeout: float = 10.0
     state_log: Path | None = None  # a directory: save states there, checkpoint to the store (one node only)
@@ -67,6 +119,7 @@ class DeliveryEngine:
         self.senders: dict[str, Sender] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._owned: set[str] | None = None  # None: this node delivers every subscription
+        self._lapse: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.started = False
 
@@ -88,12 +141,12 @@ class DeliveryEngine:
             await state_log.adopt(self.store, state_log.recover())  # what the last run saved last
             state_log.open()
         self.shared = Shared(self.store, self.tail, self.session, self.keyring, state_log, options.attempts_kept)
-        self._owned = await self.store.lease(options.node_id, options.lease_ttl)
+        self._owned = await self._renew_leases()
         for stored in await self.store.list_subscriptions():
-            self._load(stored)
+            await self._adopt(stored)
         self._tasks.append(asyncio.create_task(self.tail.run(), name="log-tail"))
         if self._owned is not None:
-            self._tasks.append(asyncio.create_task(self._keep_leases(), name="leases"))
+            self._tasks.append(asyncio.create_task(self._follow(), name="leases-and-changes"))
         if state_log is not None:
             self._tasks.append(asyncio.create_task(self._checkpoints(state_log), name="state-checkpoints"))
         for sender in self.senders.values():
@@ -109,6 +162,8 @@ class DeliveryEngine:
             return
         self.started = False
         metrics.LAG.sources.discard(self)
+        if self._lapse is not None:
+            self._lapse.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -125,20 +180,70 @@ class DeliveryEngine:
 
     def open_config(self, stored: StoredSubscription) -> model.SubscriptionConfig:
         """A stored subscription's settings, secrets unsealed (for whoever must use them)."""
-        return model.decode(self.secretbox.open_config(stored.config) if self.secretbox else stored.config)
+        return self._settings(stored)[0]
 
-    def _load(self, stored: StoredSubscription) -> Sender:
-        config = self.open_config(stored)
-        state = rules.decode(stored.state)
+    def _settings(self, stored: StoredSubscription) -> tuple[model.SubscriptionConfig, Control]:
+        opened = self.secretbox.open_config(stored.config) if self.secretbox else stored.config
+        document, control = split_config(opened)
+        return model.decode(document), control
+
+    def _matcher(self, config: model.SubscriptionConfig, sub_id: str, state: rules.DeliveryState) -> Any:
         try:
-            matcher = model.compile_matcher(config, self.catalog, stored.id)
+            return model.compile_matcher(config, self.catalog, sub_id)
         except LeadstreamError as exc:  # e.g. a tenant type that is no longer in the catalog
-            log.warning("subscription filter does not compile; it takes nothing", subscription=stored.id, error=exc.detail)
+            log.warning("subscription filter does not compile; it takes nothing", subscription=sub_id, error=exc.detail)
             state.lastError = f"filter: {exc.detail}"
-            matcher = _nothing
-        sender = Sender(self.shared, stored.id, stored.created_at, config, state, matcher)
+            return _nothing
+
+    def _load(self, stored: StoredSubscription) -> tuple[Sender, Control]:
+        config, control = self._settings(stored)
+        state = rules.decode(stored.state)
+        sender = Sender(self.shared, stored.id, stored.created_at, config, state, self._matcher(config, stored.id, state))
+        sender.applied = applied_revision(stored.state)
         self.senders[stored.id] = sender
+        return sender, control
+
+    async def _adopt(self, stored: StoredSubscription) -> Sender:
+        """Load a subscription from the store; if this node delivers it, apply (and save) the
+        admin changes its last owner had not applied yet."""
+        sender, control = self._load(stored)
+        if self._mine(sender.id):
+            if self._apply(sender, control, sender.config):
+                await sender.save(to_store=True)
+        else:
+            self._apply(sender, control, sender.config)  # shown as asked; the owner's saves are the truth
         return sender
+
+    def _mine(self, sub_id: str) -> bool:
+        return self._owned is None or sub_id in self._owned
+
+    def _apply(self, sender: Sender, control: Control, config: model.SubscriptionConfig) -> bool:
+        """Bring a sender to every admin change asked after the revision it reflects, in the
+        order asked. ``config`` is the subscription's current settings. False: nothing to do."""
+        if control.rev <= sender.applied:
+            return False
+        for op, rev in sorted(control.ops.items(), key=lambda item: item[1]):
+            if rev <= sender.applied or sender.state.state == rules.DEPROVISIONED:
+                continue
+            if op == "patch":
+                if config != sender.config:
+                    sender.configure(config, self._matcher(config, sender.id, sender.state))
+                sender.forget_reads()  # the batch in flight is rebuilt with the new settings, same id
+                sender.state = msgspec.structs.replace(sender.state, nextAttemptAt=None)  # and tried at once
+            elif op == "pause":
+                sender.state = rules.paused_by_hand(sender.state)
+            elif op == "resume":
+                sender.state = rules.resumed(sender.state)
+            elif op == "replay":
+                sender.state = msgspec.structs.replace(
+                    sender.state, cursor=min(control.replayTo, sender.state.cursor), inflight=None, nextAttemptAt=None
+                )
+                sender.forget_reads()
+            elif op == "delete":
+                sender.state = rules.deprovisioned(sender.state)
+                sender.forget_reads()
+        sender.applied = control.rev
+        return True
 
     async def _checkpoints(self, state_log: StateLog) -> None:
         while True:
@@ -152,34 +257,85 @@ class DeliveryEngine:
         state = sender.state
         if state.state == rules.DEPROVISIONED or state.pausedReason == rules.MANUAL:
             return False
-        return self._owned is None or sender.id in self._owned
+        return self._mine(sender.id)
 
-    async def _keep_leases(self) -> None:
-        """Multi-node: deliver only the subscriptions this node holds a lease on. A subscription
-        taken over starts from what its last owner saved (its batch in flight goes again)."""
+    # -- several nodes: leases and changes made elsewhere -------------------------------------------
+
+    async def _renew_leases(self) -> set[str] | None:
+        """Ask for this node's leases; valid until the start of the call plus the TTL."""
+        loop = asyncio.get_running_loop()
+        asked_at = loop.time()
+        owned = await self.store.lease(self.options.node_id, self.options.lease_ttl)
+        if owned is not None:
+            until = asked_at + self.options.lease_ttl
+            self.shared.lease_valid_until = until
+            if self._lapse is not None:
+                self._lapse.cancel()
+            self._lapse = loop.call_at(until, self._lapsed)
+        return owned
+
+    def _lapsed(self) -> None:
+        """No renewal in time: another node may take our subscriptions now, so stop sending
+        (an attempt in flight is abandoned; the next owner sends that batch again, same id)."""
+        log.warning("leases lapsed (renewal failed); delivery stopped on this node", node=self.options.node_id)
+        self._owned = set()
+        for sender in self.senders.values():
+            if sender.task is not None:
+                sender.task.cancel()  # not saved: the next owner starts from the last saved state
+
+    async def _follow(self) -> None:
+        """Renew leases every TTL/3; every ``follow_interval``, look whether an admin change was
+        made (on any node) and, if so, pick it up (and renew, so new subscriptions get owners)."""
+        loop = asyncio.get_running_loop()
+        renew_at = loop.time() + self.options.lease_ttl / 3
+        seen = await self._revision()
         while True:
-            await asyncio.sleep(self.options.lease_ttl / 3)
+            await asyncio.sleep(self.options.follow_interval)
             try:
-                owned = await self.store.lease(self.options.node_id, self.options.lease_ttl)
-                known = await self.store.list_subscriptions()
-            except Exception as exc:
+                revision = await self._revision()  # read before the subscriptions: no change missed
+                if revision == seen and loop.time() < renew_at:
+                    continue
+                started = loop.time()
+                owned = await self._renew_leases()
+                assert owned is not None
+                await self._reconcile(await self.store.list_subscriptions(), owned)
+                seen, renew_at = revision, started + self.options.lease_ttl / 3
+            except Exception as exc:  # the store is down: try again next round (the lease timer stops us in time)
                 log.warning("lease renewal failed", error=str(exc))
-                continue
-            before = self._owned or set()
-            for stored in known:
-                sender = self.senders.get(stored.id)
-                mine = owned is None or stored.id in owned
-                if sender is None or (mine and stored.id not in before):
-                    async with self._lock(stored.id):
-                        if sender is not None:
-                            await sender.stop()
-                        self._load(stored)
-                elif not mine and sender.running:
+
+    async def _revision(self) -> bytes | None:
+        return await self.store.get_setting(REVISION_SETTING)
+
+    async def _announce(self) -> None:
+        """Tell the other nodes that a subscription changed (they look within follow_interval)."""
+        if self._owned is not None:
+            await self.store.put_setting(REVISION_SETTING, uuid.uuid4().hex.encode())
+
+    async def _reconcile(self, known: list[StoredSubscription], owned: set[str]) -> None:
+        before, self._owned = self._owned or set(), owned
+        for stored in known:
+            sender = self.senders.get(stored.id)
+            mine = stored.id in owned
+            if sender is None or (mine and stored.id not in before):
+                # New here, or newly ours: start from what its last owner saved (its batch in
+                # flight goes again, same id), with the admin changes it had not applied.
+                async with self._lock(stored.id):
+                    if sender is not None:
+                        await sender.stop()
+                    await self._adopt(stored)
+            elif not mine:
+                if sender.running:
                     await sender.stop()  # not saved: the new owner's saves are the truth now
-            self._owned = owned
-            for sender in self.senders.values():
-                if self._should_run(sender) and not sender.running:
-                    sender.start()
+            else:
+                config, control = self._settings(stored)
+                if control.rev > sender.applied:
+                    async with self._lock(stored.id):
+                        await sender.stop()
+                        self._apply(sender, control, config)
+                        await sender.save(to_store=True)
+        for sender in self.senders.values():
+            if self._should_run(sender) and not sender.running:
+                sender.start()
 
     @asynccontextmanager
     async def _lock(self, sub_id: str) -> Any:
@@ -187,26 +343,21 @@ class DeliveryEngine:
         async with lock:
             yield
 
-    @asynccontextmanager
-    async def _stopped(self, sub_id: str) -> Any:
-        """Hold the subscription with its sender stopped; start it again afterwards if due."""
-        sender = self._get(sub_id)
-        async with self._lock(sub_id):
-            await sender.stop()
-            await self._refresh(sender)
-            try:
-                yield sender
-            finally:
-                if self.started and self._should_run(sender):
-                    sender.start()
-
     async def _refresh(self, sender: Sender) -> None:
-        """A subscription another node delivers: its state is what that node last saved."""
-        if self._owned is not None and sender.id not in self._owned:
-            stored = await self.store.get_subscription(sender.id)
-            if stored is not None:
-                sender.state = rules.decode(stored.state)
-                sender.forget_reads()
+        """A subscription another node delivers: what that node last saved, with the admin
+        changes it has not applied yet laid over it (nothing is saved from here)."""
+        if self._mine(sender.id):
+            return
+        stored = await self.store.get_subscription(sender.id)
+        if stored is None:
+            return
+        config, control = self._settings(stored)
+        if config != sender.config:
+            sender.configure(config, self._matcher(config, sender.id, sender.state))
+        sender.state = rules.decode(stored.state)
+        sender.applied = applied_revision(stored.state)
+        sender.forget_reads()
+        self._apply(sender, control, config)
 
     def _get(self, sub_id: str) -> Sender:
         sender = self.senders.get(sub_id)
@@ -237,6 +388,7 @@ class DeliveryEngine:
         self.senders[sub_id] = sender
         if self._should_run(sender):
             sender.start()
+        await self._announce()  # and a node takes its lease
         view = await self.view(sub_id)
         if generated:
             view["signing"] = {"hmacSecret": generated}
@@ -259,24 +411,53 @@ class DeliveryEngine:
             return await self.store.first_position() - 1
         return await self.store.position_before(model.start_ms(start_at))
 
+    async def _change(
+        self, sub_id: str, op: str, *, config: model.SubscriptionConfig | None = None, replay_to: int = 0,
+        check: Any = None,
+    ) -> None:  # fmt: skip
+        """Record an admin change as desired settings; the node delivering the subscription
+        applies it — here and now if that is this node, else within ``follow_interval``."""
+        sender = self._get(sub_id)
+        async with self._lock(sub_id):
+            await self._refresh(sender)
+            if check is not None:
+                check(sender)
+            stored = await self.store.get_subscription(sub_id)
+            if stored is None:
+                raise NotFound(f"there is no subscription {sub_id!r}")
+            document, control = split_config(stored.config)
+            if config is not None:
+                document = self._sealed(config)
+            else:  # as stored: it may carry a patch made on another node that is not applied here yet
+                config = model.decode(self.secretbox.open_config(document) if self.secretbox else document)
+            rev = max(control.rev + 1, now_ms())  # rises, whichever node's clock
+            control = Control(rev, {**control.ops, op: rev}, replay_to if op == "replay" else control.replayTo)
+            await self.store.update_config(sub_id, join_config(document, control))
+            if self._mine(sub_id):
+                await sender.stop()
+                self._apply(sender, control, config)
+                await sender.save(to_store=True)
+                if self.started and self._should_run(sender):
+                    sender.start()
+            else:
+                self._apply(sender, control, config)  # the view shows it as asked
+        await self._announce()
+
     async def patch(self, sub_id: str, document: dict[str, Any]) -> dict[str, Any]:
         current = self._get(sub_id)
+        await self._refresh(current)
         if current.state.state == rules.DEPROVISIONED:
             raise Conflict(f"subscription {sub_id} is deprovisioned; it cannot change any more")
         config = model.apply_patch(current.config, document, self.catalog)
         await self._check_endpoints(config)
         generated = model.complete_signing(config)
-        matcher = model.compile_matcher(config, self.catalog, sub_id)
+        model.compile_matcher(config, self.catalog, sub_id)  # refused here if it does not compile
         # Challenged when the endpoint changes, or when it starts to need the challenge (legacy →
         # cloudevents/adobe_io, or "challenge": true on a legacy subscription).
         newly_challenged = config.endpoint != current.config.endpoint or not current.config.needs_challenge
         if config.needs_challenge and newly_challenged:
             await verify_challenge(self.session, config.endpoint, timeout=self.options.challenge_timeout)
-        async with self._stopped(sub_id) as sender:
-            await self.store.update_config(sub_id, self._sealed(config))
-            sender.configure(config, matcher)
-            sender.forget_reads()  # the batch in flight is rebuilt with the new settings, same id
-            sender.state = msgspec.structs.replace(sender.state, nextAttemptAt=None)  # and tried at once
+        await self._change(sub_id, "patch", config=config, check=self._refuse_deprovisioned)
         view = await self.view(sub_id)
         if generated:
             view["signing"] = {"hmacSecret": generated}
@@ -284,24 +465,15 @@ class DeliveryEngine:
 
     async def delete(self, sub_id: str) -> dict[str, Any]:
         """Deprovision: delivery stops for good. The record stays, for its history."""
-        async with self._stopped(sub_id) as sender:
-            sender.state = rules.deprovisioned(sender.state)
-            sender.forget_reads()
-            await sender.save(to_store=True)
+        await self._change(sub_id, "delete")
         return await self.view(sub_id)
 
     async def pause(self, sub_id: str) -> dict[str, Any]:
-        async with self._stopped(sub_id) as sender:
-            self._refuse_deprovisioned(sender)
-            sender.state = rules.paused_by_hand(sender.state)
-            await sender.save(to_store=True)
+        await self._change(sub_id, "pause", check=self._refuse_deprovisioned)
         return await self.view(sub_id)
 
     async def resume(self, sub_id: str) -> dict[str, Any]:
-        async with self._stopped(sub_id) as sender:
-            self._refuse_deprovisioned(sender)
-            sender.state = rules.resumed(sender.state)
-            await sender.save(to_store=True)
+        await self._change(sub_id, "resume", check=self._refuse_deprovisioned)
         return await self.view(sub_id)
 
     async def replay(self, sub_id: str, start: int | str) -> dict[str, Any]:
@@ -319,16 +491,16 @@ class DeliveryEngine:
                     f"from: position {position} has expired; the oldest retained position is {first}",
                     oldest=first,
                 )
-        async with self._stopped(sub_id) as sender:
+
+        def check(sender: Sender) -> None:
             self._refuse_deprovisioned(sender)
             if position > sender.state.cursor:
                 raise Invalid(
                     f"from: replay moves the cursor back; {position} is ahead of the cursor {sender.state.cursor}",
                     field="from",
                 )
-            sender.state = msgspec.structs.replace(sender.state, cursor=position, inflight=None, nextAttemptAt=None)
-            sender.forget_reads()
-            await sender.save(to_store=True)
+
+        await self._change(sub_id, "replay", replay_to=position, check=check)
         return await self.view(sub_id)
 
     @staticmethod
@@ -421,7 +593,7 @@ class DeliveryEngine:
         """Count, per subscription, the matching events that expire before it has read them."""
         by_key: dict[tuple[str, str], list[Sender]] = {}
         for sender in self.senders.values():
-            if sender.state.state != rules.DEPROVISIONED:
+            if sender.state.state != rules.DEPROVISIONED and self._mine(sender.id):  # its owner counts
                 by_key.setdefault(sender.key, []).append(sender)
         counted: set[Sender] = set()
         events = list(events)

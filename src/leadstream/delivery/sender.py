@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 import uuid
 from collections import deque
@@ -44,6 +45,26 @@ IDLE_SAVE_SECONDS = 5.0  # an idle cursor that moved past events of other types 
 _attempt_encoder = msgspec.json.Encoder()
 
 
+class _Applied(msgspec.Struct):
+    applied: int = 0
+
+
+_applied_decoder = msgspec.json.Decoder(_Applied)
+
+
+def encode_state(state: DeliveryState, applied: int) -> bytes:
+    """The saved state, with the revision of the admin changes it reflects (``applied``, see
+    ``engine.Control``) beside the state's own fields, so both are written in one save."""
+    raw = rules.encode(state)
+    if not applied:
+        return raw
+    return raw[:-1] + (b',"applied":%d}' if len(raw) > 2 else b'"applied":%d}') % applied
+
+
+def applied_revision(saved: bytes) -> int:
+    return _applied_decoder.decode(saved).applied
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -65,6 +86,9 @@ class Shared:
     state_log: StateLog | None = None  # None: states go straight to the store
     attempts_kept: int = 1000
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Multi-node: the event-loop time at which this node's leases lapse unless renewed. No
+    # attempt starts after it (and the engine cancels the senders when it passes).
+    lease_valid_until: float = math.inf
 
     def spawn(self, coroutine: Any) -> None:
         """Fire and forget (the attempt log), keeping a reference until it is done."""
@@ -98,6 +122,7 @@ class Sender:
         self.id = sub_id
         self.created_at = created_at
         self.state = state
+        self.applied = 0  # the revision of the admin changes (engine.Control) the state reflects
         self.task: asyncio.Task[None] | None = None
         self.size_cap: int | None = None  # learned from 413 answers: bodies above it were refused
         self.configure(config, matcher)
@@ -159,7 +184,7 @@ class Sender:
         self.saved_at = time.monotonic()
         self.saved_cursor = self.state.cursor
         self.unsaved = False
-        state = rules.encode(self.state)
+        state = encode_state(self.state, self.applied)
         if self.shared.state_log is not None:
             self.shared.state_log.write(self.id, state)
             if not to_store:
@@ -302,6 +327,8 @@ class Sender:
             wait = (self.state.nextAttemptAt or 0) - now_ms()
             if wait > 0:
                 await asyncio.sleep(wait / 1000)
+            if asyncio.get_running_loop().time() >= self.shared.lease_valid_until:
+                raise asyncio.CancelledError  # the lease lapsed: another node may be sending now
             answer = await self._attempt(batch)
             now = now_ms()
             if answer.ok:

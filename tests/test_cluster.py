@@ -1,0 +1,246 @@
+"""Several leadstream nodes on one PostgreSQL: failover by lease, admin changes on any node, the
+database going away under load, retention by partitions. Nodes are `leadstream serve`
+subprocesses (except the retention test, which drives one engine in-process)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from helpers import ADMIN_KEY, MUNCHKIN, ServerProcess, activity, wait_until
+from leadstream.secretbox import new_master_key
+from test_delivery_support import Receiver, events_of, event_id, receiver
+from test_store_contract import Proxy
+
+LEASE_TTL = 1.5  # seconds: failover and lapse happen within it
+HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
+FAST = {"pushIntervalMs": 20, "retryIntervalMs": 100, "probeIntervalMs": 100, "timeoutMs": 2000}
+
+
+@contextlib.asynccontextmanager
+async def cluster(tmp_path: Path, database_url: str, count: int = 2) -> AsyncIterator[list[ServerProcess]]:
+    """``count`` nodes sharing the database and the master key; started one after another."""
+    env = {"LEADSTREAM_MASTER_KEY": new_master_key(), "LEADSTREAM_LEASE_TTL": str(LEASE_TTL)}
+    nodes: list[ServerProcess] = []
+    try:
+        for n in range(count):
+            node = ServerProcess(tmp_path / f"node{n}", "--database-url", database_url,
+                                 env={**env, "LEADSTREAM_NODE_ID": f"node{n}"})
+            nodes.append(await node.start())
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+async def call(session: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    async with session.request(method, url, json=body, headers=HEADERS) as r:
+        return r.status, await r.json(content_type=None) if r.status != 204 else None
+
+
+async def subscribe(session: aiohttp.ClientSession, node: ServerProcess, endpoint: str, **settings: Any) -> str:
+    document = {"name": "c", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": endpoint,
+                "startAt": "earliest", **FAST, **settings}
+    status, view = await call(session, "POST", f"{node.url}/v1/subscriptions", document)
+    assert status == 201, view
+    return view["id"]
+
+
+async def publish(session: aiohttp.ClientSession, node: ServerProcess, numbers: range) -> int:
+    body = orjson.dumps([activity(i) for i in numbers])
+    async with session.post(f"{node.url}/v1/streams/activity/events", data=body,
+                            headers={**HEADERS, "Content-Type": "application/json"}) as r:
+        return r.status
+
+
+def delivered_once(r: Receiver) -> list[str]:
+    """Event ids in arrival order, a batch re-sent under the same delivery id counted once."""
+    seen: set[str] = set()
+    ids: list[str] = []
+    for request in r.delivered:
+        delivery = request.headers["x-leadstream-delivery"]
+        if delivery not in seen:
+            seen.add(delivery)
+            ids.extend(event_id(e) for e in events_of(request.json()))
+    return ids
+
+
+def guids(numbers: range) -> list[str]:
+    return [f"guid-{i}" for i in numbers]
+
+
+async def test_a_killed_node_s_subscriptions_move_to_the_other_and_nothing_is_lost(tmp_path, pg_url):
+    async with cluster(tmp_path, pg_url) as (a, b), aiohttp.ClientSession() as session, \
+            contextlib.AsyncExitStack() as stack:
+        receivers = [await stack.enter_async_context(receiver()) for _ in range(20)]
+        for r in receivers:
+            await subscribe(session, a, r.url, batchSize=10)
+        assert await publish(session, b, range(0, 100)) == 200
+        await wait_until(lambda: all(len(delivered_once(r)) >= 50 for r in receivers), timeout=15,
+                         what="every subscription delivering")
+        published = 100
+        for start in range(100, 200, 20):  # A dies while events keep coming
+            assert await publish(session, b, range(start, start + 20)) == 200
+            published = start + 20
+            if start == 120:
+                a.kill()
+                killed_at = time.monotonic()
+        await wait_until(lambda: all(len(delivered_once(r)) >= published for r in receivers),
+                         timeout=LEASE_TTL + 10, what="all 20 subscriptions delivered from node B")
+        assert time.monotonic() - killed_at < LEASE_TTL + 8
+        for r in receivers:
+            assert delivered_once(r) == guids(range(published))  # exactly once, in order
+
+
+async def test_admin_changes_on_the_node_that_does_not_deliver_take_effect(tmp_path, pg_url):
+    async with cluster(tmp_path, pg_url, count=1) as nodes, aiohttp.ClientSession() as session, \
+            receiver() as r:
+        a = nodes[0]
+        sub = await subscribe(session, a, r.url)  # A is alone: A takes its lease, and keeps it
+        b = ServerProcess(tmp_path / "node-b", "--database-url", pg_url, env={**nodes[0].env, "LEADSTREAM_NODE_ID": "b"})
+        await b.start()
+        try:
+            on_a, on_b = f"{a.url}/v1/subscriptions/{sub}", f"{b.url}/v1/subscriptions/{sub}"
+            await wait_until(lambda: _status(session, on_b) , what="node B to know the subscription")
+            assert await publish(session, b, range(0, 10)) == 200
+            await wait_until(lambda: len(r.ids()) == 10, what="the first 10 delivered")
+
+            status, view = await call(session, "POST", on_b + "/pause")
+            assert status == 200 and (view["state"], view["pausedReason"]) == ("paused", "manual")
+            paused_at = time.monotonic()
+            await wait_until(lambda: _state_is(session, on_a, "paused"), timeout=3, what="the owner to pause")
+            assert time.monotonic() - paused_at < 1.5
+            assert await publish(session, b, range(10, 20)) == 200
+            await wait_until(lambda: _field_is(session, on_b, "pending", 10), what="10 pending while paused")
+            await asyncio.sleep(0.5)  # a window in which a running sender would have sent them
+            assert len(r.ids()) == 10
+
+            status, view = await call(session, "POST", on_b + "/resume")
+            assert status == 200 and view["state"] == "active"
+            await wait_until(lambda: len(r.ids()) == 20, what="the backlog after resume")
+            assert r.ids() == guids(range(20))
+            await wait_until(lambda: _field_is(session, on_b, "delivered", 20), what="node B to show the owner's count")
+
+            status, view = await call(session, "POST", on_b + "/replay", {"from": 0})
+            assert status == 200 and view["cursor"] == 0
+            await wait_until(lambda: len(r.ids()) == 40, what="the replay")
+            assert r.ids() == guids(range(20)) * 2
+
+            status, view = await call(session, "DELETE", on_b)
+            assert status == 200 and view["state"] == "deprovisioned"
+            await wait_until(lambda: _state_is(session, on_a, "deprovisioned"), timeout=3, what="the owner to deprovision")
+            assert await publish(session, b, range(20, 30)) == 200
+            await wait_until(lambda: _field_is(session, on_a, "state", "deprovisioned"), what="still deprovisioned")
+            status, _ = await call(session, "POST", on_a + "/resume")
+            assert status == 409  # for good
+            await asyncio.sleep(0.5)
+            assert len(r.ids()) == 40
+        finally:
+            b.stop()
+
+
+async def _status(session: aiohttp.ClientSession, url: str) -> bool:
+    status, _ = await call(session, "GET", url)
+    return status == 200
+
+
+async def _field_is(session: aiohttp.ClientSession, url: str, name: str, value: Any) -> bool:
+    status, view = await call(session, "GET", url)
+    return status == 200 and view[name] == value
+
+
+async def _state_is(session: aiohttp.ClientSession, url: str, state: str) -> bool:
+    return await _field_is(session, url, "state", state)
+
+
+async def test_postgresql_going_away_under_load_is_503_then_everything_resumes(tmp_path, pg_url):
+    parts = urllib.parse.urlsplit(pg_url)
+    proxy = Proxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    await proxy.start()
+    via_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+    try:
+        async with cluster(tmp_path, via_proxy) as (a, b), aiohttp.ClientSession() as session, receiver() as r:
+            await subscribe(session, a, r.url)
+            accepted: list[range] = []
+            statuses: list[int] = []
+            next_id = 0
+
+            async def produce(until: asyncio.Event) -> None:
+                nonlocal next_id
+                while not until.is_set():
+                    numbers = range(next_id, next_id + 5)
+                    next_id += 5
+                    status = await publish(session, b if next_id % 2 else a, numbers)
+                    statuses.append(status)
+                    if status == 200:
+                        accepted.append(numbers)
+                    await asyncio.sleep(0.01)
+
+            stop = asyncio.Event()
+            producer = asyncio.create_task(produce(stop))
+            await wait_until(lambda: len(accepted) >= 5, what="ingest under load")
+            await proxy.cut()
+            await wait_until(lambda: statuses[-3:] == [503] * 3, what="ingest answering 503")
+            for node in (a, b):
+                async with session.get(node.url + "/healthz") as h:
+                    assert h.status == 503 and (await h.json())["status"] == "degraded"
+            await proxy.start()
+            await wait_until(lambda: len(statuses) > 3 and statuses[-1] == 200, timeout=15, what="ingest back")
+            stop.set()
+            await producer
+            assert set(statuses) <= {200, 503}, statuses  # never a 500
+            for node in (a, b):
+                await wait_until(lambda: _healthy(session, node), what="/healthz ok again")
+            expected = sorted(f"guid-{i}" for numbers in accepted for i in numbers)
+            await wait_until(lambda: set(r.ids()) >= set(expected), timeout=15, what="every accepted event delivered")
+            assert set(r.ids()) == set(expected)  # nothing accepted lost, nothing refused stored
+    finally:
+        await proxy.cut()
+
+
+async def _healthy(session: aiohttp.ClientSession, node: ServerProcess) -> bool:
+    async with session.get(node.url + "/healthz") as h:
+        return h.status == 200
+
+
+async def test_retention_drops_partitions_and_counts_what_a_paused_subscription_missed(pg_url):
+    from leadstream.catalog import Catalog
+    from leadstream.delivery.engine import DeliveryEngine, EngineOptions
+    from leadstream.events import Validator
+    from leadstream.store.postgres import DAY_MS, PostgresStore
+
+    catalog = Catalog()
+    validator = Validator(catalog)
+    async with PostgresStore(pg_url, node_id="a") as store, receiver() as r:
+        engine = DeliveryEngine(store, catalog, EngineOptions(node_id="a", allow_private_endpoints=True, lease_ttl=2))
+        await engine.start()
+        try:
+            document = {"name": "p", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": r.url,
+                        "eventTypes": [10], "startAt": "earliest", **FAST}
+            sub = (await engine.create(document))["id"]
+            await engine.pause(sub)
+            await wait_until(lambda: engine._mine(sub), what="the engine to take the lease")  # its owner counts
+            events = [activity(i, type_id=10 if i % 3 else 1) for i in range(30)]  # 20 of them match
+            await store.append([validator.event("activity", orjson.dumps(e)) for e in events])
+            async with store._pool.acquire() as conn:  # type: ignore[union-attr]
+                partitions = await store._partitions(conn)
+            assert partitions
+            went = await store.purge(int(time.time() * 1000) + 2 * DAY_MS, engine.on_expire,
+                                     count_after=engine.lowest_cursor())
+            assert went == 30
+            async with store._pool.acquire() as conn:  # type: ignore[union-attr]
+                assert await store._partitions(conn) == []  # dropped whole, not emptied
+            view = await engine.view(sub)
+            assert view["expired"] == 20 and view["pending"] == 0
+            assert r.ids() == []
+        finally:
+            await engine.stop()
