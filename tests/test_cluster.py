@@ -244,3 +244,24 @@ async def test_retention_drops_partitions_and_counts_what_a_paused_subscription_
             assert r.ids() == []
         finally:
             await engine.stop()
+
+
+async def test_db_upgrade_creates_the_schema_once(pg_url):
+    import subprocess
+    import sys
+
+    import asyncpg
+
+    for _ in range(2):  # idempotent
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "leadstream.cli", "db", "upgrade", "--database-url", pg_url],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "database schema at version 1" in done.stdout
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM schema_version") == 1
+        assert await conn.fetchval("SELECT count(*) FROM log_head") == 1
+    finally:
+        await conn.close()

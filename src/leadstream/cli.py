@@ -348,5 +348,25 @@ def keys_rotate(data_dir: Path = typer.Option(Path("leadstream-data"), envvar="L
     typer.echo("rotated; now serving " + ", ".join(ring.public_paths))
 
 
+db = typer.Typer(no_args_is_help=True, help="The PostgreSQL database of a cluster.")
+app.add_typer(db, name="db")
+
+
+@db.command("upgrade")
+def db_upgrade(
+    database_url: str = typer.Option(..., "--database-url", envvar="LEADSTREAM_DATABASE_URL", help="postgresql://…"),
+) -> None:
+    """Create or migrate the schema (idempotent; nodes also do it on start)."""
+    from leadstream.errors import Unavailable
+    from leadstream.store.postgres import upgrade
+
+    try:
+        version = asyncio.run(upgrade(database_url))
+    except Unavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"database schema at version {version}")
+
+
 if __name__ == "__main__":
     app()
