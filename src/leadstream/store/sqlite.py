@@ -10,6 +10,7 @@ them proceed while the writer commits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import sqlite3
 import threading
@@ -17,10 +18,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from msgspec.structs import astuple
 
 from leadstream.errors import Conflict, Unavailable
 from leadstream.events import Event
@@ -71,6 +74,7 @@ READ_COLUMNS = "eventid, stream, munchkin_id, etype, type, id, time, data, '', p
 CHECKPOINT_EVERY_BYTES = 32 * 1024 * 1024
 WAL_LIMIT_BYTES = 256 * 1024 * 1024
 MAX_GROUP = 512
+INSERT_ROWS = 256
 
 
 @dataclass(slots=True)
@@ -241,7 +245,7 @@ class SqliteStore(Store):
             now = time.time_ns() // 1_000_000
             position = self._last
             duplicates: list[int] = []
-            rows = []
+            fresh: list[Event] = []
             for index, e in enumerate(events):
                 if e.key in seen:
                     duplicates.append(index)
@@ -249,9 +253,9 @@ class SqliteStore(Store):
                 seen.add(e.key)
                 position += 1
                 e.position, e.ingested_at = position, now
-                rows.append((e.eventid, e.stream, e.munchkin_id, e.etype, e.type, e.id, e.time, e.data, e.key, position, now))
-            if rows:
-                conn.executemany(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                fresh.append(e)
+            if fresh:
+                _insert_events(conn, fresh)
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_position', ?)", (position,))
             # Should the commit fail, these positions are skipped, never reused: harmless.
             self._last = position
@@ -417,6 +421,25 @@ class SqliteStore(Store):
             lambda conn: conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"setting:{name}", value)),
             durable=True,
         )
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    return f"INSERT INTO events ({EVENT_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * rows)
+
+
+def _insert_events(conn: sqlite3.Connection, events: list[Event]) -> None:
+    """Up to INSERT_ROWS rows per statement, in chunks of powers of two (few statements to cache).
+    One step per statement instead of one per row: the writer gives up and takes back the GIL
+    once per chunk, which matters while the event loop keeps the GIL busy."""
+    params = list(chain.from_iterable(map(astuple, events)))  # Event's fields are EVENT_COLUMNS, in order
+    width = len(params) // len(events)
+    done, rows = 0, INSERT_ROWS
+    while done < len(events):
+        while rows > len(events) - done:
+            rows //= 2
+        conn.execute(_insert_sql(rows), params[done * width : (done + rows) * width])
+        done += rows
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
