@@ -303,11 +303,11 @@ class Validator:
             "notification": self._notification,
         }
 
-    def event(self, stream: str, raw: bytes) -> Event:
+    def event(self, stream: str, raw: bytes | msgspec.Raw) -> Event:
         """Raises RecordError naming the field and value."""
         if len(raw) > MAX_RECORD_BYTES:
             raise RecordError(f"record: {len(raw)} bytes is over the {MAX_RECORD_BYTES}-byte limit for one record")
-        return self._by_stream[stream](bytes(raw))
+        return self._by_stream[stream](raw)  # msgspec reads a Raw in place: no copy
 
     def _activity(self, raw: bytes) -> Event:
         try:
