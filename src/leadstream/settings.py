@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
     node_id: str = f"{socket.gethostname()}-{os.getpid()}"
+    lease_ttl: float = 15.0  # clusters: a dead node's subscriptions move to live ones within this (seconds)
     # -- security (issue 8) --
     master_key: SecretStr | None = None  # seals subscriber secrets; else <data_dir>/master.key (0600)
     allowed_cidrs: Annotated[list[str], NoDecode] = []  # outbound endpoints allowed although private
@@ -53,7 +54,7 @@ class Settings(BaseSettings):
     tls_cert: Path | None = None  # serve HTTPS with this certificate (PEM; chain allowed)
     tls_key: Path | None = None
 
-    @field_validator("retention", "purge_interval", mode="before")
+    @field_validator("retention", "purge_interval", "lease_ttl", mode="before")
     @classmethod
     def _duration(cls, value: object) -> float:
         return parse_duration(value)  # type: ignore[arg-type]

@@ -16,32 +16,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import leadstream
-from leadstream.api import admin_keys, audit as audit_routes  # issue 8
+from leadstream.api import admin_keys
+from leadstream.api import audit as audit_routes
 from leadstream.api import catalog as catalog_routes
 from leadstream.api import journal as journal_routes
 from leadstream.api import keys as key_routes
+from leadstream.api import subscriptions as subscription_routes
 from leadstream.api.ingest import OPENAPI_PATH, ingest
 from leadstream.api.problems import HANDLERS
-from leadstream.api.ratelimit import IngestGuard  # issue 8
-from leadstream.api.security import Security  # issue 8
-from leadstream.api import subscriptions as subscription_routes  # issue 3
+from leadstream.api.ratelimit import IngestGuard
+from leadstream.api.security import Security
 from leadstream.catalog import Catalog
-from leadstream.delivery.engine import DeliveryEngine, EngineOptions  # issue 3
+from leadstream.delivery.engine import DeliveryEngine, EngineOptions
 from leadstream.delivery.signing import KeyRing
 from leadstream.events import Validator
 from leadstream.retention import Retention
 from leadstream.settings import Settings
-from leadstream.store.base import Store
-
-
-def make_store(settings: Settings) -> Store:
-    if settings.database_url:
-        from leadstream.store.postgres import PostgresStore
-
-        return PostgresStore(settings.database_url, node_id=settings.node_id)
-    from leadstream.store.sqlite import SqliteStore
-
-    return SqliteStore(settings.data_dir / "leadstream.db")
+from leadstream.store import Store, open_store
 
 
 @dataclass
@@ -54,7 +45,7 @@ class Services:
     catalog: Catalog
     validator: Validator
     retention: Retention
-    delivery: DeliveryEngine | None = None  # issue 3: set by the lifespan once started
+    delivery: DeliveryEngine | None = None  # set by the lifespan once started
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -63,7 +54,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     admin_key, _ = settings.resolve_admin_key()
     app.state.keyring = KeyRing(settings.data_dir / "keys")
-    store = make_store(settings)
+    store = open_store(settings.database_url or settings.data_dir, node_id=settings.node_id)
     await store.open()
     catalog = Catalog()
     services = Services(
@@ -75,19 +66,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retention=Retention(store, settings.retention, settings.purge_interval),
     )
     app.state.services = services
-    app.state.security = await Security.start(settings, store)  # issue 8: API keys, secret box, audit, rate limits
+    app.state.security = await Security.start(settings, store)  # API keys, secret box, audit, rate limits
     await catalog_routes.restore(services)
-    # --- delivery engine: start here, hook it into services.retention (on_expire, lowest_cursor) ---
     options = EngineOptions(
         allow_private_endpoints=settings.allow_private_endpoints,
         allowed_cidrs=tuple(settings.allowed_cidrs),
         node_id=settings.node_id,
+        lease_ttl=settings.lease_ttl,
         state_log=None if settings.database_url else settings.data_dir,  # one node: states saved locally first
     )
     services.delivery = DeliveryEngine(
         store, catalog, options, keyring=app.state.keyring, secretbox=app.state.security.secretbox
     )
     await services.delivery.start()
+    # Retention counts, per subscription, the events that expire before delivery.
     services.retention.on_expire = services.delivery.on_expire
     services.retention.lowest_cursor = services.delivery.lowest_cursor
     services.tasks.append(asyncio.create_task(services.retention.run(), name="retention"))
@@ -97,10 +89,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in services.tasks:
             task.cancel()
         await asyncio.gather(*services.tasks, return_exceptions=True)
-        # --- delivery engine: stop here ---
         if services.delivery is not None:
             await services.delivery.stop()
-        await app.state.security.close()  # issue 8: writes pending key last-used times
+        await app.state.security.close()  # writes pending key last-used times
         await store.close()
 
 
@@ -129,12 +120,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(Route("/metrics", metrics, methods=["GET"]))
     app.include_router(catalog_routes.router)
     app.include_router(key_routes.router)  # public signing keys, no auth
-    # --- routers: mount further routers here ---
-    app.include_router(subscription_routes.router)  # issue 3: /v1/subscriptions admin API
+    app.include_router(subscription_routes.router)  # /v1/subscriptions admin API
     app.include_router(journal_routes.router)  # journal (pull) and sample events
-    app.include_router(admin_keys.router)  # issue 8: /v1/keys (tenant API keys)
-    app.include_router(audit_routes.router)  # issue 8: /v1/audit
-    app.add_middleware(IngestGuard)  # issue 8: ingest scope and per-key rate limit
+    app.include_router(admin_keys.router)  # /v1/keys (tenant API keys)
+    app.include_router(audit_routes.router)  # /v1/audit
+    app.add_middleware(IngestGuard)  # ingest scope and per-key rate limit
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -30,11 +30,10 @@ Retention hooks: ``on_expire`` and ``lowest_cursor`` (for ``leadstream.retention
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +61,6 @@ CONTROL_KEY = "_control"  # where the Control record sits in a subscription's st
 REVISION_SETTING = "subscriptions.revision"  # a token every admin change renews (multi-node)
 
 
-def _lease_ttl_from_env() -> float:
-    return float(os.environ.get("LEADSTREAM_LEASE_TTL", "15"))
 
 
 class Control(msgspec.Struct, omit_defaults=True):
@@ -98,7 +95,7 @@ class EngineOptions:
     connections_per_host: int = 64  # one endpoint (host, port); a sender uses one at a time
     tail_events: int = 100_000  # the shared window of recent events…
     tail_bytes: int = 32 * 1024 * 1024  # …bounded both ways
-    lease_ttl: float = field(default_factory=_lease_ttl_from_env)  # multi-node only; LEADSTREAM_LEASE_TTL (s)
+    lease_ttl: float = 15.0  # multi-node only: seconds a lease lasts unless renewed
     follow_interval: float = 0.25  # multi-node: how often to look for admin changes made on other nodes
     attempts_kept: int = 1000  # per subscription
     challenge_timeout: float = 10.0
