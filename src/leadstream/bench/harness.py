@@ -103,7 +103,7 @@ class Durations:
     def for_run(cls, quick: bool) -> Durations:
         if quick:
             return cls(warmup=0.5, window=2.0, backlog=200_000, bare_backlog=200_000, idle_subscriptions=1000,
-                       idle_window=3.0, both_bare_variants=False)
+                       idle_window=2.0, both_bare_variants=False)
         return cls(warmup=3.0, window=15.0, backlog=10_000_000, bare_backlog=2_000_000, idle_subscriptions=1000,
                    idle_window=5.0, both_bare_variants=True)
 

@@ -127,9 +127,14 @@ def plot(path: Path, bench: Bench) -> str | None:
     rates.legend(loc="upper right", fontsize=8)
     lat = bench.latency_points
     if lat:
-        lx = [row["t"] / 1e6 - t0 for row in lat]
-        delays.plot(lx, [row["p50"] for row in lat], ".-", label="p50", lw=1, ms=3)
-        delays.plot(lx, [row["p99"] for row in lat], ".-", label="p99", lw=1, ms=3)
+        lx, p50, p99 = [], [], []
+        for row in lat:
+            x = row["t"] / 1e6 - t0
+            if lx and x - lx[-1] > 2:  # a gap between scenarios: break the line
+                lx.append(float("nan")), p50.append(float("nan")), p99.append(float("nan"))
+            lx.append(x), p50.append(row["p50"]), p99.append(row["p99"])
+        delays.plot(lx, p50, ".-", label="p50", lw=1, ms=3)
+        delays.plot(lx, p99, ".-", label="p99", lw=1, ms=3)
         delays.set_yscale("log")
         delays.legend(loc="upper right", fontsize=8)
     delays.set_ylabel("ingest → delivered, ms (1 s buckets)")

@@ -216,7 +216,7 @@ async def idle(bench: Bench, sink: Sink) -> list[Figure]:
             started = time.monotonic()
             await wait_until(all_there, 60, f"the probe events to reach all {n} subscriptions", 0.1)
             probed = time.monotonic() - started
-            await asyncio.sleep(1.0)  # let the last acknowledgements and state saves settle
+            await asyncio.sleep(0.5 if bench.quick else 2.0)  # let the last acknowledgements and state saves settle
             # Whole-window CPU time, not an average of samples: idle use is below one clock tick per sample.
             since, used = time.time(), cpu_seconds(server.part)
             await asyncio.sleep(bench.durations.idle_window)
