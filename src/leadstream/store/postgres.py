@@ -123,6 +123,8 @@ READ_COLUMNS = "eventid, stream, munchkin_id, etype, type, id, time, data, '', p
 MAX_GROUP_EVENTS = 20_000
 
 # What "the database cannot be reached" looks like from asyncpg.
+COMMAND_TIMEOUT = 30.0  # seconds; purge chunks and appends finish far sooner
+
 CONNECTION_ERRORS = (
     OSError,
     asyncio.TimeoutError,
@@ -227,6 +229,9 @@ class PostgresStore(Store):
                 min_size=self._min_pool,
                 max_size=self._max_pool,
                 timeout=self._connect_timeout,
+                # A statement stuck on a half-dead connection (after a network cut) fails in
+                # time and marks the store down, instead of hanging a request or a shutdown.
+                command_timeout=COMMAND_TIMEOUT,
                 # Appends must be durable on commit, whatever the server default is.
                 server_settings={"application_name": f"leadstream:{self.node_id}"[:63], "synchronous_commit": "on"},
             )
