@@ -141,22 +141,23 @@ async def patch_subscription(request: Request, sub_id: str, principal: Principal
 
 @router.delete("/{sub_id}", summary="Deprovision: delivery stops for good (state deprovisioned)")
 async def delete_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    view = await _visible(request, principal, sub_id).delete(sub_id)
-    await audit(request, principal, "subscription.delete", sub_id, None, [view["munchkinId"]])
-    return _json(view)
+    return await _act(request, principal, sub_id, "delete")
 
 
 @router.post("/{sub_id}/pause", summary="Pause delivery by hand (no probes) until resumed")
 async def pause_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    view = await _visible(request, principal, sub_id).pause(sub_id)
-    await audit(request, principal, "subscription.pause", sub_id, None, [view["munchkinId"]])
-    return _json(view)
+    return await _act(request, principal, sub_id, "pause")
 
 
 @router.post("/{sub_id}/resume", summary="Resume delivery now (also ends a pause after failures)")
 async def resume_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    view = await _visible(request, principal, sub_id).resume(sub_id)
-    await audit(request, principal, "subscription.resume", sub_id, None, [view["munchkinId"]])
+    return await _act(request, principal, sub_id, "resume")
+
+
+async def _act(request: Request, principal: Principal, sub_id: str, action: str) -> Response:
+    """An admin action without a body (delete, pause, resume), recorded in the audit trail."""
+    view = await getattr(_visible(request, principal, sub_id), action)(sub_id)
+    await audit(request, principal, f"subscription.{action}", sub_id, None, [view["munchkinId"]])
     return _json(view)
 
 
