@@ -108,3 +108,23 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     await opened.open()
     yield opened
     await opened.close()
+
+
+# -- a real server on loopback, and an HTTP client, for the API tests --------------------------
+
+
+@pytest.fixture
+async def server(tmp_path):
+    """The app under uvicorn on 127.0.0.1, on a fresh embedded store in tmp_path."""
+    from helpers import running_server
+
+    async with running_server(data_dir=tmp_path / "data") as running:
+        yield running
+
+
+@pytest.fixture
+async def http():
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        yield session

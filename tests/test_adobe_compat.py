@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from helpers import MUNCHKIN, Server, activity, publish, running_server, wait_until
+from helpers import MUNCHKIN, Server, activity, publish, wait_until
 from leadstream.delivery.signing import KeyRing
 
 VERIFY_JS = Path(__file__).parent / "node" / "verify.js"
@@ -90,18 +90,6 @@ async def endpoints() -> AsyncIterator[Any]:
     yield start
     for server in servers:
         await server.close()
-
-
-@pytest.fixture
-async def server(tmp_path) -> AsyncIterator[Server]:
-    async with running_server(data_dir=tmp_path / "data") as running:
-        yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def subscribe(http: aiohttp.ClientSession, server: Server, endpoint: Endpoint, **settings: Any) -> dict[str, Any]:

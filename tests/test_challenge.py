@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from helpers import MUNCHKIN, Server, free_port, running_server
+from helpers import MUNCHKIN, Server, free_port
 from leadstream.delivery.challenge import challenge_url, verify_challenge
 from leadstream.errors import Invalid
 
@@ -174,12 +174,6 @@ async def test_the_query_stays_out_of_the_message(endpoint, session):
 
 
 # -- through the admin API ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def server(tmp_path) -> AsyncIterator[Server]:
-    async with running_server(data_dir=tmp_path) as running:
-        yield running
 
 
 async def create(session: aiohttp.ClientSession, server: Server, endpoint_url: str, **settings: Any) -> tuple[int, Any]:

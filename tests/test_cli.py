@@ -10,7 +10,7 @@ import sys
 import orjson
 import pytest
 
-from helpers import ADMIN_KEY, MUNCHKIN, activity, running_server
+from helpers import ADMIN_KEY, MUNCHKIN, activity
 from leadstream.receiver import ReceiverConfig, start_receiver
 
 
@@ -23,12 +23,6 @@ async def cli(server, *args: str, key: str | None = ADMIN_KEY) -> tuple[int, str
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     return proc.returncode, out.decode(), err.decode()
-
-
-@pytest.fixture
-async def server(tmp_path):
-    async with running_server(data_dir=tmp_path / "data") as s:
-        yield s
 
 
 async def test_publish_json_and_ndjson_with_rejections(server, tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import urllib.parse
 from collections.abc import AsyncIterator

@@ -8,7 +8,7 @@ import aiohttp
 import orjson
 import pytest
 
-from helpers import MUNCHKIN, activity, publish, running_server
+from helpers import MUNCHKIN, activity, publish
 
 MIXED_TYPES = [1, 2, 3, 6, 7, 10, 11, 12, 13, 22, 37]
 
@@ -16,12 +16,6 @@ MIXED_TYPES = [1, 2, 3, 6, 7, 10, 11, 12, 13, 22, 37]
 def mixed(n: int, offset: int = 0) -> list[dict]:
     rng = random.Random(offset)
     return [activity(offset + i, type_id=rng.choice(MIXED_TYPES)) for i in range(n)]
-
-
-@pytest.fixture
-async def server(tmp_path):
-    async with running_server(data_dir=tmp_path) as s:
-        yield s
 
 
 @pytest.fixture

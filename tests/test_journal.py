@@ -21,18 +21,6 @@ NEXT_LINK = re.compile(r'^<(/v1/subscriptions/[^/]+/journal\?since=([^&>]+)&limi
 
 
 @pytest.fixture
-async def server(tmp_path) -> AsyncIterator[Server]:
-    async with running_server(data_dir=tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def endpoint() -> AsyncIterator[str]:
     """A real consumer for the push side (it answers the challenge); the journal ignores it."""
     running = await start_receiver(ReceiverConfig())

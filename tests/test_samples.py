@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from standardwebhooks import Webhook
 
-from helpers import MUNCHKIN, Server, running_server
+from helpers import MUNCHKIN, Server
 from leadstream import formats, samples
 from leadstream.catalog import Catalog
 from leadstream.delivery.signing import new_hmac_secret
@@ -161,18 +161,6 @@ async def endpoint() -> AsyncIterator[tuple[Endpoint, str]]:
     await server.start_server()
     yield recorder, str(server.make_url(""))
     await server.close()
-
-
-@pytest.fixture
-async def server(tmp_path) -> AsyncIterator[Server]:
-    async with running_server(data_dir=tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import hmac
 from typing import Any
 
 import aiohttp
-import pytest
 
 from helpers import ADMIN_KEY, MUNCHKIN, activity, running_server
 from leadstream import apikeys

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from helpers import ADMIN_KEY, MUNCHKIN, ServerProcess, activity, wait_until

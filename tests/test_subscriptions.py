@@ -21,18 +21,6 @@ STATUS = {"state", "pausedReason", "delivered", "pending", "expired", "deadLette
           "consecutiveFailures", "lastSuccessAt", "lastAttemptAt", "lastError", "nextAttemptAt"}
 
 
-@pytest.fixture
-async def server(tmp_path):
-    async with running_server(data_dir=tmp_path) as s:
-        yield s
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 class Api:
     def __init__(self, http: aiohttp.ClientSession, server) -> None:
         self.http, self.server = http, server
