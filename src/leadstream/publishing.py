@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import orjson
 from rich.progress import Progress
 
 from leadstream.client import Client
