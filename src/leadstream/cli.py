@@ -37,6 +37,7 @@ def serve(
     tls_cert: Optional[Path] = typer.Option(None, envvar="LEADSTREAM_TLS_CERT", help="serve HTTPS: the certificate (PEM, chain allowed)"),
     tls_key: Optional[Path] = typer.Option(None, envvar="LEADSTREAM_TLS_KEY", help="serve HTTPS: its private key (PEM)"),
     allow_cidr: list[str] = typer.Option([], "--allow-cidr", help="allow endpoints in this private range (repeatable), e.g. 10.20.0.0/16"),
+    delivery_process: bool = typer.Option(False, "--delivery-process", envvar="LEADSTREAM_DELIVERY_PROCESS", help="deliver from a second process, so that a node uses two cores (embedded store)"),
 ) -> None:
     """Run the server: ingest, admin, journal and delivery."""
     from leadstream.server import serve as run
@@ -54,6 +55,7 @@ def serve(
         log_format=log_format,  # type: ignore[arg-type]
         tls_cert=tls_cert,
         tls_key=tls_key,
+        delivery_process=delivery_process,
         **({"allowed_cidrs": allow_cidr} if allow_cidr else {}),
     )
     run(settings)

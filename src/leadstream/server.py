@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+import orjson
 import uvicorn
 from rich.console import Console
 
 from leadstream.api import create_app
-from leadstream.logs import configure
+from leadstream.delivery.signing import KeyRing
+from leadstream.logs import configure, log
+from leadstream.secretbox import load_secretbox
 from leadstream.settings import Settings
 
 
@@ -32,4 +41,91 @@ def serve(settings: Settings) -> None:
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )
-    uvicorn.Server(config).run()
+    if not settings.delivery_process:
+        uvicorn.Server(config).run()
+        return
+    if settings.database_url:
+        raise SystemExit("--delivery-process is for the embedded store (a cluster spreads delivery over its nodes)")
+    delivery = DeliveryProcess(settings)
+    delivery.start()
+    _ServerThen(config, delivery.stop).run()
+
+
+class _ServerThen(uvicorn.Server):
+    """uvicorn's server, then ``after`` once it has stopped — before uvicorn re-raises the signal
+    that stopped it (which ends this process before any ``finally`` of ours could run)."""
+
+    def __init__(self, config: uvicorn.Config, after: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.after = after
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self.after()
+
+
+class DeliveryProcess:
+    """``--delivery-process``: the delivery engine in a child process (``leadstream.delivery.worker``),
+    restarted if it dies. It reads the settings from its stdin, and stops when that pipe closes —
+    which happens too when this process dies, however it dies."""
+
+    def __init__(self, settings: Settings, restart_after: float = 1.0) -> None:
+        self.settings = settings
+        self.restart_after = restart_after
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._lock = threading.Lock()  # no restart once stop has begun
+
+    def start(self) -> None:
+        # Made here first, so that the two processes cannot each make their own on a first run.
+        load_secretbox(self.settings.data_dir, self._secret("master_key"))
+        KeyRing(self.settings.data_dir / "keys")
+        self._spawn()
+        self._watcher = threading.Thread(target=self._watch, name="delivery-process-watch", daemon=True)
+        self._watcher.start()
+
+    def _secret(self, name: str) -> str | None:
+        value = getattr(self.settings, name)
+        return value.get_secret_value() if value is not None else None
+
+    def _spawn(self) -> None:
+        document = self.settings.model_dump(mode="json")
+        document["master_key"] = self._secret("master_key")  # through the pipe: never in argv or logs
+        document["admin_key"] = None  # delivery needs no admin key
+        self.proc = subprocess.Popen([sys.executable, "-m", "leadstream.delivery.worker"], stdin=subprocess.PIPE)
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(orjson.dumps(document) + b"\n")
+        self.proc.stdin.flush()
+
+    def _watch(self) -> None:
+        while True:
+            assert self.proc is not None
+            code = self.proc.wait()
+            if self._stopping.wait(self.restart_after):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                log.error("the delivery process exited; starting it again", code=code)
+                self._spawn()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Close its stdin (it saves every state and exits); kill it if it takes too long."""
+        with self._lock:
+            self._stopping.set()
+            proc = self.proc
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("the delivery process did not stop in time; killed")
+            proc.kill()
+            proc.wait()

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     node_id: str = f"{socket.gethostname()}-{os.getpid()}"
     lease_ttl: float = 15.0  # clusters: a dead node's subscriptions move to live ones within this (seconds)
+    delivery_process: bool = False  # one node: delivery runs in a second process (uses a second core)
     # -- security (issue 8) --
     master_key: SecretStr | None = None  # seals subscriber secrets; else <data_dir>/master.key (0600)
     allowed_cidrs: Annotated[list[str], NoDecode] = []  # outbound endpoints allowed although private

@@ -73,16 +73,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         allowed_cidrs=tuple(settings.allowed_cidrs),
         node_id=settings.node_id,
         lease_ttl=settings.lease_ttl,
-        state_log=None if settings.database_url else settings.data_dir,  # one node: states saved locally first
+        state_log=None if settings.database_url or settings.delivery_process else settings.data_dir,
+        deliver=not settings.delivery_process,  # else the delivery process delivers (leadstream.delivery.worker)
     )
     services.delivery = DeliveryEngine(
         store, catalog, options, keyring=app.state.keyring, secretbox=app.state.security.secretbox
     )
     await services.delivery.start()
-    # Retention counts, per subscription, the events that expire before delivery.
-    services.retention.on_expire = services.delivery.on_expire
-    services.retention.lowest_cursor = services.delivery.lowest_cursor
-    services.tasks.append(asyncio.create_task(services.retention.run(), name="retention"))
+    if not settings.delivery_process:  # else the delivery process purges, and counts what expires
+        # Retention counts, per subscription, the events that expire before delivery.
+        services.retention.on_expire = services.delivery.on_expire
+        services.retention.lowest_cursor = services.delivery.lowest_cursor
+        services.tasks.append(asyncio.create_task(services.retention.run(), name="retention"))
     try:
         yield
     finally:

@@ -24,6 +24,11 @@ attempt starts on a lapsed lease; the store lets another node take the lease onl
 same moment (by the database clock, which starts no earlier). So the attempt timeout need not
 be shorter than the TTL.
 
+Delivery in its own process (one node, ``leadstream serve --delivery-process``) takes the same
+path: the API process runs its engine with ``deliver=False`` (it holds no subscription, so admin
+changes become desired settings and a revision bump), and the delivery process runs one with
+``follow_changes=True`` (it holds every subscription and follows the revision).
+
 Retention hooks: ``on_expire`` and ``lowest_cursor`` (for ``leadstream.retention.Retention``).
 """
 
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +106,11 @@ class EngineOptions:
     challenge_timeout: float = 10.0
     state_log: Path | None = None  # a directory: save states there, checkpoint to the store (one node only)
     checkpoint_interval: float = 1.0  # seconds between state-log checkpoints
+    # Delivery in its own process (one node): the API process's engine delivers nothing (admin
+    # changes are written as desired settings, views show what the delivery process saved)…
+    deliver: bool = True
+    # …and the delivery process's engine holds every subscription and follows those changes.
+    follow_changes: bool = False
 
 
 class DeliveryEngine:
@@ -119,6 +129,9 @@ class DeliveryEngine:
         self._lapse: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.started = False
+        # Called before admin changes made elsewhere are picked up (the delivery process reloads
+        # the tenants' catalog there, so that new subscriptions' filters compile).
+        self.before_follow: Callable[[], Awaitable[None]] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -138,11 +151,14 @@ class DeliveryEngine:
             await state_log.adopt(self.store, state_log.recover())  # what the last run saved last
             state_log.open()
         self.shared = Shared(self.store, self.tail, self.session, self.keyring, state_log, options.attempts_kept)
-        self._owned = await self._renew_leases()
+        self._owned = await self._renew_leases() if options.deliver else set()
         for stored in await self.store.list_subscriptions():
             await self._adopt(stored)
-        self._tasks.append(asyncio.create_task(self.tail.run(), name="log-tail"))
-        if self._owned is not None:
+        if options.follow_changes and self._owned is None:
+            self._owned = set(self.senders)  # every one of them; new ones are added as they come
+        if options.deliver:
+            self._tasks.append(asyncio.create_task(self.tail.run(), name="log-tail"))
+        if self._owned is not None and options.deliver:
             self._tasks.append(asyncio.create_task(self._follow(), name="leases-and-changes"))
         if state_log is not None:
             self._tasks.append(asyncio.create_task(self._checkpoints(state_log), name="state-checkpoints"))
@@ -293,9 +309,13 @@ class DeliveryEngine:
                 if revision == seen and loop.time() < renew_at:
                     continue
                 started = loop.time()
+                if self.before_follow is not None:
+                    await self.before_follow()
                 owned = await self._renew_leases()
-                assert owned is not None
-                await self._reconcile(await self.store.list_subscriptions(), owned)
+                known = await self.store.list_subscriptions()
+                if owned is None:  # one node, delivery in its own process: every subscription is ours
+                    owned = {stored.id for stored in known}
+                await self._reconcile(known, owned)
                 seen, renew_at = revision, started + self.options.lease_ttl / 3
             except Exception as exc:  # the store is down: try again next round (the lease timer stops us in time)
                 log.warning("lease renewal failed", error=str(exc))

@@ -5,6 +5,11 @@ All writes go through one writer thread that commits whatever is waiting as one 
 its own savepoint: a failing job fails alone. The writer also runs the WAL checkpoints, so the WAL
 stays bounded. Reads run on a small thread pool, each thread with its own connection; WAL lets
 them proceed while the writer commits.
+
+Another process may append to the same file (``leadstream serve --delivery-process``: ingest in
+one process, delivery in the other). Opened with ``follow_head=True``, the store learns of the
+positions that process commits by polling the committed head (``meta.last_position``) — every
+couple of milliseconds while it moves, backing off to ``FOLLOW_SLOWEST`` when idle.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ CHECKPOINT_EVERY_BYTES = 32 * 1024 * 1024
 WAL_LIMIT_BYTES = 256 * 1024 * 1024
 MAX_GROUP = 512
 INSERT_ROWS = 256
+FOLLOW_FASTEST = 0.002  # seconds between looks at the committed head while it moves…
+FOLLOW_SLOWEST = 0.02  # …and at most this when idle (the first event after a lull waits this long)
 
 
 @dataclass(slots=True)
@@ -101,8 +108,13 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path, *, read_threads: int = 4, checkpoint_bytes: int = CHECKPOINT_EVERY_BYTES) -> None:
+    def __init__(
+        self, path: str | Path, *, read_threads: int = 4, checkpoint_bytes: int = CHECKPOINT_EVERY_BYTES,
+        follow_head: bool = False,
+    ) -> None:  # fmt: skip
         self.path = Path(path)
+        self.follow_head = follow_head  # another process appends: poll the committed head
+        self._stop_following = threading.Event()
         self.checkpoint_bytes = checkpoint_bytes
         self._read_threads = read_threads
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -129,11 +141,18 @@ class SqliteStore(Store):
         self._writer.start()
         self._readers = ThreadPoolExecutor(self._read_threads, thread_name_prefix="leadstream-sqlite-reader")
         self._closed = False
+        if self.follow_head:
+            self._stop_following.clear()
+            self._follower = threading.Thread(target=self._follow_loop, name="leadstream-sqlite-follower", daemon=True)
+            self._follower.start()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self.follow_head:
+            self._stop_following.set()
+            await asyncio.to_thread(self._follower.join)
         self._jobs.put(None)
         await asyncio.to_thread(self._writer.join)
         self._readers.shutdown(wait=True)
@@ -215,6 +234,24 @@ class SqliteStore(Store):
         future = self._loop.create_future()
         self._jobs.put(_Job(run, future, durable, written))
         return future
+
+    # -- following another process's appends ---------------------------------------------------------
+    def _follow_loop(self) -> None:
+        conn = _connect(self.path)
+        conn.execute("PRAGMA query_only=1")
+        seen, pause = self._visible, FOLLOW_FASTEST
+        while not self._stop_following.wait(pause):
+            try:  # fetchall: the read transaction ends here (an open one would hold checkpoints back)
+                rows = conn.execute("SELECT value FROM meta WHERE name='last_position'").fetchall()
+            except sqlite3.Error:  # busy or briefly unreadable: look again later
+                rows = []
+            head = int(rows[0][0]) if rows else 0
+            if head > seen:
+                seen, pause = head, FOLLOW_FASTEST
+                self._loop.call_soon_threadsafe(self._publish, head)
+            else:
+                pause = min(pause * 1.5, FOLLOW_SLOWEST)
+        conn.close()
 
     # -- reads on the pool ------------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:

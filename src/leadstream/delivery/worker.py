@@ -1,0 +1,115 @@
+"""The delivery process (``leadstream serve --delivery-process``): delivery on a core of its own.
+
+``leadstream serve`` starts it with ``python -m leadstream.delivery.worker`` and writes the
+settings (JSON, one line) to its stdin, then keeps that pipe open. Here the same data directory's
+store is opened with ``follow_head`` (ingest commits in the other process), the engine holds every
+subscription and follows the admin changes the API process writes, the state log is
+checkpointed to the store every second (what the API's views show), and retention runs.
+
+The process stops, saving every subscription's state, on SIGTERM or when its stdin reaches end
+of file — the server closed it, or died: no orphan outlives the server. A lock file keeps a
+second delivery process of the same data directory (a restarted server's) waiting until the
+first has stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+from pathlib import Path
+
+from leadstream.api import catalog as catalog_routes
+from leadstream.catalog import Catalog
+from leadstream.delivery.engine import DeliveryEngine, EngineOptions
+from leadstream.delivery.signing import KeyRing
+from leadstream.logs import configure, log
+from leadstream.retention import Retention
+from leadstream.secretbox import load_secretbox
+from leadstream.settings import Settings
+from leadstream.store import SQLITE_FILE
+from leadstream.store.sqlite import SqliteStore
+
+LOCK_FILE = "delivery.lock"
+
+
+async def deliver(settings: Settings, stop: asyncio.Event) -> None:
+    """Deliver every subscription of ``settings.data_dir`` until ``stop`` is set."""
+    lock = await _exclusive(settings.data_dir / LOCK_FILE, stop)
+    if lock is None:
+        return
+    store = SqliteStore(settings.data_dir / SQLITE_FILE, follow_head=True)
+    await store.open()
+    try:
+        master_key = settings.master_key.get_secret_value() if settings.master_key else None
+        options = EngineOptions(
+            allow_private_endpoints=settings.allow_private_endpoints,
+            allowed_cidrs=tuple(settings.allowed_cidrs),
+            node_id=settings.node_id,
+            state_log=settings.data_dir,
+            follow_changes=True,
+        )
+        engine = DeliveryEngine(
+            store, Catalog(), options, keyring=KeyRing(settings.data_dir / "keys"),
+            secretbox=load_secretbox(settings.data_dir, master_key),
+        )  # fmt: skip
+        engine.before_follow = lambda: catalog_routes.restore(engine)  # it has .store and .catalog
+        await catalog_routes.restore(engine)
+        await engine.start()
+        retention = Retention(store, settings.retention, settings.purge_interval, engine.on_expire, engine.lowest_cursor)
+        purging = asyncio.create_task(retention.run(), name="retention")
+        try:
+            await stop.wait()
+        finally:
+            purging.cancel()
+            await asyncio.gather(purging, return_exceptions=True)
+            await engine.stop()
+    finally:
+        await store.close()
+        os.close(lock)
+
+
+async def _exclusive(path: Path, stop: asyncio.Event) -> int | None:
+    """The data directory's delivery lock (an open descriptor), or None if told to stop first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            log.info("waiting for the previous delivery process to stop", lock=str(path))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.1)
+        if stop.is_set():
+            os.close(fd)
+            return None
+
+
+def _until_end_of_file(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Our stdin is the server's pipe: end of file means the server has gone (or wants us gone)."""
+    if not os.read(sys.stdin.fileno(), 4096):
+        loop.remove_reader(sys.stdin.fileno())
+        stop.set()
+
+
+async def main() -> None:
+    # Ctrl-C reaches the whole process group: the server stops first, then closes our stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settings = Settings.model_validate_json(await asyncio.to_thread(sys.stdin.buffer.readline))
+    configure(settings.log_format, settings.log_level)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_reader(sys.stdin.fileno(), _until_end_of_file, loop, stop)
+    await deliver(settings, stop)
+    log.info("delivery process stopped")
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(main())

@@ -1,0 +1,167 @@
+"""`leadstream serve --delivery-process`: delivery in a second process of the same data directory.
+
+Events published to the API process are delivered in order by the delivery process; admin
+changes made through the API take effect there; views show its progress; and it never outlives
+the server, even one killed with SIGKILL — after which a restart loses nothing and sends again
+only the batch that was in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import psutil
+
+from helpers import ADMIN_KEY, ServerProcess, activity, wait_until
+from test_delivery_support import Received, event_id, events_of, receiver
+
+HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+class Api:
+    def __init__(self, http: aiohttp.ClientSession, server: ServerProcess) -> None:
+        self.http, self.server = http, server
+
+    async def call(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        async with self.http.request(method, self.server.url + path, json=body, headers=HEADERS) as answer:
+            assert answer.status == status, await answer.text()
+            return await answer.json()
+
+    async def subscribe(self, endpoint: str, **settings: Any) -> str:
+        document = {"name": "two-processes", "munchkinId": "123-ABC-456", "stream": "activity", "endpoint": endpoint,
+                    "batchSize": 100, "pushIntervalMs": 10, "retryIntervalMs": 50, "probeIntervalMs": 100, **settings}
+        return (await self.call("POST", "/v1/subscriptions", document, status=201))["id"]
+
+    async def publish(self, numbers: range) -> None:
+        for start in range(numbers.start, numbers.stop, 5000):
+            records = [activity(i) for i in range(start, min(start + 5000, numbers.stop))]
+            answer = await self.call("POST", "/v1/streams/activity/events", records)
+            assert answer["accepted"] == len(records)
+
+
+def saved_state(data: Path, sub_id: str) -> dict[str, Any]:
+    """What the delivery process last wrote to the store for a subscription."""
+    with sqlite3.connect(data / "leadstream.db") as db:
+        return orjson.loads(db.execute("SELECT state FROM subscriptions WHERE id = ?", (sub_id,)).fetchone()[0])
+
+
+def guids(numbers: range) -> list[str]:
+    return [f"guid-{i}" for i in numbers]
+
+
+def delivery_child(server: ServerProcess) -> psutil.Process:
+    assert server.proc is not None
+    [child] = psutil.Process(server.proc.pid).children()
+    assert "leadstream.delivery.worker" in child.cmdline()
+    return child
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_delivers_in_order_and_follows_admin_changes_made_in_the_api_process(tmp_path):
+    data = tmp_path / "data"
+    server = await ServerProcess(data, "--delivery-process").start()
+    try:
+        async with aiohttp.ClientSession() as http, receiver() as main, receiver() as witness:
+            api = Api(http, server)
+            sub_id = await api.subscribe(main.url)
+            witness_id = await api.subscribe(witness.url)
+            await api.publish(range(0, 2000))
+            await wait_until(lambda: len(main.ids()) >= 2000, timeout=15, what="the first 2000 events")
+            assert main.ids() == guids(range(0, 2000))  # in order, once each
+
+            async def delivered(n: int) -> bool:
+                return (await api.call("GET", f"/v1/subscriptions/{sub_id}"))["delivered"] >= n
+
+            await wait_until(lambda: delivered(2000), timeout=5, what="the view to show the delivery process's progress")
+
+            view = await api.call("POST", f"/v1/subscriptions/{sub_id}/pause")
+            assert view["state"] == "paused"
+            await wait_until(lambda: saved_state(data, sub_id).get("state", "active") == "paused", timeout=5,
+                             what="the delivery process to apply the pause")
+            await api.publish(range(2000, 2500))
+            await wait_until(lambda: len(witness.ids()) >= 2500, timeout=15, what="the witness to get 2500 events")
+            assert len(main.ids()) == 2000  # paused: nothing more
+
+            await api.call("POST", f"/v1/subscriptions/{sub_id}/resume")
+            await wait_until(lambda: len(main.ids()) >= 2500, timeout=15, what="the backlog after resume")
+            assert main.ids() == guids(range(0, 2500))
+
+            await api.call("POST", f"/v1/subscriptions/{sub_id}/replay", {"from": 1000})
+            await wait_until(lambda: len(main.ids()) >= 4000, timeout=15, what="the replay")
+            assert main.ids() == guids(range(0, 2500)) + guids(range(1000, 2500))
+
+            view = await api.call("DELETE", f"/v1/subscriptions/{sub_id}")
+            assert view["state"] == "deprovisioned"
+            await wait_until(lambda: saved_state(data, sub_id).get("state", "active") == "deprovisioned", timeout=5,
+                             what="the delivery process to apply the delete")
+            await api.publish(range(2500, 2600))
+            await wait_until(lambda: len(witness.ids()) >= 2600, timeout=15, what="the witness to get 2600 events")
+            assert len(main.ids()) == 4000
+            assert witness.ids() == guids(range(0, 2600))
+            assert (await api.call("GET", f"/v1/subscriptions/{witness_id}"))["state"] == "active"
+            child = delivery_child(server)
+    finally:
+        server.stop()
+    assert gone(child)  # stopped with the server, having saved where each subscription is
+    assert saved_state(data, witness_id)["delivered"] == 2600
+
+
+TOTAL = 20_000
+
+
+async def slow(seen: Received) -> None:
+    await asyncio.sleep(0.02)
+
+
+async def test_sigkill_of_the_server_takes_the_delivery_process_along_and_a_restart_loses_nothing(tmp_path):
+    data = tmp_path / "data"
+    server = await ServerProcess(data, env={"LEADSTREAM_DELIVERY_PROCESS": "1"}).start()
+    try:
+        async with aiohttp.ClientSession() as http, receiver(answer=slow) as r:
+            api = Api(http, server)
+            sub_id = await api.subscribe(r.url, batchSize=200)
+            await api.publish(range(0, TOTAL))
+            await wait_until(lambda: len(r.ids()) >= 4000, timeout=20, what="delivery under way")
+
+            child = delivery_child(server)
+            server.kill()
+            await wait_until(lambda: gone(child), timeout=10, what="the delivery process to go with the server")
+            received_before_kill = len(r.requests)
+            assert len(r.ids()) < TOTAL  # stopped mid-delivery
+
+            server = await ServerProcess(data, "--delivery-process", port=server.port).start()
+            await wait_until(lambda: len(set(r.ids())) >= TOTAL, timeout=30, what="every event after the restart")
+
+            async def caught_up() -> Any:
+                view = await api.call("GET", f"/v1/subscriptions/{sub_id}")
+                return view["pending"] == 0 and view["delivered"] >= TOTAL and view
+
+            view = await wait_until(caught_up, timeout=5, what="the view to show everything delivered")
+
+        ids = r.ids()
+        assert list(dict.fromkeys(ids)) == guids(range(TOTAL))  # everything, in order
+        by_batch: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+        for request in r.delivered:
+            by_batch[request.headers["x-leadstream-delivery"]].append(tuple(event_id(e) for e in events_of(request.json())))
+        resent = {batch: sends for batch, sends in by_batch.items() if len(sends) > 1}
+        duplicates = {event for event, n in Counter(ids).items() if n > 1}
+        assert len(resent) <= 1  # at most the batch in flight
+        if duplicates:
+            [(batch, sends)] = resent.items()
+            assert all(s == sends[0] for s in sends)  # the same events under the same batch id
+            assert duplicates == set(sends[0])  # and nothing else came twice
+        assert received_before_kill < len(r.requests)
+        assert view["state"] == "active"
+    finally:
+        server.stop()
