@@ -34,6 +34,7 @@ from leadstream.store import SQLITE_FILE
 from leadstream.store.sqlite import SqliteStore
 
 LOCK_FILE = "delivery.lock"
+COMMIT_INTERVAL = 0.05  # seconds
 
 
 async def deliver(settings: Settings, stop: asyncio.Event) -> None:
@@ -41,7 +42,9 @@ async def deliver(settings: Settings, stop: asyncio.Event) -> None:
     lock = await _exclusive(settings.data_dir / LOCK_FILE, stop)
     if lock is None:
         return
-    store = SqliteStore(settings.data_dir / SQLITE_FILE, follow_head=True)
+    # Ingest commits in the server process; our writes (attempt logs, state checkpoints) need no
+    # haste, so they are gathered for COMMIT_INTERVAL and take the shared write lock once.
+    store = SqliteStore(settings.data_dir / SQLITE_FILE, follow_head=True, commit_interval=COMMIT_INTERVAL)
     await store.open()
     try:
         master_key = settings.master_key.get_secret_value() if settings.master_key else None

@@ -9,7 +9,9 @@ them proceed while the writer commits.
 Another process may append to the same file (``leadstream serve --delivery-process``: ingest in
 one process, delivery in the other). Opened with ``follow_head=True``, the store learns of the
 positions that process commits by polling the committed head (``meta.last_position``) — every
-couple of milliseconds while it moves, backing off to ``FOLLOW_SLOWEST`` when idle.
+couple of milliseconds while it moves, backing off to ``FOLLOW_SLOWEST`` when idle. The two
+writers then take turns at SQLite's one write lock; ``commit_interval`` makes this side's commits
+rarer (and larger), so that its writes (delivery states, attempts) hardly keep ingest waiting.
 """
 
 from __future__ import annotations
@@ -110,9 +112,10 @@ def _connect(path: Path) -> sqlite3.Connection:
 class SqliteStore(Store):
     def __init__(
         self, path: str | Path, *, read_threads: int = 4, checkpoint_bytes: int = CHECKPOINT_EVERY_BYTES,
-        follow_head: bool = False,
+        follow_head: bool = False, commit_interval: float = 0.0,
     ) -> None:  # fmt: skip
         self.path = Path(path)
+        self.commit_interval = commit_interval  # seconds at least between two commits of this writer
         self.follow_head = follow_head  # another process appends: poll the committed head
         self._stop_following = threading.Event()
         self.checkpoint_bytes = checkpoint_bytes
@@ -169,6 +172,8 @@ class SqliteStore(Store):
             job = self._jobs.get()
             if job is None:
                 break
+            if self.commit_interval:  # let more jobs gather: one short turn at the write lock for all
+                time.sleep(self.commit_interval)
             group = [job]
             while len(group) < MAX_GROUP:  # everything that queued up while we were busy
                 try:
