@@ -52,13 +52,14 @@ class Part:
 
     async def start(self) -> Part:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=open(self.log, "ab"),  # noqa: SIM115 (the child owns it)
-            env={**os.environ, **(self.env or {})},
-            start_new_session=True,  # a Ctrl-C in the terminal goes to the harness, which stops the parts
-        )
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                env={**os.environ, **(self.env or {})},
+                start_new_session=True,  # a Ctrl-C in the terminal goes to the harness, which stops the parts
+            )
         self._reader = asyncio.create_task(self._read())
         return self
 
