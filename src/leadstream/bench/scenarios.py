@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -308,7 +308,7 @@ async def _drain_beside_others(bench: Bench, sink: Sink, server: Server, paused:
             "cpu_percent": bench.monitor.cpu_between(resumed / 1e6, done / 1e6)}
 
 
-async def _skippable(figure: Figure, work: Awaitable[None], also: list[Figure] = ()) -> None:  # type: ignore[assignment]
+async def _skippable(figure: Figure, work: Awaitable[None], also: Sequence[Figure] = ()) -> None:
     try:
         await work
     except Skipped as exc:
