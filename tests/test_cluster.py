@@ -26,13 +26,15 @@ FAST = {"pushIntervalMs": 20, "retryIntervalMs": 100, "probeIntervalMs": 100, "t
 
 
 @contextlib.asynccontextmanager
-async def cluster(tmp_path: Path, database_url: str, count: int = 2) -> AsyncIterator[list[ServerProcess]]:
+async def cluster(
+    tmp_path: Path, database_url: str, count: int = 2, *args: str, env: dict[str, str] | None = None,
+) -> AsyncIterator[list[ServerProcess]]:  # fmt: skip
     """``count`` nodes sharing the database and the master key; started one after another."""
-    env = {"LEADSTREAM_MASTER_KEY": new_master_key(), "LEADSTREAM_LEASE_TTL": str(LEASE_TTL)}
+    env = {"LEADSTREAM_MASTER_KEY": new_master_key(), "LEADSTREAM_LEASE_TTL": str(LEASE_TTL), **(env or {})}
     nodes: list[ServerProcess] = []
     try:
         for n in range(count):
-            node = ServerProcess(tmp_path / f"node{n}", "--database-url", database_url,
+            node = ServerProcess(tmp_path / f"node{n}", "--database-url", database_url, *args,
                                  env={**env, "LEADSTREAM_NODE_ID": f"node{n}"})
             nodes.append(await node.start())
         yield nodes
@@ -233,8 +235,9 @@ async def test_retention_drops_partitions_and_counts_what_a_paused_subscription_
             async with store._pool.acquire() as conn:  # type: ignore[union-attr]
                 partitions = await store._partitions(conn)
             assert partitions
-            went = await store.purge(int(time.time() * 1000) + 2 * DAY_MS, engine.on_expire,
-                                     count_after=engine.lowest_cursor())
+            later = int(time.time() * 1000) + 2 * DAY_MS
+            await engine.count_expired(await store.position_before(later))  # the owner counts first
+            went = await store.purge(later, lambda events: None, count_after=await store.last_position())
             assert went == 30
             async with store._pool.acquire() as conn:  # type: ignore[union-attr]
                 assert await store._partitions(conn) == []  # dropped whole, not emptied
@@ -243,6 +246,55 @@ async def test_retention_drops_partitions_and_counts_what_a_paused_subscription_
             assert r.ids() == []
         finally:
             await engine.stop()
+
+
+async def test_every_node_counts_what_expires_for_the_paused_subscriptions_it_delivers(tmp_path, pg_url):
+    import asyncpg
+
+    from leadstream.store.postgres import PostgresStore
+
+    quick = {"LEADSTREAM_PURGE_INTERVAL": "0.3"}  # events go 2 s + grace (2 × 0.3 + 1.5 s) after ingest
+    async with cluster(tmp_path, pg_url, 2, "--retention", "2s", env=quick) as (a, b), \
+            aiohttp.ClientSession() as session, receiver() as r, PostgresStore(pg_url, node_id="probe") as store:
+        filters = [[10], [1], [10], [1], [10, 1], [10]]
+        subs = [await subscribe(session, a, r.url, eventTypes=types) for types in filters]
+        conn = await asyncpg.connect(pg_url)
+        try:
+            async def owners() -> dict[str, str]:
+                rows = await conn.fetch("SELECT sub_id, node_id FROM leases WHERE expires_at > "
+                                        "(extract(epoch from clock_timestamp()) * 1000)::bigint")
+                return {row["sub_id"]: row["node_id"] for row in rows}
+
+            async def split() -> bool:
+                held = await owners()
+                return set(held) == set(subs) and sorted(held.values()) == ["node0"] * 3 + ["node1"] * 3
+
+            await wait_until(split, timeout=10, what="the leases shared by both nodes")
+            node_of = {"node0": a, "node1": b}
+            held = await owners()
+            for sub in subs:
+                assert (await call(session, "POST", f"{a.url}/v1/subscriptions/{sub}/pause"))[0] == 200
+            for sub in subs:  # as its owner sees it: paused there before any event comes
+                await wait_until(lambda: _state_is(session, f"{node_of[held[sub]].url}/v1/subscriptions/{sub}", "paused"),
+                                 what="the owner to pause")
+            body = orjson.dumps([activity(i, type_id=1 if i % 3 == 0 else 10) for i in range(30)])  # 10 of type 1
+            async with session.post(f"{b.url}/v1/streams/activity/events", data=body,
+                                    headers={**HEADERS, "Content-Type": "application/json"}) as answer:
+                assert answer.status == 200
+            last = await store.last_position()
+
+            async def purged() -> bool:
+                return await store.first_position() > last
+
+            await wait_until(purged, timeout=15, what="the events purged")
+            assert await owners() == held  # the counts below are each owner's own
+            expected = {10: 20, 1: 10}
+            for sub, types in zip(subs, filters):
+                _, view = await call(session, "GET", f"{a.url}/v1/subscriptions/{sub}")
+                assert (view["expired"], view["delivered"], view["pending"]) == (sum(expected[t] for t in types), 0, 0)
+            assert r.ids() == []
+        finally:
+            await conn.close()
 
 
 async def test_db_upgrade_creates_the_schema_once(pg_url):

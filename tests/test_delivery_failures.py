@@ -205,7 +205,7 @@ async def test_retention_counts_events_that_expire_undelivered(tmp_path):
         other = await b.subscribe(r.url, eventTypes=[1])
         await b.engine.pause(sub["id"])
         await b.engine.pause(other["id"])
-        retention = Retention(b.store, 0.3, 0.05, on_expire=b.engine.on_expire, lowest_cursor=b.engine.lowest_cursor)
+        retention = Retention(b.store, 0.3, 0.05, count_expired=b.engine.count_expired)
         purging = asyncio.create_task(retention.run())
         try:
             await b.publish("activity", [activity(i) for i in range(15)] + [activity(15, type_id=1)])

@@ -30,7 +30,7 @@ from leadstream.catalog import Catalog
 from leadstream.delivery.engine import DeliveryEngine, EngineOptions
 from leadstream.delivery.signing import KeyRing
 from leadstream.events import Validator
-from leadstream.retention import Retention
+from leadstream.retention import Retention, cluster_grace
 from leadstream.settings import Settings
 from leadstream.store import Store, open_store
 
@@ -81,9 +81,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await services.delivery.start()
     if not settings.delivery_process:  # else the delivery process purges, and counts what expires
-        # Retention counts, per subscription, the events that expire before delivery.
-        services.retention.on_expire = services.delivery.on_expire
-        services.retention.lowest_cursor = services.delivery.lowest_cursor
+        # Retention counts, per subscription, the events that expire before delivery; in a
+        # cluster it deletes them only once every owner has had time to count them.
+        services.retention.count_expired = services.delivery.count_expired
+        if settings.database_url:
+            services.retention.grace = cluster_grace(settings.purge_interval, settings.lease_ttl)
         services.tasks.append(asyncio.create_task(services.retention.run(), name="retention"))
     try:
         yield

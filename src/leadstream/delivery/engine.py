@@ -29,14 +29,14 @@ path: the API process runs its engine with ``deliver=False`` (it holds no subscr
 changes become desired settings and a revision bump), and the delivery process runs one with
 ``follow_changes=True`` (it holds every subscription and follows the revision).
 
-Retention hooks: ``on_expire`` and ``lowest_cursor`` (for ``leadstream.retention.Retention``).
+Retention hook: ``count_expired`` (for ``leadstream.retention.Retention``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +52,7 @@ from leadstream.delivery import state as rules
 from leadstream.delivery.challenge import verify_challenge
 from leadstream.delivery.http import Answer, make_session
 from leadstream.delivery.log import LogTail, read_own
-from leadstream.delivery.sender import Sender, Shared, applied_revision, now_ms, rfc3339
+from leadstream.delivery.sender import READ_PAGE, Sender, Shared, applied_revision, now_ms, rfc3339
 from leadstream.delivery.signing import KeyRing
 from leadstream.delivery.statelog import StateLog
 from leadstream.errors import Conflict, Gone, Invalid, LeadstreamError, NotFound
@@ -584,7 +584,8 @@ class DeliveryEngine:
         if oldest is None and pending:
             # Nothing in hand (paused, or not read yet): look at one page to be exact when the
             # backlog is small, and to find the oldest waiting event.
-            events, upto = await read_own(self.store, sender.key, sender.scanned, 500)
+            after = max(sender.scanned, sender.state.expiredThrough)  # (a cluster keeps expired events a while)
+            events, upto = await read_own(self.store, sender.key, after, 500)
             matching = [e for e in events if sender.matches(e)]
             if upto >= last:
                 pending = sender.held() + len(matching)
@@ -599,30 +600,42 @@ class DeliveryEngine:
                 oldest = sender.oldest_held()
                 yield sender.id, max(0.0, (now - oldest) / 1000) if oldest is not None else 0.0
 
-    # -- retention hooks ----------------------------------------------------------------------------
+    # -- retention --------------------------------------------------------------------------------
 
-    def lowest_cursor(self) -> int:
-        """Events at or below this are in no subscription's future (what purge need not show us)."""
-        live = [s.scanned for s in self.senders.values() if s.state.state != rules.DEPROVISIONED]
-        return min(live, default=self.tail.end)
+    async def count_expired(self, through: int) -> None:
+        """Retention: events at or below ``through`` are past it. Each subscription this node
+        delivers counts, in ``expired``, those it matches and has not received, and will not be
+        sent them; ``expiredThrough`` (saved with its state, so it moves with the lease) says how
+        far it has counted, so nothing is counted twice."""
+        self.tail.forget_through(through)  # no sender is served those from memory any more
+        for sender in list(self.senders.values()):
+            if self._counts(sender) and _received_through(sender.state) < through:
+                async with self._lock(sender.id):
+                    await self._count_expired(sender, through)
 
-    def on_expire(self, events: Iterable[Event]) -> None:
-        """Count, per subscription, the matching events that expire before it has read them."""
-        by_key: dict[tuple[str, str], list[Sender]] = {}
-        for sender in self.senders.values():
-            if sender.state.state != rules.DEPROVISIONED and self._mine(sender.id):  # its owner counts
-                by_key.setdefault(sender.key, []).append(sender)
-        counted: set[Sender] = set()
-        events = list(events)
-        if events:
-            self.tail.forget_through(events[-1].position)
-        for event in events:
-            for sender in by_key.get((event.stream, event.munchkin_id), ()):
-                if event.position > sender.scanned and sender.matches(event):
-                    sender.state.expired += 1
-                    counted.add(sender)
-        for sender in counted:
-            self.shared.spawn(sender.save())
+    def _counts(self, sender: Sender) -> bool:
+        return sender.state.state != rules.DEPROVISIONED and self._mine(sender.id)  # its owner counts
+
+    async def _count_expired(self, sender: Sender, through: int) -> None:
+        counted = False
+        while self._counts(sender) and (after := _received_through(sender.state)) < through:
+            page = await self.store.read(after, READ_PAGE, stream=sender.key[0], munchkin_id=sender.key[1])
+            # No await from here on. The sender may have taken events into a batch during the
+            # read: those are received (they will be delivered), so count above where it is now.
+            after = _received_through(sender.state)
+            upto = min(through, page[-1].position if len(page) == READ_PAGE else through)
+            state = sender.state
+            state.expired += sum(1 for e in page if after < e.position <= upto and sender.matches(e))
+            state.expiredThrough = max(state.expiredThrough, upto)
+            sender.drop_expired()  # read ahead but not sent: counted instead
+            counted = True
+        if counted and self._mine(sender.id):
+            await sender.save()
+
+
+def _received_through(state: rules.DeliveryState) -> int:
+    """Matching events at or below it are delivered, in flight, or counted as expired."""
+    return max(state.expiredThrough, state.cursor, state.inflight.upto if state.inflight else 0)
 
 
 def _nothing(event: Event) -> bool:

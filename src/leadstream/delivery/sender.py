@@ -266,6 +266,8 @@ class Sender:
         """Read matching events after ``scanned`` until a batch is full or nothing more is there."""
         tail = self.shared.tail
         while not self._full():
+            if self.scanned < self.state.expiredThrough:  # past retention, and counted: not sent
+                self.scanned = self.state.expiredThrough
             before = self.scanned
             if tail.covers(before):  # (no await between the check and the take)
                 room = max(1, self.config.batchSize - len(self.buffer))
@@ -273,9 +275,9 @@ class Sender:
             else:
                 events, scanned = await read_own(self.shared.store, self.key, before, READ_PAGE)
                 sizes = body_sizes(self.format, events)
-            matches, taken = self.matches, 0
+            matches, taken, expired = self.matches, 0, self.state.expiredThrough
             for event, size in zip(events, sizes):
-                if matches(event):
+                if event.position > expired and matches(event):  # (it may have risen during the read)
                     self.buffer.append((event, size))
                     self.buffer_bytes += size
                     taken += 1
@@ -477,6 +479,13 @@ class Sender:
         self.shared.spawn(self.shared.store.record_attempt(self.id, _attempt_encoder.encode(doc), self.shared.attempts_kept))
 
     # -- live status --------------------------------------------------------------------------------
+
+    def drop_expired(self) -> None:
+        """Forget what was read ahead but is now past ``expiredThrough`` (counted as expired
+        instead); the batch in flight stays: it is delivered."""
+        expired = self.state.expiredThrough
+        while self.buffer and self.buffer[0][0].position <= expired:
+            self.buffer_bytes -= self.buffer.popleft()[1]
 
     def held(self) -> int:
         return len(self.buffer) + (len(self.batch.events) if self.batch else 0)

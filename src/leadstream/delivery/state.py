@@ -38,6 +38,7 @@ class DeliveryState(msgspec.Struct, omit_defaults=True):
     throttled: int = 0  # throttling answers in a row
     delivered: int = 0
     expired: int = 0
+    expiredThrough: int = 0  # positions at or below it are past retention: counted in ``expired`` or received
     deadLettered: int = 0
     lastSuccessAt: int | None = None  # times: ms since the epoch
     lastAttemptAt: int | None = None

@@ -62,7 +62,7 @@ async def deliver(settings: Settings, stop: asyncio.Event) -> None:
         engine.before_follow = lambda: catalog_routes.restore(engine)  # it has .store and .catalog
         await catalog_routes.restore(engine)
         await engine.start()
-        retention = Retention(store, settings.retention, settings.purge_interval, engine.on_expire, engine.lowest_cursor)
+        retention = Retention(store, settings.retention, settings.purge_interval, engine.count_expired)
         purging = asyncio.create_task(retention.run(), name="retention")
         try:
             await stop.wait()
