@@ -13,7 +13,9 @@ this true even with several writers — see postgres.py).
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from leadstream.events import Event
@@ -26,6 +28,28 @@ class StoredSubscription:
     config: bytes  # JSON document of the subscription's settings
     state: bytes  # JSON document of its delivery state (cursor, counters, …)
     created_at: int  # ms since the epoch
+
+
+class HeadWaiters:
+    """The futures of ``wait_for_events`` callers, woken together when the log head moves."""
+
+    def __init__(self) -> None:
+        self._futures: set[asyncio.Future[None]] = set()
+
+    @contextlib.contextmanager
+    def waiter(self, loop: asyncio.AbstractEventLoop) -> Iterator[asyncio.Future[None]]:
+        future = loop.create_future()
+        self._futures.add(future)
+        try:
+            yield future
+        finally:
+            self._futures.discard(future)
+
+    def wake(self) -> None:
+        for future in self._futures:
+            if not future.done():
+                future.set_result(None)
+        self._futures.clear()
 
 
 class Store(abc.ABC):

@@ -49,7 +49,7 @@ import msgspec
 from leadstream.errors import Conflict, Invalid, Unavailable
 from leadstream.events import Event
 from leadstream.logs import log
-from leadstream.store.base import Store, StoredSubscription
+from leadstream.store.base import HeadWaiters, Store, StoredSubscription
 
 T = TypeVar("T")
 
@@ -211,7 +211,7 @@ class PostgresStore(Store):
         self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
         self._appends: asyncio.Queue[_Append | None] = asyncio.Queue()
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._waiters = HeadWaiters()
         self._days: set[int] = set()  # ingest days known to have a partition
         self._known_last = 0  # the highest committed position this node has heard of
         self._down: BaseException | None = None
@@ -272,7 +272,7 @@ class PostgresStore(Store):
             await asyncio.wait_for(pool.close(), 10)
         except CONNECTION_ERRORS:
             pool.terminate()
-        self._wake()
+        self._waiters.wake()
 
     async def healthy(self) -> bool:
         if self._closed or self._down is not None:
@@ -415,13 +415,7 @@ class PostgresStore(Store):
         """A commit is visible up to ``position`` (ours, or another node's by NOTIFY)."""
         if position > self._known_last:
             self._known_last = position
-            self._wake()
-
-    def _wake(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
+            self._waiters.wake()
 
     # -- the event log: reads ---------------------------------------------------------------------------
     async def read(
@@ -472,18 +466,13 @@ class PostgresStore(Store):
         waits out the timeout and returns the last position it knew."""
         deadline = self._loop.time() + timeout
         while True:
-            waiter = self._loop.create_future()  # registered before the check: no lost wake-up
-            self._waiters.add(waiter)
-            try:
+            with self._waiters.waiter(self._loop) as waiter:  # registered before the check: no lost wake-up
                 try:
                     last = await self.last_position()
                 except Unavailable:
                     last = self._known_last
-                    if last > after:
-                        return last
-                else:
-                    if last > after:
-                        return last
+                if last > after:
+                    return last
                 remaining = deadline - self._loop.time()
                 if remaining <= 0 or self._closed:
                     return last
@@ -491,8 +480,6 @@ class PostgresStore(Store):
                     await asyncio.wait_for(waiter, min(remaining, self._poll_interval))
                 except TimeoutError:
                     pass
-            finally:
-                self._waiters.discard(waiter)
 
     async def _listen_loop(self) -> None:
         """Keep one connection LISTENing; reconnect with backoff when it drops."""
@@ -509,7 +496,7 @@ class PostgresStore(Store):
                 conn.add_termination_listener(lambda _conn: lost.set())
                 await conn.add_listener(self._channel, self._on_notify)
                 delay = 0.05
-                self._wake()  # events may have come while we were not listening
+                self._waiters.wake()  # events may have come while we were not listening
                 while not lost.is_set():
                     try:
                         await asyncio.wait_for(lost.wait(), 30)

@@ -34,7 +34,7 @@ from msgspec.structs import astuple
 
 from leadstream.errors import Conflict, Unavailable
 from leadstream.events import Event
-from leadstream.store.base import Store, StoredSubscription
+from leadstream.store.base import HeadWaiters, Store, StoredSubscription
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -124,7 +124,7 @@ class SqliteStore(Store):
         self._local = threading.local()
         self._last = 0  # the writer thread's: highest position handed out
         self._visible = 0  # the event loop's: highest position committed
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._waiters = HeadWaiters()
         self.stats = _WriterStats()
         self._closed = True
 
@@ -159,9 +159,7 @@ class SqliteStore(Store):
         self._jobs.put(None)
         await asyncio.to_thread(self._writer.join)
         self._readers.shutdown(wait=True)
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._waiters.wake()
 
     # -- the writer thread --------------------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -312,10 +310,7 @@ class SqliteStore(Store):
         """Called in the event loop once a commit is on disk: readers may now go up to it."""
         if position > self._visible:
             self._visible = position
-            for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._waiters.clear()
+            self._waiters.wake()
 
     async def read(
         self, after: int, limit: int, *, stream: str | None = None, munchkin_id: str | None = None
@@ -362,14 +357,11 @@ class SqliteStore(Store):
 
     async def wait_for_events(self, after: int, timeout: float) -> int:
         if self._visible <= after and timeout > 0:
-            waiter = self._loop.create_future()
-            self._waiters.add(waiter)
-            try:
-                await asyncio.wait_for(waiter, timeout)
-            except TimeoutError:
-                pass
-            finally:
-                self._waiters.discard(waiter)
+            with self._waiters.waiter(self._loop) as waiter:
+                try:
+                    await asyncio.wait_for(waiter, timeout)
+                except TimeoutError:
+                    pass
         return self._visible
 
     # -- retention ----------------------------------------------------------------------------------
