@@ -81,8 +81,9 @@ def received_identity(line: dict[str, Any]) -> tuple[bool, str]:
 
 
 def demo_subscriptions(fail_for: float) -> list[DemoSubscription]:
-    # Intervals shrunk so that a whole retry → pause → probe → recover cycle fits in the run.
-    fast = {"munchkinId": TENANT, "batchSize": 200, "pushIntervalMs": 250, "retryIntervalMs": 500,
+    # Intervals shrunk so that a whole retry → pause → probe → recover cycle fits in the run, each
+    # state lasting long enough (≥ 1 s) for the live view, which polls every 0.5 s, to show it.
+    fast = {"munchkinId": TENANT, "batchSize": 200, "pushIntervalMs": 250, "retryIntervalMs": 1000,
             "retryAttempts": 2, "probeIntervalMs": 1500, "timeoutMs": 5000}
     tenant_activity = lambda stream, r: stream == "activity" and r["munchkinId"] == TENANT  # noqa: E731
     return [
