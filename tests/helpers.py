@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import uvicorn
 
 from leadstream.api import create_app
@@ -72,6 +74,16 @@ async def running_server(**overrides: Any) -> AsyncIterator[Server]:
     finally:
         server.should_exit = True
         await task
+
+
+def require_node() -> str:
+    """The node binary, for checking signatures as Adobe's Node library does (CI must have it)."""
+    node = shutil.which("node")
+    if node is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("node is required under CI to check signatures as Adobe's Node library does")
+        pytest.skip("node is not on PATH: cannot run tests/node/verify.js")
+    return node
 
 
 def free_port() -> int:

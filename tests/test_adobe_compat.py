@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from helpers import MUNCHKIN, Server, activity, publish, wait_until
+from helpers import MUNCHKIN, Server, activity, publish, require_node, wait_until
 from leadstream.delivery.signing import KeyRing
 
 VERIFY_JS = Path(__file__).parent / "node" / "verify.js"
@@ -142,15 +140,6 @@ def tampered(body: bytes) -> bytes:
 
 
 # -- RSA signatures --------------------------------------------------------------------------------
-
-
-def require_node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("node is required under CI to check signatures as Adobe's Node library does")
-        pytest.skip("node is not on PATH: cannot run tests/node/verify.js")
-    return node
 
 
 async def node_verify(node: str, delivery: Delivery, body: bytes, case_file: Path, base_url: str) -> tuple[int, str]:

@@ -10,7 +10,7 @@ import sys
 import orjson
 import pytest
 
-from helpers import ADMIN_KEY, MUNCHKIN, activity
+from helpers import ADMIN_KEY, MUNCHKIN, activity, wait_until
 from leadstream.receiver import ReceiverConfig, start_receiver
 
 
@@ -79,10 +79,7 @@ async def test_subscription_lifecycle(server, tmp_path):
         records = tmp_path / "r.json"
         records.write_bytes(orjson.dumps([activity(i) for i in range(5)]))
         assert (await cli(server, "publish", str(records)))[0] == 0
-        deadline = asyncio.get_running_loop().time() + 10
-        while receiver.receiver.stats["received"] < 5:
-            assert asyncio.get_running_loop().time() < deadline, "events not delivered"
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: receiver.receiver.stats["received"] >= 5, what="the 5 events delivered")
 
         code, out, _ = await cli(server, "subscriptions", "attempts", sub_id, "--json")
         attempts = json.loads(out)

@@ -5,12 +5,11 @@ duplicates are the events of the one batch that was in flight, sent again under 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, defaultdict
 
 import aiohttp
 
 from helpers import ServerProcess, activity, wait_until
-from test_delivery_support import Received, event_id, events_of, receiver
+from test_delivery_support import Received, assert_only_the_batch_in_flight_came_twice, receiver
 
 TOTAL = 20_000
 
@@ -50,16 +49,7 @@ async def test_sigkill_while_delivering_loses_nothing_and_resends_only_the_batch
         first_seen = list(dict.fromkeys(ids))
         assert first_seen == [f"guid-{i}" for i in range(TOTAL)]  # in order
 
-        by_batch: dict[str, list[str]] = defaultdict(list)
-        for request in r.delivered:
-            by_batch[request.headers["x-leadstream-delivery"]].append(tuple(event_id(e) for e in events_of(request.json())))
-        resent = {batch: sends for batch, sends in by_batch.items() if len(sends) > 1}
-        duplicates = {event for event, n in Counter(ids).items() if n > 1}
-        assert len(resent) <= 1  # at most the batch in flight
-        if duplicates:
-            [(batch, sends)] = resent.items()
-            assert all(s == sends[0] for s in sends)  # the same events under the same batch id
-            assert duplicates == set(sends[0])  # and nothing else came twice
+        assert_only_the_batch_in_flight_came_twice(r)
         assert received_before_kill < len(r.requests)
         assert view["pending"] == 0 and view["state"] == "active"
     finally:

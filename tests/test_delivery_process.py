@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import orjson
 import psutil
 
 from helpers import ADMIN_KEY, ServerProcess, activity, wait_until
-from test_delivery_support import Received, event_id, events_of, receiver
+from test_delivery_support import Received, assert_only_the_batch_in_flight_came_twice, receiver
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -151,16 +150,7 @@ async def test_sigkill_of_the_server_takes_the_delivery_process_along_and_a_rest
 
         ids = r.ids()
         assert list(dict.fromkeys(ids)) == guids(range(TOTAL))  # everything, in order
-        by_batch: dict[str, list[tuple[str, ...]]] = defaultdict(list)
-        for request in r.delivered:
-            by_batch[request.headers["x-leadstream-delivery"]].append(tuple(event_id(e) for e in events_of(request.json())))
-        resent = {batch: sends for batch, sends in by_batch.items() if len(sends) > 1}
-        duplicates = {event for event, n in Counter(ids).items() if n > 1}
-        assert len(resent) <= 1  # at most the batch in flight
-        if duplicates:
-            [(batch, sends)] = resent.items()
-            assert all(s == sends[0] for s in sends)  # the same events under the same batch id
-            assert duplicates == set(sends[0])  # and nothing else came twice
+        assert_only_the_batch_in_flight_came_twice(r)
         assert received_before_kill < len(r.requests)
         assert view["state"] == "active"
     finally:

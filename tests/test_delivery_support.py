@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import inspect
 import time
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,22 @@ def event_id(event: dict[str, Any]) -> str:
     if "event" in event:  # adobe_io
         return event["event"]["id"]
     return event.get("marketoGUID") or event["id"]
+
+
+def assert_only_the_batch_in_flight_came_twice(r: Receiver) -> None:
+    """At-least-once after a crash: at most one batch was sent again, under its own id, with the
+    same events, and nothing else arrived twice."""
+    ids = r.ids()
+    by_batch: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+    for request in r.delivered:
+        by_batch[request.headers["x-leadstream-delivery"]].append(tuple(event_id(e) for e in events_of(request.json())))
+    resent = {batch: sends for batch, sends in by_batch.items() if len(sends) > 1}
+    duplicates = {event for event, n in Counter(ids).items() if n > 1}
+    assert len(resent) <= 1  # at most the batch in flight
+    if duplicates:
+        [(_, sends)] = resent.items()
+        assert all(s == sends[0] for s in sends)  # the same events under the same batch id
+        assert duplicates == set(sends[0])  # and nothing else came twice
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 import os
-import shutil
 import socket
 import stat
 from pathlib import Path
@@ -23,6 +22,7 @@ from fastapi.responses import JSONResponse
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from helpers import require_node
 from leadstream.api import keys
 from leadstream.delivery.signing import (
     KEEP_RETIRED,
@@ -190,15 +190,6 @@ def test_rotation_keeps_a_bounded_number_of_retired_keys(tmp_path):
 
 
 # -- Node.js, as Adobe's verifier library checks --------------------------------------------------
-
-
-def require_node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("node is required under CI to check signatures as Adobe's Node library does")
-        pytest.skip("node is not on PATH: cannot run tests/node/verify.js")
-    return node
 
 
 async def run_node(node: str, case: dict, case_file: Path, base_url: str) -> tuple[int, str]:

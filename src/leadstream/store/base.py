@@ -30,11 +30,18 @@ class StoredSubscription:
     created_at: int  # ms since the epoch
 
 
-class HeadWaiters:
-    """The futures of ``wait_for_events`` callers, woken together when the log head moves."""
+class LogHead:
+    """The highest committed position a backend knows of, and the ``wait_for_events`` callers
+    waiting for it to move: ``advance`` wakes them all together."""
 
-    def __init__(self) -> None:
+    def __init__(self, position: int = 0) -> None:
+        self.position = position
         self._futures: set[asyncio.Future[None]] = set()
+
+    def advance(self, position: int) -> None:
+        if position > self.position:
+            self.position = position
+            self.wake()
 
     @contextlib.contextmanager
     def waiter(self, loop: asyncio.AbstractEventLoop) -> Iterator[asyncio.Future[None]]:

@@ -49,7 +49,7 @@ import msgspec
 from leadstream.errors import Conflict, Invalid, Unavailable
 from leadstream.events import Event
 from leadstream.logs import log
-from leadstream.store.base import HeadWaiters, Store, StoredSubscription
+from leadstream.store.base import LogHead, Store, StoredSubscription
 
 T = TypeVar("T")
 
@@ -211,9 +211,8 @@ class PostgresStore(Store):
         self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
         self._appends: asyncio.Queue[_Append | None] = asyncio.Queue()
-        self._waiters = HeadWaiters()
+        self._head = LogHead()  # the highest committed position this node has heard of, and its waiters
         self._days: set[int] = set()  # ingest days known to have a partition
-        self._known_last = 0  # the highest committed position this node has heard of
         self._down: BaseException | None = None
         self._probe: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -239,7 +238,7 @@ class PostgresStore(Store):
                 await _migrate(conn)
                 self._lock_space = await conn.fetchval("SELECT hashtext(current_schema())")
                 self._channel = f"leadstream_events_{await conn.fetchval('SELECT current_schema()')}"[:63]
-                self._known_last = await conn.fetchval("SELECT last_position FROM log_head")
+                self._head.position = await conn.fetchval("SELECT last_position FROM log_head")
             self._closed = False
             await self._ensure_partitions()
         except BaseException as exc:
@@ -272,7 +271,7 @@ class PostgresStore(Store):
             await asyncio.wait_for(pool.close(), 10)
         except CONNECTION_ERRORS:
             pool.terminate()
-        self._waiters.wake()
+        self._head.wake()
 
     async def healthy(self) -> bool:
         if self._closed or self._down is not None:
@@ -368,7 +367,7 @@ class PostgresStore(Store):
         duplicates, assigned, last = outcome
         for event, position, at in assigned:
             event.position, event.ingested_at = position, at
-        self._publish(last)
+        self._head.advance(last)
         for job, dups in zip(group, duplicates):
             _settle(job.future, dups, None)
 
@@ -411,12 +410,6 @@ class PostgresStore(Store):
         self._days.add(day)
         return duplicates, assigned, position
 
-    def _publish(self, position: int) -> None:
-        """A commit is visible up to ``position`` (ours, or another node's by NOTIFY)."""
-        if position > self._known_last:
-            self._known_last = position
-            self._waiters.wake()
-
     # -- the event log: reads ---------------------------------------------------------------------------
     async def read(
         self, after: int, limit: int, *, stream: str | None = None, munchkin_id: str | None = None
@@ -435,7 +428,7 @@ class PostgresStore(Store):
 
     async def last_position(self) -> int:
         position = await self._run(lambda conn: conn.fetchval("SELECT last_position FROM log_head"))
-        self._publish(position)
+        self._head.advance(position)
         return position
 
     async def first_position(self) -> int:
@@ -466,11 +459,11 @@ class PostgresStore(Store):
         waits out the timeout and returns the last position it knew."""
         deadline = self._loop.time() + timeout
         while True:
-            with self._waiters.waiter(self._loop) as waiter:  # registered before the check: no lost wake-up
+            with self._head.waiter(self._loop) as waiter:  # registered before the check: no lost wake-up
                 try:
                     last = await self.last_position()
                 except Unavailable:
-                    last = self._known_last
+                    last = self._head.position
                 if last > after:
                     return last
                 remaining = deadline - self._loop.time()
@@ -496,7 +489,7 @@ class PostgresStore(Store):
                 conn.add_termination_listener(lambda _conn: lost.set())
                 await conn.add_listener(self._channel, self._on_notify)
                 delay = 0.05
-                self._waiters.wake()  # events may have come while we were not listening
+                self._head.wake()  # events may have come while we were not listening
                 while not lost.is_set():
                     try:
                         await asyncio.wait_for(lost.wait(), 30)
@@ -508,7 +501,7 @@ class PostgresStore(Store):
                 conn.terminate()
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._publish(int(payload))
+        self._head.advance(int(payload))
 
     # -- partitions and retention ------------------------------------------------------------------
     async def _ensure_partitions(self) -> None:

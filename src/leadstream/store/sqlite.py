@@ -34,7 +34,7 @@ from msgspec.structs import astuple
 
 from leadstream.errors import Conflict, Unavailable
 from leadstream.events import Event
-from leadstream.store.base import HeadWaiters, Store, StoredSubscription
+from leadstream.store.base import LogHead, Store, StoredSubscription
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -123,8 +123,7 @@ class SqliteStore(Store):
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._local = threading.local()
         self._last = 0  # the writer thread's: highest position handed out
-        self._visible = 0  # the event loop's: highest position committed
-        self._waiters = HeadWaiters()
+        self._head = LogHead()  # the event loop's: highest position committed, and its waiters
         self.stats = _WriterStats()
         self._closed = True
 
@@ -138,7 +137,7 @@ class SqliteStore(Store):
         conn.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
         row = conn.execute("SELECT value FROM meta WHERE name='last_position'").fetchone()
         top = conn.execute("SELECT max(position) FROM events").fetchone()[0] or 0
-        self._last = self._visible = max(int(row[0]) if row else 0, top)
+        self._last = self._head.position = max(int(row[0]) if row else 0, top)
         self._writer_conn = conn
         self._writer = threading.Thread(target=self._write_loop, name="leadstream-sqlite-writer", daemon=True)
         self._writer.start()
@@ -159,7 +158,7 @@ class SqliteStore(Store):
         self._jobs.put(None)
         await asyncio.to_thread(self._writer.join)
         self._readers.shutdown(wait=True)
-        self._waiters.wake()
+        self._head.wake()
 
     # -- the writer thread --------------------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -242,7 +241,7 @@ class SqliteStore(Store):
     def _follow_loop(self) -> None:
         conn = _connect(self.path)
         conn.execute("PRAGMA query_only=1")
-        seen, pause = self._visible, FOLLOW_FASTEST
+        seen, pause = self._head.position, FOLLOW_FASTEST
         while not self._stop_following.wait(pause):
             try:  # fetchall: the read transaction ends here (an open one would hold checkpoints back)
                 rows = conn.execute("SELECT value FROM meta WHERE name='last_position'").fetchall()
@@ -251,7 +250,7 @@ class SqliteStore(Store):
             head = int(rows[0][0]) if rows else 0
             if head > seen:
                 seen, pause = head, FOLLOW_FASTEST
-                self._loop.call_soon_threadsafe(self._publish, head)
+                self._loop.call_soon_threadsafe(self._head.advance, head)
             else:
                 pause = min(pause * 1.5, FOLLOW_SLOWEST)
         conn.close()
@@ -303,14 +302,8 @@ class SqliteStore(Store):
 
         written = sum(len(e.data) for e in events)
         duplicates, position = await self._write(run, durable=True, written=written)
-        self._publish(position)
+        self._head.advance(position)  # the commit is on disk: readers may now go up to it
         return duplicates
-
-    def _publish(self, position: int) -> None:
-        """Called in the event loop once a commit is on disk: readers may now go up to it."""
-        if position > self._visible:
-            self._visible = position
-            self._waiters.wake()
 
     async def read(
         self, after: int, limit: int, *, stream: str | None = None, munchkin_id: str | None = None
@@ -327,7 +320,7 @@ class SqliteStore(Store):
         return [Event(*row) for row in rows]
 
     async def last_position(self) -> int:
-        return self._visible
+        return self._head.position
 
     async def first_position(self) -> int:
         rows = await self._query("SELECT min(position) FROM events")
@@ -356,13 +349,13 @@ class SqliteStore(Store):
         return answer
 
     async def wait_for_events(self, after: int, timeout: float) -> int:
-        if self._visible <= after and timeout > 0:
-            with self._waiters.waiter(self._loop) as waiter:
+        if self._head.position <= after and timeout > 0:
+            with self._head.waiter(self._loop) as waiter:
                 try:
                     await asyncio.wait_for(waiter, timeout)
                 except TimeoutError:
                     pass
-        return self._visible
+        return self._head.position
 
     # -- retention ----------------------------------------------------------------------------------
     async def _expired_upto(self, before_ms: int, limit: int) -> int | None:
