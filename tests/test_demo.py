@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 
 def test_demo_runs_and_loses_nothing():
@@ -18,3 +20,24 @@ def test_demo_runs_and_loses_nothing():
     # the failing receiver's subscription went through the whole cycle and caught up
     assert "states seen: active → retrying → paused → active" in out
     assert out.count("✔") == 4 and "✘" not in out
+
+
+def test_ctrl_c_stops_publishing_drains_and_runs_the_same_check(tmp_path):
+    env = {**os.environ, "COLUMNS": "120", "TMPDIR": str(tmp_path)}
+    env.pop("LEADSTREAM_ADMIN_KEY", None)
+    demo = subprocess.Popen([sys.executable, "-m", "leadstream.cli", "demo", "--duration", "120", "--rate", "150"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.stat().st_size for p in tmp_path.glob("leadstream-demo-*/crm-sync.ndjson")):
+            assert time.monotonic() < deadline and demo.poll() is None, "the demo never started delivering"
+            time.sleep(0.1)
+        demo.send_signal(signal.SIGINT)  # as Ctrl-C does
+        out, _ = demo.communicate(timeout=90)
+    finally:
+        demo.kill()
+    out = " ".join(out.split())
+    assert demo.returncode == 0, out[-3000:]
+    assert "interrupted: stopped publishing, drained, checking" in out
+    assert "every published event reached each matching subscription, in order, none lost" in out
+    assert not list(tmp_path.glob("leadstream-demo-*"))  # and cleaned up after itself
