@@ -6,12 +6,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,25 +15,16 @@ import aiohttp
 import pytest
 import uvicorn
 
+from leadstream import testing
 from leadstream.api import create_app
 from leadstream.settings import Settings
+from leadstream.testing import free_port, wait_until
+
+__all__ = ["ADMIN_KEY", "MUNCHKIN", "Server", "ServerProcess", "activity", "free_port", "publish", "require_node",
+           "running_server", "wait_until"]
 
 ADMIN_KEY = "test-admin-key"
 MUNCHKIN = "123-ABC-456"
-
-
-async def wait_until(condition: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
-    """Poll ``condition`` until it is truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 @dataclass
@@ -49,7 +35,7 @@ class Server:
 
     @property
     def services(self) -> Any:
-        return self.app.state.services
+        return self.app.state.runtime
 
     @property
     def headers(self) -> dict[str, str]:
@@ -86,54 +72,11 @@ def require_node() -> str:
     return node
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class ServerProcess(testing.ServerProcess):
+    """`leadstream serve` as a subprocess, with the tests' operator key (``ADMIN_KEY``)."""
 
-
-class ServerProcess:
-    """`leadstream serve` as a subprocess, as a user runs it."""
-
-    def __init__(self, data_dir: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.args = args
-        self.env = {**os.environ, "LEADSTREAM_ADMIN_KEY": ADMIN_KEY, **(env or {})}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / f"server-{self.port}.log"
-
-    async def start(self) -> ServerProcess:
-        cmd = [sys.executable, "-m", "leadstream.cli", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
-               "--allow-private-endpoints", *self.args]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-
-        async def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                async with aiohttp.ClientSession() as s, s.get(self.url + "/healthz") as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await wait_until(up, timeout=20, what="leadstream serve to answer /healthz")
-        return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    def __init__(self, data_dir: Path, *args: str, key: str = ADMIN_KEY, **options: Any) -> None:
+        super().__init__(data_dir, *args, key=key, **options)
 
 
 def activity(i: int, *, type_id: int = 10, munchkin: str = MUNCHKIN, **extra: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from helpers import MUNCHKIN, Server, activity, publish, require_node, wait_until
-from leadstream.delivery.signing import KeyRing
+from leadstream.security.signing import KeyRing
 
 VERIFY_JS = Path(__file__).parent / "node" / "verify.js"
 FAST = {"pushIntervalMs": 20, "retryIntervalMs": 20, "probeIntervalMs": 20, "timeoutMs": 5000}

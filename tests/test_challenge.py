@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from helpers import MUNCHKIN, Server, free_port
-from leadstream.delivery.challenge import challenge_url, verify_challenge
+from leadstream.subscriptions.challenge import challenge_url, verify_challenge
 from leadstream.errors import Invalid
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse] | web.StreamResponse]

@@ -16,8 +16,8 @@ import aiohttp
 import orjson
 
 from helpers import ADMIN_KEY, MUNCHKIN, ServerProcess, activity, wait_until
-from leadstream.secretbox import new_master_key
-from test_delivery_support import Receiver, events_of, event_id, receiver
+from leadstream.security.secretbox import new_master_key
+from test_delivery_support import Receiver, bench, events_of, event_id, receiver
 from test_store_contract import Proxy
 
 LEASE_TTL = 1.5  # seconds: failover and lapse happen within it
@@ -221,39 +221,30 @@ async def _healthy(session: aiohttp.ClientSession, node: ServerProcess) -> bool:
         return h.status == 200
 
 
-async def test_retention_drops_partitions_and_counts_what_a_paused_subscription_missed(pg_url):
-    from leadstream.catalog import Catalog
-    from leadstream.delivery.engine import DeliveryEngine, EngineOptions
-    from leadstream.events import Validator
-    from leadstream.store.postgres import DAY_MS, PostgresStore
+async def test_retention_drops_partitions_and_counts_what_a_paused_subscription_missed(pg_url, tmp_path):
+    from leadstream.store.postgres import DAY_MS
 
-    catalog = Catalog()
-    validator = Validator(catalog)
-    async with PostgresStore(pg_url, node_id="a") as store, receiver() as r:
-        engine = DeliveryEngine(store, catalog, EngineOptions(node_id="a", allow_private_endpoints=True, lease_ttl=2))
-        await engine.start()
-        try:
-            document = {"name": "p", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": r.url,
-                        "eventTypes": [10], "startAt": "earliest", **FAST}
-            sub = (await engine.create(document))["id"]
-            await engine.pause(sub)
-            await wait_until(lambda: engine._mine(sub), what="the engine to take the lease")  # its owner counts
-            events = [activity(i, type_id=10 if i % 3 else 1) for i in range(30)]  # 20 of them match
-            await store.append([validator.event("activity", orjson.dumps(e)) for e in events])
-            async with store._pool.acquire() as conn:  # type: ignore[union-attr]
-                partitions = await store._partitions(conn)
-            assert partitions
-            later = int(time.time() * 1000) + 2 * DAY_MS
-            await engine.count_expired(await store.position_before(later))  # the owner counts first
-            went = await store.purge(later, lambda events: None, count_after=await store.last_position())
-            assert went == 30
-            async with store._pool.acquire() as conn:  # type: ignore[union-attr]
-                assert await store._partitions(conn) == []  # dropped whole, not emptied
-            view = await engine.view(sub)
-            assert view["expired"] == 20 and view["pending"] == 0
-            assert r.ids() == []
-        finally:
-            await engine.stop()
+    async with bench(tmp_path, database_url=pg_url, node_id="a", lease_ttl=2) as node, receiver() as r:
+        store = node.store
+        document = {"name": "p", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": r.url,
+                    "eventTypes": [10], "startAt": "earliest", **FAST}
+        sub = (await node.subscriptions.create(document))["id"]
+        await node.subscriptions.pause(sub)
+        await wait_until(lambda: node.engine.leases.mine(sub), what="the engine to take the lease")  # its owner counts
+        events = [activity(i, type_id=10 if i % 3 else 1) for i in range(30)]  # 20 of them match
+        await node.publish("activity", events)
+        async with store._pool.acquire() as conn:  # type: ignore[attr-defined]
+            partitions = await store._partitions(conn)  # type: ignore[attr-defined]
+        assert partitions
+        later = int(time.time() * 1000) + 2 * DAY_MS
+        await node.engine.count_expired(await store.position_before(later))  # the owner counts first
+        went = await store.purge(later)
+        assert went == 30
+        async with store._pool.acquire() as conn:  # type: ignore[attr-defined]
+            assert await store._partitions(conn) == []  # dropped whole, not emptied  # type: ignore[attr-defined]
+        view = await node.subscriptions.view(sub)
+        assert view["expired"] == 20 and view["pending"] == 0
+        assert r.ids() == []
 
 
 async def test_every_node_counts_what_expires_for_the_paused_subscriptions_it_delivers(tmp_path, pg_url):
@@ -311,16 +302,18 @@ async def test_db_upgrade_creates_the_schema_once(pg_url):
 
     import asyncpg
 
+    from leadstream.store.postgres import SCHEMA_VERSION
+
     for _ in range(2):  # idempotent
         done = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "leadstream.cli", "db", "upgrade", "--database-url", pg_url],
             capture_output=True, text=True, timeout=30,
         )
         assert done.returncode == 0, done.stderr
-        assert "database schema at version 1" in done.stdout
+        assert f"database schema at version {SCHEMA_VERSION}" in done.stdout
     conn = await asyncpg.connect(pg_url)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM schema_version") == 1
+        assert await conn.fetchval("SELECT count(*) FROM schema_version") == SCHEMA_VERSION
         assert await conn.fetchval("SELECT count(*) FROM log_head") == 1
     finally:
         await conn.close()

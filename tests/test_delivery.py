@@ -14,6 +14,7 @@ import pytest
 
 import leadstream
 from helpers import MUNCHKIN, activity, wait_until
+from leadstream.security.secretbox import new_master_key
 from test_delivery_support import bench, receiver, wait_ids
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "cloudevents-1.0.schema.json").read_text())
@@ -144,10 +145,10 @@ async def test_single_delivery_with_rsa_and_hmac_signatures_and_a_subscriber_fil
     from cryptography.hazmat.primitives.asymmetric import padding
     from standardwebhooks import Webhook
 
-    from leadstream.delivery.signing import KeyRing
+    from leadstream.security.signing import KeyRing
 
     keyring = KeyRing(tmp_path / "keys")
-    async with bench(tmp_path, keyring=keyring) as b, receiver() as r:
+    async with bench(tmp_path) as b, receiver() as r:  # the service signs with the ring in tmp_path/keys
         sub = await b.subscribe(
             r.url, format="cloudevents", delivery="single", signing={"hmac": True},
             filter={"data": {"primaryAttributeValue": [{"prefix": "Welcome"}]}},
@@ -171,33 +172,21 @@ async def test_single_delivery_with_rsa_and_hmac_signatures_and_a_subscriber_fil
                            padding.PKCS1v15(), hashes.SHA256())
 
 
-async def test_two_nodes_on_postgresql_share_the_subscriptions_and_take_over_a_stopped_one(pg_url):
-    from leadstream.catalog import Catalog
-    from leadstream.delivery.engine import DeliveryEngine, EngineOptions
-    from leadstream.events import Validator
-    from leadstream.store.postgres import PostgresStore
-
-    catalog = Catalog()
-    validator = Validator(catalog)
-    options = {"allow_private_endpoints": True, "lease_ttl": 0.6}
-    async with PostgresStore(pg_url, node_id="a") as store_a, PostgresStore(pg_url, node_id="b") as store_b:
-        node_a = DeliveryEngine(store_a, catalog, EngineOptions(node_id="a", **options))
-        node_b = DeliveryEngine(store_b, catalog, EngineOptions(node_id="b", **options))
-        await node_a.start()
-        await node_b.start()
+async def test_two_nodes_on_postgresql_share_the_subscriptions_and_take_over_a_stopped_one(pg_url, tmp_path):
+    overrides = {"database_url": pg_url, "lease_ttl": 0.6, "master_key": new_master_key()}
+    async with bench(tmp_path / "a", node_id="a", **overrides) as a, bench(tmp_path / "b", node_id="b", **overrides) as b:
         async with contextlib.AsyncExitStack() as stack:
             receivers = [await stack.enter_async_context(receiver()) for _ in range(4)]
             for r in receivers:
-                await node_a.create({"name": "n", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": r.url,
-                                     "pushIntervalMs": 20, "startAt": "earliest"})
-            await store_a.append([validator.event("activity", orjson.dumps(activity(i))) for i in range(50)])
+                await a.subscriptions.create({"name": "n", "munchkinId": MUNCHKIN, "stream": "activity",
+                                              "endpoint": r.url, "pushIntervalMs": 20, "startAt": "earliest"})
+            await a.publish("activity", [activity(i) for i in range(50)])
             for r in receivers:
                 await wait_ids(r, list(range(50)))
-            assert 0 < sum(s.running for s in node_a.senders.values()) < 4  # shared between the nodes
-            await node_a.stop()  # node a leaves; its leases run out and node b takes them over
-            await store_b.append([validator.event("activity", orjson.dumps(activity(i))) for i in range(50, 80)])
+            assert 0 < sum(s.running for s in a.engine.senders.values()) < 4  # shared between the nodes
+            await a.stack.aclose()  # node a leaves; its leases run out and node b takes them over
+            await b.publish("activity", [activity(i) for i in range(50, 80)])
             for r in receivers:
                 await wait_ids(r, list(range(80)))
                 assert r.ids() == [f"guid-{i}" for i in range(80)]  # once each, in order
-            assert sum(s.running for s in node_b.senders.values()) == 4
-        await node_b.stop()
+            assert sum(s.running for s in b.engine.senders.values()) == 4

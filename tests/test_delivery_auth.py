@@ -112,7 +112,7 @@ async def test_oauth2_401_renews_the_token_and_resends_without_a_failure(tmp_pat
         assert idp.forms[0] == {"grant_type": "client_credentials"}
         view = await b.status(sub["id"])
         assert (view["state"], view["consecutiveFailures"], view["lastError"]) == ("active", 0, None)
-        attempts = (await b.engine.attempts(sub["id"], 10)).decode()
+        attempts = (await b.subscriptions.attempts(sub["id"], 10)).decode()
         assert '"outcome":"renewed_token"' in attempts
 
 
@@ -136,4 +136,4 @@ async def test_an_endpoint_that_echoes_the_token_does_not_get_it_into_errors(tmp
         await b.publish("activity", [activity(0)])
         view = await b.wait_status(sub["id"], "a failed attempt", state="retrying")
         assert view["lastError"] == "HTTP 500 bad request with Bearer ***"
-        assert "tok-1" not in (await b.engine.attempts(sub["id"], 10)).decode()
+        assert "tok-1" not in (await b.subscriptions.attempts(sub["id"], 10)).decode()

@@ -79,14 +79,14 @@ async def test_a_100kB_body_limit_splits_batches_and_a_lone_oversize_event_is_de
 
         view = await b.wait_status(sub["id"], "the dead letter counted", deadLettered=1, pending=0)
         assert view["state"] == "active" and view["consecutiveFailures"] == 0  # 413 is not a failure
-        dead = await b.engine.dead_letters(sub["id"], 10)
+        dead = await b.subscriptions.dead_letters(sub["id"], 10)
         assert [d["id"] for d in dead] == ["guid-1000"] and "413" in dead[0]["reason"]
-        attempts = (await b.engine.attempts(sub["id"], 1000)).decode()
+        attempts = (await b.subscriptions.attempts(sub["id"], 1000)).decode()
         assert '"outcome":"dead_lettered"' in attempts and '"outcome":"too_large"' in attempts
 
         # replayable: point the subscription at an endpoint that takes it, and replay from before it
-        await b.engine.patch(sub["id"], {"endpoint": large.url})
-        await b.engine.replay(sub["id"], dead[0]["position"] - 1)
+        await b.subscriptions.patch(sub["id"], {"endpoint": large.url})
+        await b.subscriptions.replay(sub["id"], dead[0]["position"] - 1)
         await wait_ids(large, ["guid-1000"] + expected[-10:])
         assert large.ids() == ["guid-1000"] + expected[-10:]
 
@@ -172,7 +172,7 @@ async def test_manual_pause_sends_nothing_resume_catches_up_delete_stops_for_goo
         await b.publish("activity", [activity(i) for i in range(10)])
         await wait_ids(r, list(range(10)))
 
-        view = await b.engine.pause(sub["id"])
+        view = await b.subscriptions.pause(sub["id"])
         assert (view["state"], view["pausedReason"]) == ("paused", "manual")
         await b.publish("activity", [activity(i) for i in range(10, 30)])
         view = await b.wait_status(sub["id"], "pending while paused", pending=20)
@@ -180,12 +180,12 @@ async def test_manual_pause_sends_nothing_resume_catches_up_delete_stops_for_goo
         await asyncio.sleep(0.2)  # ten push intervals: nothing may go out
         assert len(r.ids()) == 10
 
-        view = await b.engine.resume(sub["id"])
+        view = await b.subscriptions.resume(sub["id"])
         assert view["state"] == "active"
         await wait_ids(r, list(range(30)))
         assert r.ids() == [f"guid-{i}" for i in range(30)]
 
-        view = await b.engine.delete(sub["id"])
+        view = await b.subscriptions.delete(sub["id"])
         assert view["state"] == "deprovisioned" and view["pending"] == 0
         await b.publish("activity", [activity(i) for i in range(30, 40)])
         await asyncio.sleep(0.2)
@@ -203,8 +203,8 @@ async def test_retention_counts_events_that_expire_undelivered(tmp_path):
     async with bench(tmp_path) as b, receiver() as r:
         sub = await b.subscribe(r.url, eventTypes=[10])
         other = await b.subscribe(r.url, eventTypes=[1])
-        await b.engine.pause(sub["id"])
-        await b.engine.pause(other["id"])
+        await b.subscriptions.pause(sub["id"])
+        await b.subscriptions.pause(other["id"])
         retention = Retention(b.store, 0.3, 0.05, count_expired=b.engine.count_expired)
         purging = asyncio.create_task(retention.run())
         try:
@@ -212,7 +212,7 @@ async def test_retention_counts_events_that_expire_undelivered(tmp_path):
             view = await b.wait_status(sub["id"], "expired events counted", expired=15, timeout=5)
             assert view["delivered"] == 0 and view["pending"] == 0
             assert (await b.status(other["id"]))["expired"] == 1  # only what it matched
-            await b.engine.resume(sub["id"])
+            await b.subscriptions.resume(sub["id"])
             await b.publish("activity", [activity(i) for i in range(100, 105)])
             await wait_ids(r, list(range(5)))
             assert r.ids() == [f"guid-{i}" for i in range(100, 105)]
@@ -232,7 +232,7 @@ async def test_a_patch_while_retrying_keeps_the_batch_and_its_id(tmp_path):
         sub = await b.subscribe(r.url, retryIntervalMs=60_000, format="cloudevents")
         await b.publish("activity", [activity(i) for i in range(5)])
         await b.wait_status(sub["id"], "retrying", state="retrying")
-        view = await b.engine.patch(sub["id"], {"endpoint": other.url, "retryIntervalMs": 20})
+        view = await b.subscriptions.patch(sub["id"], {"endpoint": other.url, "retryIntervalMs": 20})
         assert view["endpoint"] == other.url and view["state"] == "retrying"
         await wait_ids(other, list(range(5)))
         assert other.requests[0].headers["x-leadstream-delivery"] == r.requests[0].headers["x-leadstream-delivery"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from leadstream.delivery import state as rules
-from leadstream.delivery.state import DeliveryState, InFlight, Timing
+from leadstream.subscriptions import state as rules
+from leadstream.subscriptions.state import DeliveryState, InFlight, Timing
 
 T = Timing(retry_attempts=3, retry_interval=180_000, probe_interval=600_000, push_interval=2_000)
 
@@ -81,18 +81,19 @@ async def test_the_state_log_keeps_the_newest_state_and_hands_it_to_the_store(tm
             await store.create_subscription(StoredSubscription(sub_id, "123-ABC-456", b"{}", b"{}", 0))
         states = StateLog(tmp_path)
         states.open()
-        states.write("a", rules.encode(DeliveryState(cursor=1)))
-        states.write("a", rules.encode(DeliveryState(cursor=2)))
-        states.write("b", rules.encode(DeliveryState(cursor=7)))
+        states.write("a", rules.encode(DeliveryState(cursor=1)), 10)
+        states.write("a", rules.encode(DeliveryState(cursor=2)), 11)
+        states.write("b", rules.encode(DeliveryState(cursor=7)), 0)
         # a crash now: a new run finds the files, the newest line of each subscription wins
         (tmp_path / "delivery-state.1.log").open("ab").write(b'{"id":"a","state":{"cursor":')  # torn
         found = StateLog(tmp_path).recover()
-        assert {k: rules.decode(v).cursor for k, v in found.items()} == {"a": 2, "b": 7}
+        assert {k: (rules.decode(v).cursor, applied) for k, (v, applied) in found.items()} == {"a": (2, 11), "b": (7, 0)}
 
         await states.checkpoint(store)
-        assert rules.decode((await store.get_subscription("a")).state).cursor == 2
+        saved = await store.get_subscription("a")
+        assert saved is not None and (rules.decode(saved.state).cursor, saved.applied) == (2, 11)
         assert [p.name for p in tmp_path.glob("delivery-state.*")] == ["delivery-state.2.log"]
-        states.write("b", rules.encode(DeliveryState(cursor=8)))
+        states.write("b", rules.encode(DeliveryState(cursor=8)), 0)
         await states.close(store)
         assert rules.decode((await store.get_subscription("b")).state).cursor == 8
         assert list(tmp_path.glob("delivery-state.*")) == []

@@ -1,4 +1,4 @@
-"""What the delivery tests share: a recording subscriber endpoint on loopback, an engine on a real
+"""What the delivery tests share: a recording subscriber endpoint on loopback, the service on a real
 SQLite file, and a way to publish records straight into the log. (No tests in here.)"""
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from helpers import MUNCHKIN, wait_until
-from leadstream.catalog import Catalog
-from leadstream.delivery.engine import DeliveryEngine, EngineOptions
-from leadstream.events import Event, Validator
-from leadstream.store.sqlite import SqliteStore
+from helpers import ADMIN_KEY, MUNCHKIN, wait_until
+from leadstream.delivery.engine import DeliveryEngine
+from leadstream.events import Event
+from leadstream.runtime import Role, Runtime, running
+from leadstream.settings import Settings
+from leadstream.store import Store
+from leadstream.subscriptions.service import Subscriptions
 
 FAST = {"pushIntervalMs": 20, "retryIntervalMs": 50, "probeIntervalMs": 100, "timeoutMs": 2000}
 
@@ -139,15 +141,28 @@ async def receiver(**kwargs: Any) -> AsyncIterator[Receiver]:
 
 @dataclass
 class Bench:
-    """A store on a real SQLite file and an engine delivering from it, in this event loop."""
+    """The service (``leadstream.runtime``, node role) on a real SQLite file in ``path``, in this
+    event loop, without the HTTP API in front."""
 
-    store: SqliteStore
-    catalog: Catalog
-    engine: DeliveryEngine
-    validator: Validator
+    settings: Settings
+    runtime: Runtime
+    stack: contextlib.AsyncExitStack
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    @property
+    def engine(self) -> DeliveryEngine:
+        assert self.runtime.delivery is not None
+        return self.runtime.delivery
+
+    @property
+    def subscriptions(self) -> Subscriptions:
+        return self.runtime.subscriptions
 
     async def publish(self, stream: str, records: list[dict[str, Any]]) -> list[Event]:
-        events = [self.validator.event(stream, orjson.dumps(r)) for r in records]
+        events = [self.runtime.validator.event(stream, orjson.dumps(r)) for r in records]
         duplicates = await self.store.append(events)
         assert not duplicates
         return events
@@ -155,10 +170,10 @@ class Bench:
     async def subscribe(self, endpoint: str, **settings: Any) -> dict[str, Any]:
         document = {"name": "test", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": endpoint, **FAST}
         document.update(settings)
-        return await self.engine.create(document)
+        return await self.subscriptions.create(document)
 
     async def status(self, sub_id: str) -> dict[str, Any]:
-        return await self.engine.view(sub_id)
+        return await self.subscriptions.view(sub_id)
 
     async def wait_status(self, sub_id: str, what: str, timeout: float = 10.0, **expected: Any) -> dict[str, Any]:
         async def matches() -> dict[str, Any] | None:
@@ -167,27 +182,27 @@ class Bench:
 
         return await wait_until(matches, timeout=timeout, what=what)
 
-    async def restart(self, **options: Any) -> None:
-        await self.engine.stop()
-        options = {"allow_private_endpoints": True, "state_log": self.store.path.parent, **options}
-        self.engine = DeliveryEngine(self.store, self.catalog, EngineOptions(**options))
-        await self.engine.start()
+    async def restart(self) -> None:
+        """Stop the service (every sender saves where it is) and start it again on the same files."""
+        await self.stack.aclose()
+        self.stack = contextlib.AsyncExitStack()
+        self.runtime = await self.stack.enter_async_context(running(self.settings, Role.NODE))
+
+
+def node_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings of a test node: private endpoints allowed, the test admin key."""
+    return Settings(**{"data_dir": data_dir, "admin_key": ADMIN_KEY, "allow_private_endpoints": True, **overrides})
 
 
 @contextlib.asynccontextmanager
-async def bench(path: Path, keyring: Any = None, **options: Any) -> AsyncIterator[Bench]:
-    store = SqliteStore(path / "leadstream.db")
-    await store.open()
-    catalog = Catalog()
-    options = {"allow_private_endpoints": True, "state_log": path, **options}
-    engine = DeliveryEngine(store, catalog, EngineOptions(**options), keyring=keyring)
-    await engine.start()
-    b = Bench(store, catalog, engine, Validator(catalog))
+async def bench(path: Path, **overrides: Any) -> AsyncIterator[Bench]:
+    settings = node_settings(path, **overrides)
+    stack = contextlib.AsyncExitStack()
+    b = Bench(settings, await stack.enter_async_context(running(settings, Role.NODE)), stack)
     try:
         yield b
     finally:
-        await b.engine.stop()
-        await store.close()
+        await b.stack.aclose()
 
 
 async def wait_ids(r: Receiver, expected: list[str], timeout: float = 10.0) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from datetime import datetime, timezone
@@ -16,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from standardwebhooks import Webhook
 
+from helpers import wait_until
 from leadstream.receiver import RECEIVER, ReceiverConfig, make_receiver_app, start_receiver
 
 
@@ -38,15 +38,6 @@ async def receive(out: Path):
     yield start
     for client in clients:
         await client.close()
-
-
-async def wait_for(condition, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
-    return result
 
 
 def lines(path: Path) -> list[dict]:
@@ -120,7 +111,7 @@ async def test_bearer_token_is_required(receive, out):
     assert "s3cret" not in await wrong.text()
     stats = await (await client.get("/stats")).json()
     assert stats["rejected"] == 2 and stats["received"] == 1 and stats["requests"] == 3
-    assert [e["id"] for e in await wait_for(lambda: lines(out))] == ["guid-1"]
+    assert [e["id"] for e in await wait_until(lambda: lines(out))] == ["guid-1"]
 
 
 # -- formats and de-duplication -------------------------------------------------------------------
@@ -133,7 +124,7 @@ async def test_same_batch_twice_is_written_once(receive, out):
     second = await (await client.post("/", data=body)).json()
     assert first == {"received": 3, "duplicates": 0}
     assert second == {"received": 0, "duplicates": 3}
-    written = await wait_for(lambda: lines(out) if len(lines(out)) == 3 else None)
+    written = await wait_until(lambda: lines(out) if len(lines(out)) == 3 else None)
     assert written == [cloudevent(n) for n in range(3)]
     stats = client.server.app[RECEIVER].stats
     assert (stats["received"], stats["duplicates"]) == (3, 3)
@@ -143,7 +134,7 @@ async def test_cloudevents_single_object_and_array(receive, out):
     client = await receive()
     assert (await client.post("/", data=orjson.dumps(cloudevent(1)))).status == 200
     assert (await client.post("/", data=orjson.dumps([cloudevent(2), cloudevent(1)]))).status == 200
-    assert await wait_for(lambda: lines(out) if len(lines(out)) == 2 else None) == [cloudevent(1), cloudevent(2)]
+    assert await wait_until(lambda: lines(out) if len(lines(out)) == 2 else None) == [cloudevent(1), cloudevent(2)]
 
 
 async def test_adobe_io_single_object_and_array(receive, out):
@@ -151,7 +142,7 @@ async def test_adobe_io_single_object_and_array(receive, out):
     await client.post("/", data=orjson.dumps([adobe_io(1), adobe_io(2)]))
     await client.post("/", data=orjson.dumps(adobe_io(2)))
     await client.post("/", data=orjson.dumps(adobe_io(3)))
-    written = await wait_for(lambda: lines(out) if len(lines(out)) == 3 else None)
+    written = await wait_until(lambda: lines(out) if len(lines(out)) == 3 else None)
     assert written == [adobe_io(1), adobe_io(2), adobe_io(3)]
 
 
@@ -165,7 +156,7 @@ async def test_legacy_activities_and_custom_objects(receive, out):
     assert await first.json() == {"received": 3, "duplicates": 0}
     # g2 and the first car change were seen; the car's later change is a new event
     assert await second.json() == {"received": 2, "duplicates": 2}
-    written = await wait_for(lambda: lines(out) if len(lines(out)) == 5 else None)
+    written = await wait_until(lambda: lines(out) if len(lines(out)) == 5 else None)
     assert [e["marketoGUID"] for e in written] == ["g1", "g2", "car-1", "g3", "car-1"]
     assert written[2] == car and written[4] == car_later
 
@@ -175,7 +166,7 @@ async def test_pretty_printed_events_become_one_line_each(receive, out):
     body = orjson.dumps([cloudevent(1), cloudevent(2)], option=orjson.OPT_INDENT_2)
     assert b"\n" in body
     assert (await client.post("/", data=body)).status == 200
-    await wait_for(lambda: len(lines(out)) == 2)
+    await wait_until(lambda: len(lines(out)) == 2)
     assert out.read_bytes().count(b"\n") == 2
 
 
@@ -199,7 +190,7 @@ async def test_seen_set_is_bounded(receive, out):
     client = await receive(dedupe_window=2)
     for n in (1, 2, 3, 1):  # 1 fell out of a window of two ids, so it is new again
         await client.post("/", data=orjson.dumps(cloudevent(n)))
-    written = await wait_for(lambda: lines(out) if len(lines(out)) == 4 else None)
+    written = await wait_until(lambda: lines(out) if len(lines(out)) == 4 else None)
     assert [e["id"] for e in written] == ["guid-1", "guid-2", "guid-3", "guid-1"]
 
 
@@ -216,14 +207,14 @@ async def test_fail_for_answers_status_then_recovers(receive, out):
         statuses.append((await client.post("/", data=body)).status)
         return statuses[-1]
 
-    deadline = time.monotonic() + 5
-    while await post() != 200:
-        assert time.monotonic() < deadline, "the receiver never recovered"
-        await asyncio.sleep(0.02)
+    async def recovered() -> bool:
+        return await post() == 200
+
+    await wait_until(recovered, 5, what="the receiver to recover")
     assert set(statuses) <= {503, 200}
     stats = client.server.app[RECEIVER].stats
     assert stats["failed"] >= 1 and stats["received"] == 1
-    assert len(await wait_for(lambda: lines(out))) == 1
+    assert len(await wait_until(lambda: lines(out))) == 1
 
 
 async def test_fail_for_with_another_status(receive):
@@ -285,7 +276,7 @@ async def test_hmac_signature_is_verified(receive, out):
     assert (await client.post("/", data=body, headers=other_secret)).status == 401
     assert (await client.post("/", data=body)).status == 401
     assert (await client.post("/", data=body, headers=dict(headers, **{"webhook-signature": "garbage"}))).status == 401
-    assert [e["id"] for e in await wait_for(lambda: lines(out))] == ["guid-1"]
+    assert [e["id"] for e in await wait_until(lambda: lines(out))] == ["guid-1"]
 
 
 @pytest.fixture(scope="module")
@@ -370,7 +361,7 @@ async def test_bodies_made_by_formats_are_received_once_each(receive, out, fmt):
     if fmt != "legacy":
         single = event_body(fmt, events[5], subscription_id="sub-1")
         assert await (await client.post("/", data=single)).json() == {"received": 0, "duplicates": 1}
-    written = await wait_for(lambda: lines(out) if len(lines(out)) == len(events) else None)
+    written = await wait_until(lambda: lines(out) if len(lines(out)) == len(events) else None)
     ids = {"legacy": lambda e: e["marketoGUID"], "cloudevents": lambda e: e["id"], "adobe_io": lambda e: e["event_id"]}[fmt]
     if fmt == "legacy":  # a legacy body lists a batch's activities, then its custom objects
         expected = [e.id for batch in batches for e in sorted(batch, key=lambda e: e.etype.startswith("co:"))]

@@ -22,7 +22,7 @@ from standardwebhooks import Webhook
 from helpers import MUNCHKIN, Server
 from leadstream import formats, samples
 from leadstream.catalog import Catalog
-from leadstream.delivery.signing import new_hmac_secret
+from leadstream.security.signing import new_hmac_secret
 from leadstream.errors import Invalid
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "cloudevents-1.0.schema.json").read_text())

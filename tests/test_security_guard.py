@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from leadstream.delivery.guard import BlockedAddress, GuardPolicy, guarded_connector, read_capped, refusal
+from leadstream.security.guard import BlockedAddress, GuardPolicy, guarded_connector, read_capped, refusal
 
 REFUSED = {
     # IPv4

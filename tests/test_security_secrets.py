@@ -7,11 +7,10 @@ import stat
 
 import orjson
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from leadstream.keys_cli import register
-from leadstream.secretbox import KEY_FILE, PREFIX, SecretBox, SecretBoxError, load_secretbox, new_master_key, rotate_master
+from leadstream.cli.keys import keys
+from leadstream.security.secretbox import KEY_FILE, PREFIX, SecretBox, SecretBoxError, load_secretbox, new_master_key, rotate_master
 from leadstream.store import StoredSubscription, open_store
 
 SUBSCRIPTION = {
@@ -117,8 +116,6 @@ def test_keys_rotate_master_command_rewrites_the_key_file_and_the_store(tmp_path
     before = load_secretbox(tmp_path)
     asyncio.run(_store_with_one_subscription(tmp_path, before, close=True))
 
-    keys = typer.Typer()
-    register(keys)
     result = CliRunner().invoke(keys, ["rotate-master", "--data-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     after = load_secretbox(tmp_path)
@@ -137,7 +134,5 @@ def test_keys_rotate_master_command_rewrites_the_key_file_and_the_store(tmp_path
 
 def test_rotate_master_refuses_to_guess_when_the_key_is_in_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("LEADSTREAM_MASTER_KEY", new_master_key())
-    keys = typer.Typer()
-    register(keys)
     result = CliRunner().invoke(keys, ["rotate-master", "--data-dir", str(tmp_path)])
     assert result.exit_code == 1 and "--new-key" in result.output

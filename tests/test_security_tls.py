@@ -6,10 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
-import os
 import ssl
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from helpers import ADMIN_KEY, free_port, wait_until
-from leadstream.delivery.tls import TlsOptions, client_context
+from helpers import ADMIN_KEY, ServerProcess, wait_until
+from leadstream.security.tls import TlsOptions, client_context
 from leadstream.errors import Invalid
 from leadstream.settings import Settings
 
@@ -108,26 +105,11 @@ def write(directory: Path, issued: Issued, name: str) -> tuple[Path, Path]:
 async def test_serve_over_https_with_a_self_signed_certificate(tmp_path):
     issued = self_signed()
     cert, key = write(tmp_path, issued, "server")
-    port = free_port()
-    https = f"https://127.0.0.1:{port}"
     trusting = ssl.create_default_context(cadata=issued.cert)
-    log = tmp_path / "server.log"
-    command = [sys.executable, "-m", "leadstream.cli", "serve", "--data-dir", str(tmp_path / "data"), "--port", str(port),
-               "--tls-cert", str(cert), "--tls-key", str(key)]
-    process = subprocess.Popen(command, env={**os.environ, "LEADSTREAM_ADMIN_KEY": ADMIN_KEY},
-                               stdout=log.open("ab"), stderr=subprocess.STDOUT)
-
-    async def up() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            async with aiohttp.ClientSession() as s, s.get(f"{https}/healthz", ssl=trusting) as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
-
+    server = ServerProcess(tmp_path / "data", "--tls-cert", str(cert), "--tls-key", str(key), ssl_context=trusting)
+    https, port = server.url, server.port
     try:
-        await wait_until(up, timeout=20, what="leadstream serve to answer over HTTPS")
+        await server.start()
         async with aiohttp.ClientSession() as s:
             async with s.get(f"{https}/v1/catalog/audit", ssl=trusting, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as r:
                 assert r.status == 200
@@ -139,8 +121,7 @@ async def test_serve_over_https_with_a_self_signed_certificate(tmp_path):
                 async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
                     await r.read()
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 def test_the_certificate_and_its_key_go_together(tmp_path):

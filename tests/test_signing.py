@@ -22,9 +22,9 @@ from fastapi.responses import JSONResponse
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from helpers import require_node
+from helpers import require_node, running_server
 from leadstream.api import keys
-from leadstream.delivery.signing import (
+from leadstream.security.signing import (
     KEEP_RETIRED,
     RING_FILE,
     KeyRing,
@@ -54,27 +54,9 @@ def tampered(body: bytes) -> bytes:
 
 @pytest.fixture
 async def key_server(tmp_path):
-    """The real router on a real HTTP server on 127.0.0.1, as the lead's app will mount it."""
-    keyring = KeyRing(tmp_path / "keys")
-    app = FastAPI()
-    app.state.keyring = keyring
-    app.include_router(keys.router)
-    app.add_exception_handler(
-        LeadstreamError, lambda request, exc: JSONResponse({"detail": exc.detail}, status_code=exc.status)
-    )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    deadline = asyncio.get_running_loop().time() + 10
-    while not server.started:
-        assert asyncio.get_running_loop().time() < deadline, "uvicorn did not start"
-        await asyncio.sleep(0.01)
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    async with aiohttp.ClientSession(base_url) as http:
-        yield keyring, http, base_url
-    server.should_exit = True
-    await task
+    """The real app on a real HTTP server on 127.0.0.1, and the key ring it signs with."""
+    async with running_server(data_dir=tmp_path / "data") as server, aiohttp.ClientSession(server.url) as http:
+        yield server.services.keyring, http, server.url
 
 
 async def fetch_pem(http: aiohttp.ClientSession, path: str) -> bytes:

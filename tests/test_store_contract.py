@@ -9,6 +9,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,6 +19,7 @@ import pytest
 from leadstream.errors import Invalid, Unavailable
 from leadstream.events import Event
 from leadstream.store import Store, StoredSubscription, open_store
+from leadstream.store.base import Control
 from leadstream.store.postgres import DAY_MS, SCHEMA_VERSION, PostgresStore, partition_ddl, partition_name, upgrade
 
 TENANT, OTHER_TENANT = "123-ABC-456", "987-XYZ-654"
@@ -164,7 +166,7 @@ async def test_wait_for_events_wakes_on_append_and_times_out_otherwise(store: St
 # -- retention ----------------------------------------------------------------------------------
 
 
-async def test_purge_reports_only_events_above_count_after(store: Store) -> None:
+async def test_purge_deletes_what_was_ingested_before_the_cutoff(store: Store) -> None:
     old = make_events(10)
     await store.append(old)
     await until(lambda: now_ms() > old[-1].ingested_at, what="the clock to move on")
@@ -172,16 +174,13 @@ async def test_purge_reports_only_events_above_count_after(store: Store) -> None
     young = make_events(4)
     await store.append(young)
 
-    expired: list[Event] = []
-    deleted = await store.purge(cutoff, expired.extend, count_after=old[3].position, chunk=3)
+    deleted = await store.purge(cutoff, chunk=3)
     assert deleted == 10
-    assert [e.eventid for e in expired] == [e.eventid for e in old[4:]]
     assert [e.eventid for e in await read_all(store)] == [e.eventid for e in young]
     assert await store.first_position() == young[0].position
-    # Nothing left to purge; a purge with every cursor past the log reports nothing.
-    assert await store.purge(cutoff, expired.extend, count_after=0) == 0
-    assert await store.purge(now_ms() + 1, expired.extend, count_after=young[-1].position) == 4
-    assert len(expired) == 6
+    # Nothing left to purge before the cutoff; a later cutoff takes the rest.
+    assert await store.purge(cutoff) == 0
+    assert await store.purge(now_ms() + 1) == 4
     assert await store.first_position() == await store.last_position() + 1
 
 
@@ -190,7 +189,6 @@ async def test_ingest_goes_on_during_purge(store: Store) -> None:
     await store.append(old)
     await until(lambda: now_ms() > old[-1].ingested_at, what="the clock to move on")
     cutoff = now_ms()
-    expired: list[Event] = []
 
     async def ingest() -> list[Event]:
         landed = []
@@ -200,8 +198,8 @@ async def test_ingest_goes_on_during_purge(store: Store) -> None:
             landed += batch
         return landed
 
-    deleted, landed = await asyncio.gather(store.purge(cutoff, expired.extend, count_after=0, chunk=7), ingest())
-    assert deleted == 300 and len(expired) == 300
+    deleted, landed = await asyncio.gather(store.purge(cutoff, chunk=7), ingest())
+    assert deleted == 300
     assert {e.eventid for e in await read_all(store)} == {e.eventid for e in landed}
     # An expired key may come back once it has left the log.
     assert await store.append([make_event(guid=old[0].id)]) == []
@@ -220,10 +218,14 @@ async def test_subscriptions_crud_and_state(store: Store) -> None:
     assert [s.id for s in await store.list_subscriptions(TENANT)] == ["s1", "s2"]
     assert await store.list_subscriptions("000-AAA-000") == []
 
-    await store.update_config("s2", b'{"name":"renamed"}')
-    await store.save_state("s2", b'{"cursor":42}')
+    asked = Control(rev=5, pause=5)
+    assert await store.update_control("s2", asked, expected_rev=0, config=b'{"name":"renamed"}')
+    assert not await store.update_control("s2", Control(rev=6, resume=6), expected_rev=0)  # another writer came first
+    await store.save_state("s2", b'{"cursor":42}', applied=5)
     changed = await store.get_subscription("s2")
     assert changed is not None and (changed.config, changed.state) == (b'{"name":"renamed"}', b'{"cursor":42}')
+    assert (changed.control, changed.applied) == (asked, 5)
+    assert await store.subscriptions_revision() == 5
     assert await store.get_subscription("s1") == sub("s1", created_at=10)
 
     with pytest.raises(Exception):
@@ -281,7 +283,7 @@ async def test_reopen_keeps_everything_and_positions_keep_rising(store_url: str)
         first = make_events(4)
         await store.append(first)
         await store.create_subscription(sub("s1"))
-        await store.save_state("s1", b'{"cursor":3}')
+        await store.save_state("s1", b'{"cursor":3}', applied=0)
         await store.record_attempt("s1", b'{"status":200}')
         await store.dead_letter("s1", first[1], "413")
         await store.put_setting("k", b"v")
@@ -298,7 +300,7 @@ async def test_reopen_keeps_everything_and_positions_keep_rising(store_url: str)
         second = make_events(2)
         await store.append(second)
         assert second[0].position > first[-1].position
-        assert await store.purge(now_ms() + 1, lambda events: None, count_after=second[-1].position) == 6
+        assert await store.purge(now_ms() + 1) == 6
         assert await read_all(store) == []
 
     async with open_store(store_url) as store:  # everything purged: positions still never reused
@@ -457,10 +459,8 @@ async def test_purge_drops_whole_partitions(pg_url: str) -> None:
             await store.append(fresh)
             assert [e.position for e in fresh] == [11, 12, 13]
 
-            expired: list[Event] = []
-            deleted = await store.purge(now_ms() - DAY_MS - 1, expired.extend, count_after=4)
+            deleted = await store.purge(now_ms() - DAY_MS - 1)
             assert deleted == 6
-            assert [e.position for e in expired] == [5, 6]
             assert await conn.fetchval("SELECT to_regclass($1)", partition_name(today - 3)) is None
             # Yesterday's events are older than a day too, but their partition's day is not over:
             # they stay until it is (retention granularity: one day).
@@ -562,3 +562,65 @@ async def test_unreachable_database_is_unavailable_on_open() -> None:
     with pytest.raises(Unavailable):
         await store.open()
     assert not await store.healthy()
+
+
+# -- upgrading what version 1 wrote ------------------------------------------------------------------
+
+V1_CONFIG = b'{"name":"old","_control":{"rev":7,"ops":{"pause":5,"resume":7},"replayTo":0}}'
+V1_STATE = b'{"cursor":3,"applied":5}'
+V1_SETTINGS = {
+    "apikey.k1": b'{"id":"k1","munchkinIds":["123-ABC-456"],"scopes":["read"],"hash":"00","createdAt":1}',
+    "apikey.k1.used": b"99",
+    "apikeys.index": b'["k1"]',
+    "audit.head": b"2",
+    "audit.page.0": b'[{"seq":0,"time":"t","actor":"operator","action":"key.create","target":"k1"},'
+                    b'{"seq":1,"time":"t","actor":"operator","action":"key.revoke","target":"k1"}]',
+    "catalog.tenants": b'{"123-ABC-456":[{"id":100001,"name":"A"},{"id":100001,"name":"B"}]}',
+    "subscriptions.revision": b"x",
+}
+
+
+async def _check_upgraded(store: Store) -> None:
+    sub = await store.get_subscription("s1")
+    assert sub is not None
+    assert orjson.loads(sub.config) == {"name": "old"} and orjson.loads(sub.state) == {"cursor": 3}
+    assert (sub.control, sub.applied) == (Control(rev=7, pause=5, resume=7), 5)
+    assert [(orjson.loads(raw)["id"], used) for raw, used in await store.api_keys()] == [("k1", 99)]
+    assert [(seq, orjson.loads(raw)["action"]) for seq, raw in await store.audit_entries(None, 10)] == [
+        (1, "key.revoke"), (0, "key.create")]
+    catalog = await store.settings("catalog.activity.")
+    assert {name: orjson.loads(value) for name, value in catalog.items()} == {
+        "catalog.activity.123-ABC-456.100001": {"id": 100001, "name": "B"}}  # the later load of a type wins
+    assert await store.get_setting("apikeys.index") is None and await store.get_setting("subscriptions.revision") is None
+    assert await store.append_audit(b'{"time":"t","actor":"a","action":"x","target":"y"}', keep=10) == 2
+
+
+async def test_a_version_1_embedded_store_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    from leadstream.store.sqlite import MIGRATIONS
+
+    conn = sqlite3.connect(tmp_path / "leadstream.db")
+    conn.executescript(MIGRATIONS[0])  # what version 1 made (it recorded no user_version)
+    conn.execute("INSERT INTO subscriptions VALUES ('s1', '123-ABC-456', ?, ?, 1)", (V1_CONFIG, V1_STATE))
+    conn.executemany("INSERT INTO meta VALUES (?, ?)", [(f"setting:{k}", v) for k, v in V1_SETTINGS.items()])
+    conn.commit()
+    conn.close()
+    async with open_store(tmp_path) as store:
+        await _check_upgraded(store)
+
+
+async def test_a_version_1_database_is_upgraded(pg_url: str) -> None:
+    from leadstream.store.postgres import MIGRATIONS
+
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        await conn.execute(MIGRATIONS[0])
+        await conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        await conn.execute("INSERT INTO subscriptions VALUES ('s1', '123-ABC-456', $1, $2, 1)", V1_CONFIG, V1_STATE)
+        await conn.executemany("INSERT INTO settings VALUES ($1, $2)", list(V1_SETTINGS.items()))
+    finally:
+        await conn.close()
+    async with open_store(pg_url) as store:
+        await _check_upgraded(store)

@@ -9,7 +9,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-DEFAULT_URL = "http://127.0.0.1:8470"
+from leadstream.settings import Settings
+
+_DEFAULTS = Settings.model_construct()  # the defaults alone: no environment read, nothing checked
+DEFAULT_URL = f"http://{_DEFAULTS.host}:{_DEFAULTS.port}"  # where `leadstream serve` listens by default
+LOCAL_KEY_FILE = _DEFAULTS.data_dir / "admin.key"  # where it keeps the operator key it generated
 
 
 class ApiError(Exception):
@@ -21,13 +25,13 @@ class ApiError(Exception):
         self.body = body
 
 
-def default_key(data_dir: Path = Path("leadstream-data")) -> str | None:
-    """LEADSTREAM_ADMIN_KEY, else the key a local `leadstream serve` generated."""
-    key = os.environ.get("LEADSTREAM_ADMIN_KEY")
+def operator_key(given: str | None = None, key_file: Path = LOCAL_KEY_FILE) -> str | None:
+    """The key to call the API with: ``given`` (``--key``), else LEADSTREAM_ADMIN_KEY, else the key a
+    local `leadstream serve` generated in its default data directory; None when there is none."""
+    key = given or os.environ.get("LEADSTREAM_ADMIN_KEY")
     if key:
         return key
-    path = data_dir / "admin.key"
-    return path.read_text().strip() if path.exists() else None
+    return key_file.read_text().strip() if key_file.exists() else None
 
 
 class Client:
@@ -54,12 +58,14 @@ class Client:
         try:
             async with self._session.request(method, self.url + path, data=data, headers=headers) as response:
                 raw = await response.read()
-                body = orjson.loads(raw) if raw and "json" in (response.content_type or "") else raw.decode(errors="replace")
+                is_json = raw and "json" in (response.content_type or "")
+                body = orjson.loads(raw) if is_json else raw.decode(errors="replace")
                 if response.status >= 300 and response.status not in ok:
                     detail = body.get("detail") if isinstance(body, dict) else None
                     if detail is None and isinstance(body, dict) and "rejected" in body:
                         detail = f"every record was rejected ({len(body['rejected'])})"
-                    raise ApiError(f"{response.status} {response.reason}: {detail or body or 'no details'}", response.status, body)
+                    message = f"{response.status} {response.reason}: {detail or body or 'no details'}"
+                    raise ApiError(message, response.status, body)
                 return body
         except aiohttp.ClientConnectionError as exc:
             raise ApiError(f"cannot reach leadstream at {self.url}: {exc}") from None

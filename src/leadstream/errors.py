@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+import msgspec
+
 
 class LeadstreamError(Exception):
     """An error a client can act on: carries the HTTP status and a sentence that names the problem."""
@@ -53,3 +58,41 @@ class Unavailable(LeadstreamError):
 
 class CatalogError(Invalid):
     """A catalog document (Get Activity Types response, custom type) that cannot be loaded."""
+
+
+# -- msgspec's validation messages, said with the field and the value ------------------------------
+
+_FIELD_MISSING_OR_UNKNOWN = re.compile(r"Object (missing required|contains unknown) field `([^`]+)`(?: - at `\$\.?([^`]*)`)?")
+
+
+def describe_invalid(exc: msgspec.ValidationError, document: Any) -> tuple[str, str]:
+    """msgspec's "Expected `int` >= 1 - at `$.batchSize`" → ("batchSize", "batchSize: expected `int` >= 1, got 0").
+
+    ``document`` is what was decoded (a dict, a list…), for quoting the bad value. The field is
+    "" when msgspec names none.
+    """
+    message = str(exc)
+    found = _FIELD_MISSING_OR_UNKNOWN.match(message)
+    if found:
+        field = ".".join(part for part in (found.group(3), found.group(2)) if part)
+        what = "required field is missing" if found.group(1) == "missing required" else "unknown field"
+        return field, f"{field}: {what}"
+    if " - at `$" in message:
+        text, path = message.rsplit(" - at `", 1)
+        field = path.rstrip("`").removeprefix("$").removeprefix(".")
+        expected = text.split(", got ")[0]
+        expected = expected[0].lower() + expected[1:]
+        if expected.startswith("invalid"):  # msgspec quoted the value already
+            return field, f"{field}: {expected}"
+        return field, f"{field}: {expected}, got {value_at(document, field)!r}"
+    return "", message[0].lower() + message[1:]
+
+
+def value_at(document: Any, path: str) -> Any:
+    """The value at ``attributes[0].name`` in ``document`` (None where there is none)."""
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        try:
+            document = document[name] if name else document[int(index)]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return document

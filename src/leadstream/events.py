@@ -24,7 +24,9 @@ import msgspec
 import orjson
 
 from leadstream.catalog import ActivityType, Catalog, audit_ce_type, custom_object_ce_type, notification_ce_type
-from leadstream.errors import LeadstreamError
+from leadstream.clock import now_rfc3339
+from leadstream.errors import LeadstreamError, describe_invalid
+from leadstream.tenants import MUNCHKIN_RE, not_a_munchkin_id
 
 STREAMS = ("activity", "audit", "notification")
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -33,7 +35,6 @@ MAX_RECORD_BYTES = 256 * 1024
 MAX_ATTRIBUTES = 200
 MAX_ATTRIBUTE_VALUE_BYTES = 32 * 1024
 
-MUNCHKIN_RE = re.compile(r"\d{3}-[A-Z]{3}-\d{3}")
 ACTIVITY_SOURCE = "urn:marketo_activity_stream"
 
 
@@ -192,35 +193,20 @@ def _kind(raw: bytes) -> Any:
         return None
 
 
-def _value_at(raw: bytes, path: str) -> Any:
-    """The value at a msgspec path like ``$.attributes[0].name``, for error messages only."""
-    try:
-        value: Any = msgspec.json.decode(raw)
-        for name, index in re.findall(r"\.([A-Za-z_$][\w$]*)|\[(\d+)\]", path):
-            value = value[name] if name else value[int(index)]
-        return value
-    except Exception:
-        return None
-
-
 def _decode(cls: type, raw: bytes) -> Any:
     try:
         return _decoders[cls].decode(raw)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        if " - at `$" in message:
-            text, path = message.rsplit(" - at `", 1)
-            path = path.rstrip("`")
-            field = path[2:] if path.startswith("$.") else path
-            if text.startswith("Object missing required field"):
-                raise RecordError(f"{field}.{text.split('`')[1]}: required field is missing") from None
-            expected = text.split(", got ")[0]
-            expected = expected[0].lower() + expected[1:]
-            raise RecordError(f"{field}: {expected}, got {_value_at(raw, path)!r}") from None
-        if message.startswith("Object missing required field"):
-            field = message.split("`")[1]
-            raise RecordError(f"{field}: required field is missing") from None
-        raise RecordError(f"record: {message[0].lower()}{message[1:]}") from None
+        field, sentence = describe_invalid(exc, _decoded_or_none(raw))
+        raise RecordError(sentence if field else f"record: {sentence}") from None
+
+
+def _decoded_or_none(raw: bytes) -> Any:
+    """The record as plain JSON values, for quoting a bad value in a message."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.MsgspecError:
+        return None
 
 
 # Already UTC and in its shortest exact form (what producers mostly send): kept as it is once
@@ -247,7 +233,7 @@ def _utc(value: str, field: str) -> str:
 
 def _munchkin(value: str) -> str:
     if not MUNCHKIN_RE.fullmatch(value):
-        raise RecordError(f"munchkinId: {value!r} is not a Munchkin ID (expected 3 digits, 3 capitals, 3 digits: 123-ABC-456)")
+        raise RecordError(not_a_munchkin_id(value))
     return value
 
 
@@ -282,10 +268,6 @@ def new_eventid() -> str:
             for i in range(0, len(h), 32)
         )
         return _eventids.popleft()
-
-
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # -- one record → one event ---------------------------------------------------------------------
@@ -472,7 +454,7 @@ class Validator:
             etype=etype,
             type=ce_type,
             id=event_id,
-            time=now_rfc3339() if given_time is None else _utc(given_time, "time"),
+            time=now_rfc3339(micros=True) if given_time is None else _utc(given_time, "time"),
             key=f"{stream}/{munchkin}/{event_id}",
             data=_encode(data),
         )

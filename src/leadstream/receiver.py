@@ -42,6 +42,8 @@ log = logging.getLogger("leadstream.receiver")
 FLUSH_INTERVAL = 0.1
 FLUSH_BYTES = 1024 * 1024
 ADOBE_SIGNATURE_HEADERS = ("x-adobe-digital-signature-1", "x-adobe-digital-signature-2")
+HOST = "127.0.0.1"  # loopback unless told otherwise
+PORT = 3000  # where `leadstream receive` listens unless told otherwise
 
 
 @dataclass(frozen=True)
@@ -374,7 +376,7 @@ class RunningReceiver:
         await self.runner.cleanup()
 
 
-async def start_receiver(config: ReceiverConfig, host: str = "127.0.0.1", port: int = 0) -> RunningReceiver:
+async def start_receiver(config: ReceiverConfig, host: str = HOST, port: int = 0) -> RunningReceiver:
     """Start serving and return at once; ``port=0`` picks a free port (see ``.url``)."""
     app = make_receiver_app(config)
     runner = web.AppRunner(app, access_log=None)
@@ -386,7 +388,7 @@ async def start_receiver(config: ReceiverConfig, host: str = "127.0.0.1", port: 
     return RunningReceiver(runner, app[RECEIVER], f"http://{url_host}:{bound_port}")
 
 
-async def run_receiver(config: ReceiverConfig, host: str = "127.0.0.1", port: int = 3000) -> None:
+async def run_receiver(config: ReceiverConfig, host: str = HOST, port: int = PORT) -> None:
     """Serve until cancelled; buffered lines are written out on the way down."""
     running = await start_receiver(config, host, port)
     log.info("receiving on %s", running.url)

@@ -12,10 +12,9 @@ lease — count before the events go. Events may outlive --retention by that muc
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
-from leadstream.events import Event
+from leadstream.clock import now_ms
 from leadstream.logs import log
 from leadstream.store.base import Store
 
@@ -45,12 +44,11 @@ class Retention:
         self.purged = 0
 
     async def purge_once(self) -> int:
-        cutoff = time.time_ns() // 1_000_000 - int(self.retention * 1000)
+        cutoff = now_ms() - int(self.retention * 1000)
         if self.count_expired is not None:
             await self.count_expired(await self.store.position_before(cutoff))
-        # Counting is done above (or by each owner, in a cluster): the purge shows us nothing.
-        last = await self.store.last_position()
-        deleted = await self.store.purge(cutoff - int(self.grace * 1000), _uncounted, count_after=last)
+        # Counted above (or by each owner, in a cluster): now the events may go.
+        deleted = await self.store.purge(cutoff - int(self.grace * 1000))
         self.purged += deleted
         if deleted:
             log.info("retention purged events", deleted=deleted)
@@ -63,7 +61,3 @@ class Retention:
                 await self.purge_once()
             except Exception as exc:  # the next round tries again; the log must not stop the server
                 log.warning("retention purge failed", error=str(exc))
-
-
-def _uncounted(events: list[Event]) -> None:
-    pass

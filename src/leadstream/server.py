@@ -12,10 +12,9 @@ import orjson
 import uvicorn
 from rich.console import Console
 
+from leadstream import runtime
 from leadstream.api import create_app
-from leadstream.delivery.signing import KeyRing
 from leadstream.logs import configure, log
-from leadstream.secretbox import load_secretbox
 from leadstream.settings import Settings
 
 
@@ -82,9 +81,7 @@ class DeliveryProcess:
         self._lock = threading.Lock()  # no restart once stop has begun
 
     def start(self) -> None:
-        # Made here first, so that the two processes cannot each make their own on a first run.
-        load_secretbox(self.settings.data_dir, self._secret("master_key"))
-        KeyRing(self.settings.data_dir / "keys")
+        runtime.prepare(self.settings)  # made here first, so the two processes cannot each make their own
         self._spawn()
         self._watcher = threading.Thread(target=self._watch, name="delivery-process-watch", daemon=True)
         self._watcher.start()

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from leadstream.api.audit import audit
 from leadstream.api.auth import Principal, require_operator
-from leadstream.apikeys import ApiKeys
+from leadstream.api.deps import Services
 from leadstream.errors import NotFound
 
 router = APIRouter(prefix="/v1/keys", tags=["api keys"])
@@ -27,46 +27,42 @@ class NewKeyBody(BaseModel):
     name: str = Field("", max_length=200, description="a name for people")
 
 
-def _keys(request: Request) -> ApiKeys:
-    return request.app.state.security.api_keys
-
-
 @router.post(
     "",
     status_code=201,
     summary="Create a tenant API key (the key is in this answer only)",
     responses={201: {"description": "the key record, with `key` — shown once, stored only as a hash"}},
 )
-async def create_key(request: Request, body: NewKeyBody, principal: Principal = Depends(require_operator)) -> JSONResponse:
-    record, secret = await _keys(request).create(body.munchkinIds, list(body.scopes), name=body.name, created_by=principal.key_id)
-    await audit(request, principal, "key.create", record.id, {"name": record.name, "munchkinIds": record.munchkinIds,
+async def create_key(services: Services, body: NewKeyBody, principal: Principal = Depends(require_operator)) -> JSONResponse:
+    record, secret = await services.api_keys.create(body.munchkinIds, list(body.scopes), name=body.name, created_by=principal.key_id)
+    await audit(services, principal, "key.create", record.id, {"name": record.name, "munchkinIds": record.munchkinIds,
                                                               "scopes": record.scopes}, record.munchkinIds)
     return JSONResponse({**record.public(), "key": secret}, status_code=201, headers={"Cache-Control": "no-store"})
 
 
 @router.get("", summary="List tenant API keys, newest first (never the keys themselves)")
 async def list_keys(
-    request: Request,
+    services: Services,
     munchkinId: str | None = Query(None, description="only the keys of this tenant"),
     includeRevoked: bool = Query(True),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
     principal: Principal = Depends(require_operator),
 ) -> dict[str, Any]:
-    found = _keys(request).find(munchkinId, includeRevoked)
+    found = services.api_keys.find(munchkinId, includeRevoked)
     return {"keys": [k.public() for k in found[offset:offset + limit]], "total": len(found)}
 
 
 @router.get("/{key_id}", summary="One tenant API key")
-async def get_key(request: Request, key_id: str, principal: Principal = Depends(require_operator)) -> dict[str, Any]:
-    record = _keys(request).get(key_id)
+async def get_key(services: Services, key_id: str, principal: Principal = Depends(require_operator)) -> dict[str, Any]:
+    record = services.api_keys.get(key_id)
     if record is None:
         raise NotFound(f"no API key {key_id!r}")
     return record.public()
 
 
 @router.delete("/{key_id}", summary="Revoke a tenant API key (at once on this node; within seconds on the others)")
-async def revoke_key(request: Request, key_id: str, principal: Principal = Depends(require_operator)) -> dict[str, Any]:
-    record = await _keys(request).revoke(key_id)
-    await audit(request, principal, "key.revoke", record.id, None, record.munchkinIds)
+async def revoke_key(services: Services, key_id: str, principal: Principal = Depends(require_operator)) -> dict[str, Any]:
+    record = await services.api_keys.revoke(key_id)
+    await audit(services, principal, "key.revoke", record.id, None, record.munchkinIds)
     return record.public()

@@ -6,18 +6,25 @@ return) → {"accepted", "duplicates", "rejected"}. A pydantic body would cost 3
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import orjson
 from prometheus_client import Counter
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from leadstream.api.auth import authenticate, restrict_to_tenants
+from leadstream.api.auth import authenticate
+from leadstream.api.deps import runtime_of
+from leadstream.api.problems import problem
 from leadstream.errors import LeadstreamError, NotFound
+from leadstream.security.principals import restrict_to_tenants
 from leadstream.events import MAX_BODY_BYTES, MAX_RECORDS, STREAMS, TooLarge, split_records, validate_records
 
 JSON_TYPES = {"application/json", ""}
+INGEST_PATH = re.compile(r"/v1/streams/[^/]+/events")
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 
 INGESTED = Counter("leadstream_ingested_events_total", "Events stored in the log", ["stream"])
@@ -44,7 +51,7 @@ async def _read_body(request: Request) -> bytes:
 
 
 async def ingest(request: Request) -> Response:
-    services = request.app.state.services
+    services = runtime_of(request)
     principal = authenticate(request)
     stream = request.path_params["stream"]
     if stream not in STREAMS:
@@ -68,6 +75,35 @@ async def ingest(request: Request) -> Response:
     # A request made only of duplicates is a retry that already succeeded: 200, not 422.
     status = 422 if not events and rejected else 200
     return Response(body, status_code=status, media_type="application/json")
+
+
+class IngestGuard:
+    """ASGI middleware: scope and rate limit for the ingest route (401/403/429 problem+json) — all
+    before the body is read, so a refused request costs nothing and stores nothing (the producer
+    sends it again, and ingest is idempotent). The operator key is not limited."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not INGEST_PATH.fullmatch(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        connection = HTTPConnection(scope)
+        try:
+            principal = authenticate(connection).require("ingest")
+            limiter = runtime_of(connection).rate_limiter
+        except LeadstreamError as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            await problem(exc.status, exc.title, exc.detail, headers)(scope, receive, send)
+            return
+        wait = 0.0 if principal.is_operator else limiter.wait(principal.key_id)
+        if wait > 0:
+            retry_after = str(max(1, math.ceil(wait)))
+            detail = f"this API key is over its ingest rate ({limiter.rate:g} requests/s); retry after {retry_after} s"
+            await problem(429, "Too Many Requests", detail, {"Retry-After": retry_after})(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 # The route is plain Starlette, so FastAPI cannot describe it: this is its OpenAPI entry.

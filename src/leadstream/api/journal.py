@@ -6,20 +6,18 @@ node, whoever delivers the subscription.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from leadstream import journal, samples
-from leadstream import subscriptions as model
+from leadstream import journal
 from leadstream.api.auth import Principal, require_key
-from leadstream.delivery import state as rules
-from leadstream.errors import Conflict, Invalid, NotFound
+from leadstream.api.deps import Services
 from leadstream.formats import event_body
-from leadstream.subscriptions import SubscriptionConfig, decode_body
+from leadstream.subscriptions.validation import decode_body
+from leadstream.subscriptions.matching import compile_matcher
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["journal"])
 
@@ -61,17 +59,6 @@ JOURNAL_EXAMPLE = {
 _NEXT = {"Link": {"description": 'rel="next": the next page', "schema": {"type": "string"}}}
 
 
-async def _subscription(request: Request, principal: Principal, sub_id: str) -> SubscriptionConfig:
-    """The subscription's settings, once the caller may see it (else 404, as if it did not exist)."""
-    services = request.app.state.services
-    stored = await services.store.get_subscription(sub_id)
-    if stored is None or not principal.sees(stored.munchkin_id):
-        raise NotFound(f"there is no subscription {sub_id!r}")
-    if rules.decode(stored.state).state == rules.DEPROVISIONED:
-        raise Conflict(f"subscription {sub_id} is deprovisioned")
-    return services.delivery.open_config(stored)
-
-
 def _next_link(sub_id: str, last: int, limit: int) -> str:
     path = f"/v1/subscriptions/{quote(sub_id, safe='')}/journal"
     return f'<{path}?since={journal.encode_position(last)}&limit={limit}>; rel="next"'
@@ -94,7 +81,7 @@ def _next_link(sub_id: str, last: int, limit: int) -> str:
     },
 )  # fmt: skip
 async def get_journal(
-    request: Request,
+    services: Services,
     sub_id: str,
     since: str | None = Query(None, description="a position (exclusive) from _page.last or the next link"),
     limit: str | None = Query(None, description=f"events per page, 1 to {journal.MAX_LIMIT} (default {journal.DEFAULT_LIMIT})"),
@@ -102,9 +89,8 @@ async def get_journal(
     seek: str | None = Query(None, description="a negative ISO 8601 duration, e.g. -PT2H: start that long ago"),
     principal: Principal = Depends(require_key),
 ) -> Response:
-    config = await _subscription(request, principal, sub_id)
+    _, config = await services.subscriptions.active(sub_id, principal.sees)
     query = journal.Query.parse(since=since, limit=limit, latest=latest, seek=seek)
-    services = request.app.state.services
     store = services.store
     fmt = journal.journal_format(config.body_format)
     page = await journal.read_page(
@@ -112,7 +98,7 @@ async def get_journal(
         (config.stream, config.munchkinId),
         await query.start(store),
         query.limit,
-        model.compile_matcher(config, services.catalog, sub_id),
+        compile_matcher(config, services.catalog, sub_id),
         lambda event: event_body(fmt, event, subscription_id=sub_id),
     )
     if query.since is not None:
@@ -155,25 +141,10 @@ SAMPLE_SCHEMA = {
         422: {"description": "The type is not in the catalog, or not one the subscription takes"},
     },
 )  # fmt: skip
-async def post_sample(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    config = await _subscription(request, principal, sub_id)
+async def post_sample(
+    request: Request, services: Services, sub_id: str, principal: Principal = Depends(require_key)
+) -> Response:
+    await services.subscriptions.active(sub_id, principal.sees)
     requested = decode_body(await request.body()).get("type")
-    if isinstance(requested, bool) or not isinstance(requested, int | str):
-        raise Invalid(f"type: expected an event type (an id or a name), got {requested!r}", field="type")
-    services = request.app.state.services
-    event = samples.sample_event(services.catalog, config.stream, requested, config.munchkinId)
-    if not model.compile_type_filter(config, services.catalog)(event):
-        raise Invalid(
-            f"type: subscription {sub_id} does not take {requested!r} (its eventTypes: {config.eventTypes}"
-            f"{', customObjects: false' if event.etype.startswith('co:') and not config.customObjects else ''})",
-            field="type",
-        )
-    answer = await services.delivery.send_sample(sub_id, event)
-    body: dict[str, Any] = {
-        "delivered": answer.ok,
-        "status": answer.status,
-        "error": None if answer.ok else answer.describe(),
-        "durationMs": round(answer.duration * 1000, 2),
-        "event": {"eventid": event.eventid, "type": event.type, "id": event.id},
-    }
-    return Response(orjson.dumps(body), media_type="application/json")
+    answer = await services.subscriptions.sample(sub_id, requested, principal.sees)
+    return Response(orjson.dumps(answer), media_type="application/json")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
-from leadstream.delivery.signing import KeyRing
+from leadstream.api.deps import Services
 from leadstream.errors import NotFound
 
 router = APIRouter(tags=["signatures"])
@@ -20,12 +20,12 @@ router = APIRouter(tags=["signatures"])
         404: {"description": "No such key"},
     },
 )
-def public_key(name: str, request: Request) -> Response:
+def public_key(name: str, services: Services) -> Response:
     """The PEM named by a delivery's ``x-adobe-public-key1-path`` or ``-2-path`` header.
 
     A name always denotes the same key, so receivers may cache it forever.
     """
-    keyring: KeyRing = request.app.state.keyring
+    keyring = services.keyring
     keyring.reload_if_changed()
     pem = keyring.public_pem(name)
     if pem is None:

@@ -2,7 +2,7 @@
 pause, resume, replay, and the delivery-attempt log.
 
 Bodies are decoded and checked by msgspec in ``leadstream.subscriptions`` (errors name the
-field); the routes only resolve who may see what and hand over to the delivery engine.
+field); the routes only say who may see what and hand over to the subscriptions service.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from starlette.responses import Response
 
 from leadstream.api.audit import audit
 from leadstream.api.auth import Principal, require_key
-from leadstream.delivery.engine import DeliveryEngine
+from leadstream.api.deps import Services
 from leadstream.errors import Invalid, NotFound
-from leadstream.subscriptions import SubscriptionConfig, decode_body
+from leadstream.subscriptions.config import SubscriptionConfig
+from leadstream.subscriptions.validation import decode_body
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
@@ -67,19 +68,6 @@ def _json(document: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(document), status_code=status, media_type="application/json")
 
 
-def _engine(request: Request) -> DeliveryEngine:
-    engine: DeliveryEngine = request.app.state.services.delivery
-    return engine
-
-
-def _visible(request: Request, principal: Principal, sub_id: str) -> DeliveryEngine:
-    """The engine, once the caller may see ``sub_id`` (else 404, as if it did not exist)."""
-    engine = _engine(request)
-    if sub_id not in engine.senders or not principal.sees(engine.munchkin_of(sub_id)):
-        raise NotFound(f"there is no subscription {sub_id!r}")
-    return engine
-
-
 @router.post(
     "",
     status_code=201,
@@ -90,38 +78,35 @@ def _visible(request: Request, principal: Principal, sub_id: str) -> DeliveryEng
     openapi_extra=_body(SUBSCRIPTION_SCHEMA, EXAMPLE, "The subscription (SPEC §3)"),
     responses={201: {"description": "Created"}, 422: {"description": "A field is not valid (problem+json naming it)"}},
 )
-async def create_subscription(request: Request, principal: Principal = Depends(require_key)) -> Response:
+async def create_subscription(request: Request, services: Services, principal: Principal = Depends(require_key)) -> Response:
     document = decode_body(await request.body())
     munchkin = document.get("munchkinId")
     if isinstance(munchkin, str) and not principal.sees(munchkin):
         raise NotFound(f"no tenant {munchkin}")
-    view = await _engine(request).create(document)
-    await audit(request, principal, "subscription.create", view["id"], document, [view["munchkinId"]])
+    view = await services.subscriptions.create(document)
+    await audit(services, principal, "subscription.create", view["id"], document, [view["munchkinId"]])
     return _json(view, 201)
 
 
 @router.get("", summary="List subscriptions, with live status")
 async def list_subscriptions(
-    request: Request,
+    services: Services,
     munchkinId: str | None = Query(None, description="only this tenant's subscriptions"),
     limit: int = Query(100, ge=1, le=1000, description="at most this many per page"),
     after: str | None = Query(None, description="the page after this subscription id (see `next`)"),
     principal: Principal = Depends(require_key),
 ) -> Response:
-    engine = _engine(request)
-    ids = [sub_id for sub_id in engine.list_ids(munchkinId) if principal.sees(engine.munchkin_of(sub_id))]
-    start = ids.index(after) + 1 if after in ids else 0
-    page = ids[start : start + limit]
-    body: dict[str, Any] = {"subscriptions": [await engine.view(sub_id) for sub_id in page]}
-    if start + limit < len(ids):
-        query = {"limit": limit, "after": page[-1], **({"munchkinId": munchkinId} if munchkinId else {})}
+    views, more = await services.subscriptions.views(munchkinId, principal.sees, after=after, limit=limit)
+    body: dict[str, Any] = {"subscriptions": views}
+    if more:
+        query = {"limit": limit, "after": views[-1]["id"], **({"munchkinId": munchkinId} if munchkinId else {})}
         body["next"] = f"/v1/subscriptions?{urlencode(query)}"
     return _json(body)
 
 
 @router.get("/{sub_id}", summary="A subscription and its live status", description=STATUS_FIELDS)
-async def get_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    return _json(await _visible(request, principal, sub_id).view(sub_id))
+async def get_subscription(services: Services, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
+    return _json(await services.subscriptions.view(sub_id, principal.sees))
 
 
 @router.patch(
@@ -131,33 +116,35 @@ async def get_subscription(request: Request, sub_id: str, principal: Principal =
     "creation only). Secrets sent back as \"***\" are kept. The batch in flight keeps its id.",
     openapi_extra=_body({"type": "object", "description": "any fields of the subscription"}, {"batchSize": 200}, "Fields to change"),
 )
-async def patch_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    engine = _visible(request, principal, sub_id)
+async def patch_subscription(
+    request: Request, services: Services, sub_id: str, principal: Principal = Depends(require_key)
+) -> Response:
+    await services.subscriptions.get(sub_id, principal.sees)
     document = decode_body(await request.body())
-    view = await engine.patch(sub_id, document)
-    await audit(request, principal, "subscription.update", sub_id, document, [view["munchkinId"]])
+    view = await services.subscriptions.patch(sub_id, document, principal.sees)
+    await audit(services, principal, "subscription.update", sub_id, document, [view["munchkinId"]])
     return _json(view)
 
 
 @router.delete("/{sub_id}", summary="Deprovision: delivery stops for good (state deprovisioned)")
-async def delete_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    return await _act(request, principal, sub_id, "delete")
+async def delete_subscription(services: Services, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
+    return await _act(services, principal, sub_id, "delete")
 
 
 @router.post("/{sub_id}/pause", summary="Pause delivery by hand (no probes) until resumed")
-async def pause_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    return await _act(request, principal, sub_id, "pause")
+async def pause_subscription(services: Services, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
+    return await _act(services, principal, sub_id, "pause")
 
 
 @router.post("/{sub_id}/resume", summary="Resume delivery now (also ends a pause after failures)")
-async def resume_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    return await _act(request, principal, sub_id, "resume")
+async def resume_subscription(services: Services, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
+    return await _act(services, principal, sub_id, "resume")
 
 
-async def _act(request: Request, principal: Principal, sub_id: str, action: str) -> Response:
+async def _act(services: Services, principal: Principal, sub_id: str, action: str) -> Response:
     """An admin action without a body (delete, pause, resume), recorded in the audit trail."""
-    view = await getattr(_visible(request, principal, sub_id), action)(sub_id)
-    await audit(request, principal, f"subscription.{action}", sub_id, None, [view["munchkinId"]])
+    view = await getattr(services.subscriptions, action)(sub_id, principal.sees)
+    await audit(services, principal, f"subscription.{action}", sub_id, None, [view["munchkinId"]])
     return _json(view)
 
 
@@ -174,13 +161,15 @@ async def _act(request: Request, principal: Principal, sub_id: str, action: str)
     ),  # fmt: skip
     responses={410: {"description": "The position has expired"}},
 )
-async def replay_subscription(request: Request, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
-    engine = _visible(request, principal, sub_id)
+async def replay_subscription(
+    request: Request, services: Services, sub_id: str, principal: Principal = Depends(require_key)
+) -> Response:
+    await services.subscriptions.get(sub_id, principal.sees)
     start = decode_body(await request.body()).get("from")
     if isinstance(start, bool) or not isinstance(start, int | str) or (isinstance(start, int) and start < 0):
         raise Invalid(f"from: expected an RFC 3339 time or a position (an integer >= 0), got {start!r}", field="from")
-    view = await engine.replay(sub_id, start)
-    await audit(request, principal, "subscription.replay", sub_id, {"from": start}, [view["munchkinId"]])
+    view = await services.subscriptions.replay(sub_id, start, principal.sees)
+    await audit(services, principal, "subscription.replay", sub_id, {"from": start}, [view["munchkinId"]])
     return _json(view)
 
 
@@ -191,21 +180,19 @@ async def replay_subscription(request: Request, sub_id: str, principal: Principa
     "durationMs, retryCount, outcome (delivered | failed | too_large | dead_lettered | renewed_token).",
 )
 async def list_attempts(
-    request: Request,
+    services: Services,
     sub_id: str,
     limit: int = Query(100, ge=1, le=1000),
     principal: Principal = Depends(require_key),
 ) -> Response:
-    engine = _visible(request, principal, sub_id)
-    return Response(await engine.attempts(sub_id, limit), media_type="application/json")
+    return Response(await services.subscriptions.attempts(sub_id, limit, principal.sees), media_type="application/json")
 
 
 @router.get("/{sub_id}/dead-letters", summary="Events the endpoint refused for good (413 on a single event)")
 async def list_dead_letters(
-    request: Request,
+    services: Services,
     sub_id: str,
     limit: int = Query(100, ge=1, le=1000),
     principal: Principal = Depends(require_key),
 ) -> Response:
-    engine = _visible(request, principal, sub_id)
-    return _json({"deadLetters": await engine.dead_letters(sub_id, limit)})
+    return _json({"deadLetters": await services.subscriptions.dead_letters(sub_id, limit, principal.sees)})

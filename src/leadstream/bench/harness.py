@@ -13,10 +13,9 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from leadstream.bench.procs import Monitor, Part, PartFailed
+from leadstream.testing import ServerProcess
 
 
 class Skipped(Exception):
@@ -108,55 +108,22 @@ class Durations:
                    idle_window=5.0, both_bare_variants=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_until(condition: Callable[[], Awaitable[Any]], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
-class Server:
-    """`leadstream serve` on a fresh data directory, and the admin calls the scenarios need."""
+class Server(ServerProcess):
+    """`leadstream serve` on a fresh data directory, watched by the monitor, and the admin calls the
+    scenarios need."""
 
     def __init__(self, bench: Bench, name: str) -> None:
+        super().__init__(bench.workdir / f"leadstream-{name}", key="bench-" + secrets.token_urlsafe(16),
+                         env={"LEADSTREAM_LOG_FORMAT": "json"}, log=bench.workdir / f"leadstream-{name}.log")
         self.bench = bench
-        self.data_dir = bench.workdir / f"leadstream-{name}"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.key = "bench-" + secrets.token_urlsafe(16)
-        self.part = Part.module(
-            "server", "leadstream.cli", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
-            "--allow-private-endpoints", log=bench.workdir / f"leadstream-{name}.log",
-            env={"LEADSTREAM_ADMIN_KEY": self.key, "LEADSTREAM_LOG_FORMAT": "json"},
-        )
 
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-    async def start(self) -> Server:
-        await self.bench.monitor_part(self.part)
-
-        async def healthy() -> bool:
-            if not self.part.running():
-                raise PartFailed(f"leadstream serve exited: {self.part.tail()}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with self.bench.http.get(self.url + "/healthz") as r:
-                    return r.status == 200
-            return False
-
-        await wait_until(healthy, 30, "leadstream serve to answer /healthz")
+    async def start(self, timeout: float = 30.0) -> Server:
+        await super().start(timeout)
+        self.bench.monitor.watch("server", self)
         return self
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.stop)  # its grace period must not stall the monitor and the sampler
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = orjson.dumps(body) if body is not None else None
@@ -267,6 +234,7 @@ class Bench:
         self.latency_points: list[dict[str, Any]] = []
         self.spans: list[Span] = []
         self.parts: list[Part] = []
+        self.servers: list[Server] = []
         self.loads: list[Part] = []
         self.started = time.time()
         self._tags = 0
@@ -280,11 +248,13 @@ class Bench:
     async def monitor_part(self, part: Part) -> Part:
         await part.start()
         self.parts.append(part)
-        self.monitor.watch(part)
+        self.monitor.watch(part.role, part)
         return part
 
     async def server(self, name: str) -> Server:
-        return await Server(self, name).start()
+        server = Server(self, name)
+        self.servers.append(server)
+        return await server.start()
 
     @contextlib.asynccontextmanager
     async def leadstream(self, name: str) -> AsyncIterator[Server]:
@@ -292,7 +262,7 @@ class Bench:
         try:
             yield server
         finally:
-            await server.part.stop()
+            await server.close()
             self._forget(server.data_dir)
 
     @contextlib.asynccontextmanager
@@ -387,6 +357,8 @@ class Bench:
                         self.latency_points.append(row)
 
     async def close(self) -> None:
+        for server in self.servers:
+            await server.close()
         for part in reversed(self.parts):
             with contextlib.suppress(Exception):
                 await part.stop()

@@ -72,7 +72,7 @@ class Load:
             self.errors.append(error)
 
     def report(self, done: bool = False) -> None:
-        line = {"t": time.time_ns() // 1000, "sent": self.sent, "accepted": self.accepted, "failed": self.failed,
+        line: dict[str, object] = {"t": time.time_ns() // 1000, "sent": self.sent, "accepted": self.accepted, "failed": self.failed,
                 "requests": self.requests}
         if done:
             line.update(done=True, errors=self.errors)

@@ -11,10 +11,21 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import psutil
+
+from leadstream.testing import log_tail, wait_until
+
+
+class Running(Protocol):
+    """A process the monitor can follow: a ``Part`` or a ``ServerProcess``."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def running(self) -> bool: ...
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -44,7 +55,6 @@ class Part:
     proc: asyncio.subprocess.Process | None = None
     lines: list[dict[str, Any]] = field(default_factory=list)
     _reader: asyncio.Task[None] | None = None
-    _new_line: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def module(cls, role: str, module: str, *args: str, log: Path, env: dict[str, str] | None = None) -> Part:
@@ -73,8 +83,6 @@ class Part:
         async for raw in self.proc.stdout:
             with contextlib.suppress(orjson.JSONDecodeError):
                 self.lines.append(orjson.loads(raw))
-                self._new_line.set()
-        self._new_line.set()
 
     @property
     def last(self) -> dict[str, Any]:
@@ -85,16 +93,16 @@ class Part:
 
     async def first_line(self, timeout: float = 30.0) -> dict[str, Any]:
         """The first JSON line (a part prints one when it is ready)."""
-        deadline = time.monotonic() + timeout
-        while not self.lines:
-            if self._reader is not None and self._reader.done():
+
+        def ready() -> bool:
+            if not self.lines and self._reader is not None and self._reader.done():
                 raise PartFailed(f"{self.role} exited before it was ready: {self.tail()}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise PartFailed(f"{self.role} was not ready after {timeout:.0f}s: {self.tail()}")
-            self._new_line.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._new_line.wait(), remaining)
+            return bool(self.lines)
+
+        try:
+            await wait_until(ready, timeout, what=f"{self.role} to be ready")
+        except TimeoutError:
+            raise PartFailed(f"{self.role} was not ready after {timeout:.0f}s: {self.tail()}") from None
         return self.lines[0]
 
     async def wait(self, timeout: float | None = None) -> int:
@@ -120,10 +128,7 @@ class Part:
             await self.wait()
 
     def tail(self, chars: int = 1500) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:].strip() or "(no output)"
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log, chars)
 
 
 @dataclass
@@ -144,7 +149,7 @@ class Monitor:
 
     def __init__(self, interval: float = 0.25) -> None:
         self.interval = interval
-        self.parts: list[Part] = []
+        self.watched: list[tuple[str, Running]] = []  # (role, process)
         self.samples: list[Sample] = []
         self._cpu_seen: dict[int, float] = {}
         self._procs: dict[int, psutil.Process] = {}
@@ -154,13 +159,12 @@ class Monitor:
         self._me_seen: float | None = None
         psutil.cpu_percent()  # starts the machine-wide counter
 
-    def watch(self, part: Part) -> Part:
-        self.parts.append(part)
-        return part
+    def watch(self, role: str, process: Running) -> None:
+        self.watched.append((role, process))
 
-    def _tree(self, part: Part) -> list[psutil.Process]:
+    def _tree(self, process: Running) -> list[psutil.Process]:
         try:
-            root = self._procs.get(part.pid) or self._procs.setdefault(part.pid, psutil.Process(part.pid))
+            root = self._procs.get(process.pid) or self._procs.setdefault(process.pid, psutil.Process(process.pid))
             return [root, *root.children(recursive=True)]
         except psutil.Error:
             return []
@@ -170,22 +174,22 @@ class Monitor:
         cpu: dict[str, float] = {}
         now = time.time()
         elapsed = (now - self.samples[-1].t) if self.samples else None
-        for part in list(self.parts):
-            if not part.running():
-                self.parts.remove(part)
+        for role, process in list(self.watched):
+            if not process.running():
+                self.watched.remove((role, process))
                 continue
-            for proc in self._tree(part):
+            for proc in self._tree(process):
                 try:
                     with proc.oneshot():
                         used = sum(proc.cpu_times()[:2])
                         memory = proc.memory_info().rss
                 except psutil.Error:
                     continue
-                rss[part.role] = rss.get(part.role, 0) + memory
+                rss[role] = rss.get(role, 0) + memory
                 before = self._cpu_seen.get(proc.pid)
                 self._cpu_seen[proc.pid] = used
                 if before is not None and elapsed:
-                    cpu[part.role] = cpu.get(part.role, 0.0) + 100.0 * (used - before) / elapsed
+                    cpu[role] = cpu.get(role, 0.0) + 100.0 * (used - before) / elapsed
         try:  # the harness itself (not its children: they are the parts)
             used = sum(self._me.cpu_times()[:2])
             if self._me_seen is not None and elapsed:
@@ -218,11 +222,11 @@ class Monitor:
         return means
 
 
-def cpu_seconds(part: Part) -> float:
-    """User + system CPU seconds a part and its children have used so far."""
+def cpu_seconds(process: Running) -> float:
+    """User + system CPU seconds a process and its children have used so far."""
     total = 0.0
     with contextlib.suppress(psutil.Error):
-        root = psutil.Process(part.pid)
+        root = psutil.Process(process.pid)
         for proc in [root, *root.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
                 total += sum(proc.cpu_times()[:2])

@@ -30,7 +30,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         model = platform.processor() or model
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in LIBRARIES:
         try:
             versions[name] = metadata.version(name)
@@ -127,12 +127,17 @@ def plot(path: Path, bench: Bench) -> str | None:
     rates.legend(loc="upper right", fontsize=8)
     lat = bench.latency_points
     if lat:
-        lx, p50, p99 = [], [], []
+        lx: list[float] = []
+        p50: list[float] = []
+        p99: list[float] = []
         for row in lat:
             x = row["t"] / 1e6 - t0
             if lx and x - lx[-1] > 2:  # a gap between scenarios: break the line
-                lx.append(float("nan")), p50.append(float("nan")), p99.append(float("nan"))
-            lx.append(x), p50.append(row["p50"]), p99.append(row["p99"])
+                for series in (lx, p50, p99):
+                    series.append(float("nan"))
+            lx.append(x)
+            p50.append(row["p50"])
+            p99.append(row["p99"])
         delays.plot(lx, p50, ".-", label="p50", lw=1, ms=3)
         delays.plot(lx, p99, ".-", label="p99", lw=1, ms=3)
         delays.set_yscale("log")

@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from leadstream.bench.harness import Bench, Figure, Server, Sink, Skipped, wait_until
+from leadstream.bench.harness import Bench, Figure, Server, Sink, Skipped
 from leadstream.bench.procs import cpu_seconds
+from leadstream.testing import wait_until
 
 Scenario = Callable[[Bench, Sink], Awaitable[list[Figure]]]
 
@@ -62,7 +63,8 @@ async def _sustained(bench: Bench, sink: Sink, url: str, key: str, prefix: str, 
             return await sink.total(prefix) >= expected
 
         try:
-            await wait_until(all_there, 30 if bench.quick else 180, "the sink to receive every accepted event", 0.05)
+            await wait_until(all_there, 30 if bench.quick else 180, interval=0.05,
+                             what="the sink to receive every accepted event")
             caught_up = time.monotonic() - stop
         except TimeoutError:
             pass
@@ -148,7 +150,7 @@ async def _offered(bench: Bench, sink: Sink, url: str, key: str, prefix: str) ->
     async def all_there() -> bool:
         return await sink.total(prefix) >= run.accepted
 
-    await wait_until(all_there, 30, "the sink to receive every accepted event", 0.05)
+    await wait_until(all_there, 30, interval=0.05, what="the sink to receive every accepted event")
     delays = await sink.latency(since, _now_us() + 1, prefix)
     delays["offered_per_s"] = LATENCY_RATE
     delays["ingested_per_s"] = round(run.rate(since, run.lines[-1]["t"]))
@@ -214,14 +216,14 @@ async def idle(bench: Bench, sink: Sink) -> list[Figure]:
                 return await sink.total("idle-") >= probe.accepted * n
 
             started = time.monotonic()
-            await wait_until(all_there, 60, f"the probe events to reach all {n} subscriptions", 0.1)
+            await wait_until(all_there, 60, interval=0.1, what=f"the probe events to reach all {n} subscriptions")
             probed = time.monotonic() - started
             await asyncio.sleep(0.5 if bench.quick else 2.0)  # let the last acknowledgements and state saves settle
             # Whole-window CPU time, not an average of samples: idle use is below one clock tick per sample.
-            since, used = time.time(), cpu_seconds(server.part)
+            since, used = time.time(), cpu_seconds(server)
             await asyncio.sleep(bench.durations.idle_window)
             seconds = time.time() - since
-            figure.leadstream = 100.0 * (cpu_seconds(server.part) - used) / seconds
+            figure.leadstream = 100.0 * (cpu_seconds(server) - used) / seconds
             figure.detail["leadstream"] = {"create_s": round(created, 2), "probe_delivered_s": round(probed, 2),
                                            "window_s": round(seconds, 2),
                                            "cpu_percent": bench.monitor.cpu_between(since, time.time())}
@@ -273,7 +275,7 @@ async def backlog(bench: Bench, sink: Sink) -> list[Figure]:
         async def drained() -> int | None:
             return await sink.reached("bare-0", fill.accepted)
 
-        done = await wait_until(drained, 600, "the bare loop to drain its backlog", 0.05)
+        done = await wait_until(drained, 600, interval=0.05, what="the bare loop to drain its backlog")
         drain.bare["2 processes"] = fill.accepted / ((done - resumed) / 1e6)
         drain.detail["bare 2 processes"] = {"backlog": fill.accepted, "drain_s": round((done - resumed) / 1e6, 2),
                                             "fill_per_s": round(fill.rate(fill.lines[0]["t"], fill.lines[-1]["t"]))}
@@ -297,7 +299,7 @@ async def _drain_beside_others(bench: Bench, sink: Sink, server: Server, paused:
         async def drained() -> int | None:
             return await sink.reached("backlog", backlog)
 
-        done = await wait_until(drained, 3600, "the paused subscription to drain its backlog", 0.05)
+        done = await wait_until(drained, 3600, interval=0.05, what="the paused subscription to drain its backlog")
         during = await sink.latency(resumed, done, "other-")
     finally:
         await steady.stop()
@@ -332,9 +334,9 @@ def memory(bench: Bench) -> Figure:
 def _peaks_per_span(bench: Bench) -> dict[str, float]:
     peaks: dict[str, float] = {}
     for span in bench.spans:
-        inside = [s.rss.get("server", 0) for s in bench.monitor.samples if span.start <= s.t <= span.end]
-        if inside and max(inside):
-            peaks[span.name] = round(max(inside) / 2**20, 1)
+        peak = max((s.rss.get("server", 0) for s in bench.monitor.samples if span.start <= s.t <= span.end), default=0)
+        if peak:
+            peaks[span.name] = round(peak / 2**20, 1)
     return peaks
 
 

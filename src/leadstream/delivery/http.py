@@ -1,6 +1,6 @@
 """The HTTP side of delivery: one shared client session, one POST, and what came back.
 
-Every sender shares one ``aiohttp.ClientSession`` (one connection pool, per-host limits). A POST
+Every sender shares one ``aiohttp.ClientSession`` (``security.guard.make_session``). A POST
 never raises: it returns an ``Answer`` — a status, or an error sentence for the attempt log —
 and the sender decides what the answer means (SPEC §4.4).
 """
@@ -14,26 +14,7 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
-import leadstream
-from leadstream.delivery.guard import GuardPolicy, guarded_connector, read_capped
-
-USER_AGENT = f"leadstream/{leadstream.__version__}"
-SNIPPET_BYTES = 512
-
-
-def make_session(
-    *, limit: int, limit_per_host: int, allow_private: bool, allowed_cidrs: tuple[str, ...] = ()
-) -> aiohttp.ClientSession:
-    """The shared session. Its connector only connects where the outbound guard allows: public
-    addresses, unless ``allow_private`` or inside ``allowed_cidrs`` (checked at connect time,
-    after DNS, so a name cannot be re-pointed inward later)."""
-    connector = guarded_connector(
-        GuardPolicy.of(allow_private, allowed_cidrs), limit=limit, limit_per_host=limit_per_host, ttl_dns_cache=60
-    )
-    # No session-wide timeout: every attempt brings its own (the subscription's timeoutMs).
-    return aiohttp.ClientSession(
-        connector=connector, headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=None)
-    )
+from leadstream.security.guard import read_capped, snippet
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +78,3 @@ def _retry_after_ms(value: str | None) -> int | None:
     except (TypeError, ValueError):
         return None
     return max(0, int((moment.timestamp() - time.time()) * 1000))
-
-
-def snippet(body: bytes) -> str:
-    text = " ".join(body[:SNIPPET_BYTES].decode("utf-8", "replace").split())
-    return text if len(text) <= 200 else text[:200] + "…"
-

@@ -1,78 +1,49 @@
 """One subscription's delivery: its cursor, its one batch in flight, its state machine.
 
-A ``Sender`` is the live side of a subscription. Its task loops: gather matching events after
-the cursor into a batch (flushed at batchSize, maxBatchBytes or once the oldest event has
-waited pushIntervalMs), persist the batch as in flight, POST it until an answer settles it
-(SPEC §4.4, rules in ``state.py``), advance the cursor, repeat. The engine stops the task (by
-cancelling it) to pause, patch, replay or deprovision, changes the state, and starts it again;
-everything the task knows outlives it on the Sender, so a restarted task picks up where the
-last one was — the same batch, the same id.
+A ``Sender`` is the live side of a subscription on the node that delivers it. Its task loops:
+gather matching events after the cursor into a batch (flushed at batchSize, maxBatchBytes or once
+the oldest event has waited pushIntervalMs), persist the batch as in flight, POST it until an
+answer settles it (SPEC §4.4, rules in ``subscriptions.state``), advance the cursor, repeat. The
+engine stops the task (by cancelling it) to apply an admin change (``apply``), and starts it
+again; everything the task knows outlives it on the Sender, so a restarted task picks up where
+the last one was — the same batch, the same id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import math
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
 import msgspec
 
 from leadstream import formats
+from leadstream.clock import now_ms, rfc3339
 from leadstream.delivery import metrics
-from leadstream.delivery import state as rules
-from leadstream.delivery.auth import OAuth2ClientCredentials, TokenEndpointError
-from leadstream.delivery.http import Answer, post
-from leadstream.delivery.log import Key, LogTail, body_sizes, read_own
-from leadstream.delivery.state import DeliveryState, InFlight, Timing
-from leadstream.delivery.signing import KeyRing, hmac_headers
+from leadstream.delivery.endpoint import Batch, Endpoint
+from leadstream.delivery.http import Answer
+from leadstream.delivery.leases import Leases
 from leadstream.delivery.statelog import StateLog
-from leadstream.delivery.tls import client_context
+from leadstream.delivery.tail import Key, LogTail, body_sizes
 from leadstream.events import Event
 from leadstream.logs import log
-from leadstream.store.base import Store
-from leadstream.subscriptions import OAuth2Auth, SubscriptionConfig, TokenAuth
+from leadstream.security.signing import KeyRing
+from leadstream.store.base import Control, Store
+from leadstream.subscriptions import state as rules
+from leadstream.subscriptions.config import SubscriptionConfig
+from leadstream.subscriptions.control import pending_change
+from leadstream.subscriptions.matching import Matcher
+from leadstream.subscriptions.service import Live
+from leadstream.subscriptions.state import DeliveryState, InFlight, Timing
 
 READ_PAGE = 1000  # events per own read of the store (a sender behind the shared tail)
 IDLE_SAVE_SECONDS = 5.0  # an idle cursor that moved past events of other types is saved this often
 _attempt_encoder = msgspec.json.Encoder()
-
-
-class _Applied(msgspec.Struct):
-    applied: int = 0
-
-
-_applied_decoder = msgspec.json.Decoder(_Applied)
-
-
-def encode_state(state: DeliveryState, applied: int) -> bytes:
-    """The saved state, with the revision of the admin changes it reflects (``applied``, see
-    ``engine.Control``) beside the state's own fields, so both are written in one save."""
-    raw = rules.encode(state)
-    if not applied:
-        return raw
-    return raw[:-1] + (b',"applied":%d}' if len(raw) > 2 else b'"applied":%d}') % applied
-
-
-def applied_revision(saved: bytes) -> int:
-    return _applied_decoder.decode(saved).applied
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def rfc3339(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -85,10 +56,8 @@ class Shared:
     keyring: KeyRing | None = None
     state_log: StateLog | None = None  # None: states go straight to the store
     attempts_kept: int = 1000
+    leases: Leases | None = None  # a cluster: no attempt starts once they lapse
     background: set[asyncio.Task[Any]] = field(default_factory=set)
-    # Multi-node: the event-loop time at which this node's leases lapse unless renewed. No
-    # attempt starts after it (and the engine cancels the senders when it passes).
-    lease_valid_until: float = math.inf
 
     def spawn(self, coroutine: Any) -> None:
         """Fire and forget (the attempt log), keeping a reference until it is done."""
@@ -102,55 +71,50 @@ class Shared:
             log.warning("background store write failed", error=str(task.exception()))
 
 
-@dataclass(eq=False)
-class Batch:
-    id: str
-    events: list[Event]
-    upto: int  # the cursor once it is acknowledged
-    created: str  # the legacy messageCreatedDate, the same on every retry
-    sends: int = 0
-    body: bytes | None = None  # built once per format, reused by every retry
-    signature: dict[str, str] | None = None
-
-
 class Sender:
     def __init__(
-        self, shared: Shared, sub_id: str, created_at: int, config: SubscriptionConfig,
-        state: DeliveryState, matcher: Callable[[Event], bool],
+        self, shared: Shared, sub_id: str, config: SubscriptionConfig, state: DeliveryState, matcher: Matcher,
+        *, applied: int = 0,
     ) -> None:  # fmt: skip
         self.shared = shared
         self.id = sub_id
-        self.created_at = created_at
         self.state = state
-        self.applied = 0  # the revision of the admin changes (engine.Control) the state reflects
+        self.applied = applied  # the control revision (store.base.Control) the state reflects
         self.task: asyncio.Task[None] | None = None
-        self.size_cap: int | None = None  # learned from 413 answers: bodies above it were refused
         self.configure(config, matcher)
         self.forget_reads()
         self.matched = 0  # events taken / positions scanned, for the pending estimate
         self.advanced = 0
 
-    # -- settings and lifecycle ---------------------------------------------------------------------
+    # -- settings, admin changes and lifecycle --------------------------------------------------------
 
-    def configure(self, config: SubscriptionConfig, matcher: Callable[[Event], bool]) -> None:
+    def configure(self, config: SubscriptionConfig, matcher: Matcher) -> None:
         self.config = config
         self.matches = matcher
         self.key: Key = (config.stream, config.munchkinId)
+        self.endpoint = Endpoint(self.id, config, self.shared.session, self.shared.keyring)
         self.format = config.body_format
         self.single = config.delivery == "single"
         self.timing = Timing(config.retryAttempts, config.retryIntervalMs, config.probeIntervalMs, config.pushIntervalMs)
-        auth = config.auth
-        self.oauth = (
-            OAuth2ClientCredentials(auth.tokenUrl, auth.clientId, auth.clientSecret, auth.scope)
-            if isinstance(auth, OAuth2Auth)
-            else None
-        )
-        self.size_cap = None
-        self.ssl = client_context(config.tls)
-        self.secrets = [  # never written to lastError or the attempt log, should an endpoint echo them
-            getattr(auth, "clientSecret", None), getattr(auth, "token", None),
-            config.signing.hmacSecret if config.signing else None, config.tls.clientKey if config.tls else None,
-        ]
+        self.size_cap: int | None = None  # learned from 413 answers: bodies above it were refused
+
+    def apply(self, control: Control, config: SubscriptionConfig, matcher: Callable[[], Matcher]) -> bool:
+        """Take every admin change asked after the revision the state reflects, in order
+        (``config`` is the subscription's current settings). False: there was none."""
+        change = pending_change(self.state, control, self.applied)
+        if change is None:
+            return False
+        if change.patched and config != self.config:
+            self.configure(config, matcher())
+        self.state = change.state
+        self.applied = control.rev
+        if change.reread:
+            self.forget_reads()
+        return True
+
+    @property
+    def should_run(self) -> bool:
+        return self.state.state != rules.DEPROVISIONED and self.state.pausedReason != rules.MANUAL
 
     def forget_reads(self) -> None:
         """Drop what was read ahead; the next batch is read again from the cursor."""
@@ -170,6 +134,12 @@ class Sender:
         if not self.running:
             self.task = asyncio.create_task(self.run(), name=f"sender-{self.id}")
 
+    def abandon(self) -> None:
+        """Cancel the task without waiting and without saving (the lease lapsed: the next owner
+        starts from the last saved state)."""
+        if self.task is not None:
+            self.task.cancel()
+
     async def stop(self) -> None:
         """Cancel the task; an attempt in flight is abandoned (it will be sent again)."""
         task, self.task = self.task, None
@@ -184,12 +154,12 @@ class Sender:
         self.saved_at = time.monotonic()
         self.saved_cursor = self.state.cursor
         self.unsaved = False
-        state = encode_state(self.state, self.applied)
+        state = rules.encode(self.state)
         if self.shared.state_log is not None:
-            self.shared.state_log.write(self.id, state)
+            self.shared.state_log.write(self.id, state, self.applied)
             if not to_store:
                 return
-        await self.shared.store.save_state(self.id, state)
+        await self.shared.store.save_state(self.id, state, self.applied)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -214,12 +184,15 @@ class Sender:
 
     # -- batches ----------------------------------------------------------------------------------
 
+    async def _read_own(self, after: int) -> tuple[list[Event], int]:
+        return await self.shared.store.read_page(after, READ_PAGE, stream=self.key[0], munchkin_id=self.key[1])
+
     async def _rebuild(self, inflight: InFlight) -> Batch | None:
         """The batch that was in flight when the process stopped: the same events, the same id."""
         events: list[Event] = []
         after = self.state.cursor
         while after < inflight.upto:
-            page, after = await read_own(self.shared.store, self.key, after, READ_PAGE)
+            page, after = await self._read_own(after)
             events.extend(e for e in page if e.position <= inflight.upto and self.matches(e))
             if not page:
                 break
@@ -232,7 +205,7 @@ class Sender:
             self.state.cursor, self.state.inflight = upto, None
             self.unsaved = True
             return None
-        return Batch(inflight.id, events, upto, _now_rfc3339(), sends=inflight.sends)
+        return Batch(inflight.id, events, upto, sends=inflight.sends)
 
     async def _next_batch(self) -> Batch:
         while True:
@@ -273,7 +246,7 @@ class Sender:
                 room = max(1, self.config.batchSize - len(self.buffer))
                 events, sizes, scanned = tail.take(self.key, before, room, self.format)
             else:
-                events, scanned = await read_own(self.shared.store, self.key, before, READ_PAGE)
+                events, scanned = await self._read_own(before)
                 sizes = body_sizes(self.format, events)
             matches, taken, expired = self.matches, 0, self.state.expiredThrough
             for event, size in zip(events, sizes):
@@ -304,21 +277,10 @@ class Sender:
         return await self._start_batch(events, events[-1].position if self.buffer else self.scanned)
 
     async def _start_batch(self, events: list[Event], upto: int) -> Batch:
-        batch = Batch(str(uuid.uuid4()), events, upto, _now_rfc3339())
+        batch = Batch(str(uuid.uuid4()), events, upto)
         self.state.inflight = InFlight(batch.id, upto, len(events))
         await self.save()
         return batch
-
-    def _body(self, batch: Batch) -> bytes:
-        if batch.body is None:
-            if self.single:
-                batch.body = formats.event_body(self.format, batch.events[0], subscription_id=self.id)
-            else:
-                batch.body = formats.batch_body(
-                    self.format, batch.events, subscription_id=self.id, batch_id=batch.id, created=batch.created
-                )
-            batch.signature = None
-        return batch.body
 
     # -- attempts ---------------------------------------------------------------------------------
 
@@ -329,7 +291,8 @@ class Sender:
             wait = (self.state.nextAttemptAt or 0) - now_ms()
             if wait > 0:
                 await asyncio.sleep(wait / 1000)
-            if asyncio.get_running_loop().time() >= self.shared.lease_valid_until:
+            leases = self.shared.leases
+            if leases is not None and asyncio.get_running_loop().time() >= leases.valid_until:
                 raise asyncio.CancelledError  # the lease lapsed: another node may be sending now
             answer = await self._attempt(batch)
             now = now_ms()
@@ -365,11 +328,11 @@ class Sender:
     async def _refused_as_too_large(self, batch: Batch, answer: Answer) -> None:
         """413: send the first half at once (not a failure); a lone event is dead-lettered."""
         self.state = msgspec.structs.replace(self.state, nextAttemptAt=None, lastAttemptAt=now_ms())
-        body_size = len(batch.body or b"")
-        self.size_cap = max(1024, body_size // 2) if self.size_cap is None else min(self.size_cap, max(1024, body_size // 2))
+        half_body = max(1024, len(batch.body or b"") // 2)
+        self.size_cap = half_body if self.size_cap is None else min(self.size_cap, half_body)
         if len(batch.events) == 1:
             event = batch.events[0]
-            await self.shared.store.dead_letter(self.id, event, f"HTTP 413 for a single event of {body_size} bytes")
+            await self.shared.store.dead_letter(self.id, event, f"HTTP 413 for a single event of {len(batch.body or b'')} bytes")
             self.state.deadLettered += 1
             metrics.DEAD_LETTERED.labels(self.id).inc()
             self.state.cursor = max(self.state.cursor, batch.upto)
@@ -386,80 +349,20 @@ class Sender:
 
     async def _attempt(self, batch: Batch) -> Answer:
         """One POST of the batch (two when an OAuth2 token is refused and renewed: not a failure)."""
-        body = self._body(batch)
-        headers = self._headers(batch, body)
-        answer, token = await self._send(body, headers)
-        if answer.status == 401 and self.oauth is not None and token is not None:
-            self._record(batch, answer, note="token refused; renewed and resent")
-            self.oauth.invalidate(token)
-            answer, token = await self._send(body, headers)
+        answer, refused = await self.endpoint.post(batch)
+        if refused is not None:
+            self._record(batch, refused, note="token refused; renewed and resent")
         self._record(batch, answer)
         batch.sends += 1
         return answer
-
-    async def send_sample(self, event: Event) -> Answer:
-        """POST one event outside the log, as this subscription's deliveries go (format, auth,
-        signatures), marked ``X-Leadstream-Sample: true``; not recorded, not retried."""
-        batch = Batch(str(uuid.uuid4()), [event], self.state.cursor, _now_rfc3339())
-        body = self._body(batch)
-        headers = {**self._headers(batch, body), "X-Leadstream-Sample": "true"}
-        answer, token = await self._send(body, headers)
-        if answer.status == 401 and self.oauth is not None and token is not None:
-            self.oauth.invalidate(token)
-            answer, _ = await self._send(body, headers)
-        return answer
-
-    async def _send(self, body: bytes, headers: dict[str, str]) -> tuple[Answer, str | None]:
-        timeout = self.config.timeoutMs / 1000
-        token = None
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout):
-                if self.oauth is not None:
-                    token = await self.oauth.token(self.shared.session)
-                    headers = {**headers, "Authorization": f"Bearer {token}"}
-                elif isinstance(self.config.auth, TokenAuth):
-                    headers = {**headers, "Authorization": f"Bearer {self.config.auth.token}"}
-                answer = await post(self.shared.session, self.config.endpoint, body, headers, timeout, ssl=self.ssl)
-        except TimeoutError:
-            answer = Answer(error=f"timed out after {self.config.timeoutMs} ms", duration=time.perf_counter() - started)
-        except TokenEndpointError as exc:
-            answer = Answer(error=str(exc), duration=time.perf_counter() - started)
-        metrics.ATTEMPT_SECONDS.observe(answer.duration)
-        if answer.snippet or answer.error:  # an endpoint may echo what it was sent: no secret goes further
-            secrets = [*self.secrets, token]
-            answer = dataclasses.replace(
-                answer, snippet=_redact(answer.snippet, secrets), error=answer.error and _redact(answer.error, secrets)
-            )
-        return answer, token
-
-    def _headers(self, batch: Batch, body: bytes) -> dict[str, str]:
-        headers = {
-            "Content-Type": "application/json",
-            "X-Leadstream-Subscription": self.id,
-            "X-Leadstream-Delivery": batch.id,
-        }
-        if batch.sends:
-            headers["X-Leadstream-Retry-Count"] = str(batch.sends)
-        if self.format != "legacy":
-            if batch.sends:
-                headers["x-adobe-retry-count"] = str(batch.sends)
-            if self.single:
-                headers["x-adobe-event-id"] = batch.events[0].eventid
-            if self.shared.keyring is not None:
-                if batch.signature is None:
-                    batch.signature = self.shared.keyring.signature_headers(body)
-                headers.update(batch.signature)
-        signing = self.config.signing
-        if signing is not None and signing.hmacSecret:
-            headers.update(hmac_headers(signing.hmacSecret, batch.id, body))
-        return headers
 
     def _record(self, batch: Batch, answer: Answer, note: str | None = None) -> None:
         """Append to the attempt log without waiting for it."""
         outcome = "delivered" if answer.ok else "too_large" if answer.status == 413 else "failed"
         if note:
             outcome = "renewed_token"
+        if answer.status == 413 and len(batch.events) == 1:
+            outcome = "dead_lettered"
         doc: dict[str, Any] = {
             "time": rfc3339(now_ms()),
             "batchId": batch.id,
@@ -474,28 +377,48 @@ class Sender:
         }
         if note:
             doc["note"] = note
-        if answer.status == 413 and len(batch.events) == 1:
-            doc["outcome"] = "dead_lettered"
         self.shared.spawn(self.shared.store.record_attempt(self.id, _attempt_encoder.encode(doc), self.shared.attempts_kept))
 
-    # -- live status --------------------------------------------------------------------------------
+    # -- retention ----------------------------------------------------------------------------------
 
-    def drop_expired(self) -> None:
-        """Forget what was read ahead but is now past ``expiredThrough`` (counted as expired
-        instead); the batch in flight stays: it is delivered."""
+    def received_through(self) -> int:
+        """Matching events at or below it are delivered, in flight, or counted as expired."""
+        state = self.state
+        return max(state.expiredThrough, state.cursor, state.inflight.upto if state.inflight else 0)
+
+    async def count_expired(self, through: int) -> bool:
+        """Events at or below ``through`` are past retention: count, in ``expired``, those this
+        subscription takes and has not received (they will not be sent). ``expiredThrough``
+        (saved with the state, so it moves with the lease) says how far it has counted, so
+        nothing is counted twice. True when something was counted (then save)."""
+        counted = False
+        while self.state.state != rules.DEPROVISIONED and (after := self.received_through()) < through:
+            page = await self.shared.store.read(after, READ_PAGE, stream=self.key[0], munchkin_id=self.key[1])
+            # No await from here on. The task may have taken events into a batch during the
+            # read: those are received (they will be delivered), so count above where it is now.
+            after = self.received_through()
+            upto = min(through, page[-1].position if len(page) == READ_PAGE else through)
+            state = self.state
+            state.expired += sum(1 for e in page if after < e.position <= upto and self.matches(e))
+            state.expiredThrough = max(state.expiredThrough, upto)
+            self._drop_expired()  # read ahead but not sent: counted instead
+            counted = True
+        return counted
+
+    def _drop_expired(self) -> None:
+        """Forget what was read ahead but is now past ``expiredThrough``; the batch in flight stays."""
         expired = self.state.expiredThrough
         while self.buffer and self.buffer[0][0].position <= expired:
             self.buffer_bytes -= self.buffer.popleft()[1]
 
-    def held(self) -> int:
-        return len(self.buffer) + (len(self.batch.events) if self.batch else 0)
+    # -- live status --------------------------------------------------------------------------------
 
-    def pending(self, last_position: int) -> int:
-        """Matching events not yet delivered: exact for what is read; for the unread rest,
-        estimated from this subscription's share of the log so far."""
-        behind = max(0, last_position - self.scanned)
+    def live(self) -> Live:
+        """What the API shows of a subscription this node delivers: the state in memory, and
+        what is read and not yet delivered."""
+        held = len(self.buffer) + (len(self.batch.events) if self.batch else 0)
         share = self.matched / self.advanced if self.advanced else 1.0
-        return self.held() + round(behind * min(1.0, share))
+        return Live(self.state, self.scanned, held, share, self.oldest_held(), self.matches)
 
     def oldest_held(self) -> int | None:
         """Ingest time (ms) of the oldest undelivered event in hand."""
@@ -504,14 +427,3 @@ class Sender:
         if self.buffer:
             return self.buffer[0][0].ingested_at
         return None
-
-
-def _now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _redact(text: str, secrets: list[str | None]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text

@@ -7,8 +7,8 @@ per commit cycle. Appended here instead, a save is crash-safe on return (the pag
 a process crash; like the store's ``save_state``, not a power loss), and the store receives the
 latest state of each subscription once a second (``checkpoint``).
 
-Files: ``<directory>/delivery-state.<n>.log``, one JSON line per save, the newest line of a
-subscription wins. A checkpoint starts a new file, writes what the old one held to the store, then
+Files: ``<directory>/delivery-state.<n>.log``, one JSON line per save (the state, and the control
+revision it reflects), the newest line of a subscription wins. A checkpoint starts a new file, writes what the old one held to the store, then
 deletes it; after a crash, ``recover`` replays whatever files are left, oldest first. A torn last
 line (power loss) is skipped. For one node only: a cluster keeps its states in the shared store.
 """
@@ -24,13 +24,15 @@ from leadstream.store.base import Store
 
 PREFIX, SUFFIX = "delivery-state.", ".log"
 
+Saved = tuple[bytes, int]  # a delivery state, and the control revision it reflects
+
 
 class StateLog:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self._fd: int | None = None
         self._number = 0
-        self._latest: dict[str, bytes] = {}  # written since the last checkpoint began
+        self._latest: dict[str, Saved] = {}  # written since the last checkpoint began
 
     def _files(self) -> list[tuple[int, Path]]:
         found = []
@@ -40,15 +42,15 @@ class StateLog:
                 found.append((int(number), path))
         return sorted(found)
 
-    def recover(self) -> dict[str, bytes]:
+    def recover(self) -> dict[str, Saved]:
         """The newest state of every subscription in files left by an earlier run."""
-        latest: dict[str, bytes] = {}
+        latest: dict[str, Saved] = {}
         for _, path in self._files():
             for line in path.read_bytes().splitlines():
                 try:
                     record = orjson.loads(line)
-                    latest[record["id"]] = orjson.dumps(record["state"])
-                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    latest[record["id"]] = orjson.dumps(record["state"]), int(record.get("applied", 0))
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue  # a torn line
         return latest
 
@@ -62,11 +64,11 @@ class StateLog:
     def _path(self, number: int) -> Path:
         return self.directory / f"{PREFIX}{number}{SUFFIX}"
 
-    def write(self, sub_id: str, state: bytes) -> None:
+    def write(self, sub_id: str, state: bytes, applied: int) -> None:
         """Crash-safe (process crash) on return."""
         assert self._fd is not None, "the state log is not open"
-        os.write(self._fd, b'{"id":%b,"state":%b}\n' % (orjson.dumps(sub_id), state))
-        self._latest[sub_id] = state
+        os.write(self._fd, b'{"id":%b,"applied":%d,"state":%b}\n' % (orjson.dumps(sub_id), applied, state))
+        self._latest[sub_id] = state, applied
 
     async def checkpoint(self, store: Store) -> None:
         """Hand the newest states to the store and drop the files that held them."""
@@ -78,11 +80,11 @@ class StateLog:
         self._fd = os.open(self._path(self._number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.close(old_fd)
         try:
-            for sub_id, state in latest.items():
-                await store.save_state(sub_id, state)
+            for sub_id, (state, applied) in latest.items():
+                await store.save_state(sub_id, state, applied)
         except BaseException:
-            for sub_id, state in latest.items():  # try again next time; newer saves win
-                self._latest.setdefault(sub_id, state)
+            for sub_id, saved in latest.items():  # try again next time; newer saves win
+                self._latest.setdefault(sub_id, saved)
             raise
         for number, path in older:
             if number < self._number:
@@ -96,9 +98,9 @@ class StateLog:
         for _, path in self._files():
             path.unlink(missing_ok=True)
 
-    async def adopt(self, store: Store, states: dict[str, bytes]) -> None:
+    async def adopt(self, store: Store, states: dict[str, Saved]) -> None:
         """Before ``open``: write recovered states to the store, then delete the files they came from."""
-        for sub_id, state in states.items():
-            await store.save_state(sub_id, state)
+        for sub_id, (state, applied) in states.items():
+            await store.save_state(sub_id, state, applied)
         for _, path in self._files():
             path.unlink(missing_ok=True)

@@ -1,10 +1,11 @@
 """The delivery process (``leadstream serve --delivery-process``): delivery on a core of its own.
 
 ``leadstream serve`` starts it with ``python -m leadstream.delivery.worker`` and writes the
-settings (JSON, one line) to its stdin, then keeps that pipe open. Here the same data directory's
-store is opened with ``follow_head`` (ingest commits in the other process), the engine holds every
-subscription and follows the admin changes the API process writes, the state log is
-checkpointed to the store every second (what the API's views show), and retention runs.
+settings (JSON, one line) to its stdin, then keeps that pipe open. Here the service runs in
+the ``DELIVERY`` role (``leadstream.runtime``): the same data directory's store follows the
+appends the other process commits, the engine holds every subscription and follows the admin
+changes the API process writes, the state log is checkpointed to the store every second (what the
+API's views show), and retention runs.
 
 The process stops, saving every subscription's state, on SIGTERM or when its stdin reaches end
 of file — the server closed it, or died: no orphan outlives the server. A lock file keeps a
@@ -22,19 +23,11 @@ import signal
 import sys
 from pathlib import Path
 
-from leadstream.api import catalog as catalog_routes
-from leadstream.catalog import Catalog
-from leadstream.delivery.engine import DeliveryEngine, EngineOptions
-from leadstream.delivery.signing import KeyRing
+from leadstream import runtime
 from leadstream.logs import configure, log
-from leadstream.retention import Retention
-from leadstream.secretbox import load_secretbox
 from leadstream.settings import Settings
-from leadstream.store import SQLITE_FILE
-from leadstream.store.sqlite import SqliteStore
 
 LOCK_FILE = "delivery.lock"
-COMMIT_INTERVAL = 0.05  # seconds
 
 
 async def deliver(settings: Settings, stop: asyncio.Event) -> None:
@@ -42,36 +35,10 @@ async def deliver(settings: Settings, stop: asyncio.Event) -> None:
     lock = await _exclusive(settings.data_dir / LOCK_FILE, stop)
     if lock is None:
         return
-    # Ingest commits in the server process; our writes (attempt logs, state checkpoints) need no
-    # haste, so they are gathered for COMMIT_INTERVAL and take the shared write lock once.
-    store = SqliteStore(settings.data_dir / SQLITE_FILE, follow_head=True, commit_interval=COMMIT_INTERVAL)
-    await store.open()
     try:
-        master_key = settings.master_key.get_secret_value() if settings.master_key else None
-        options = EngineOptions(
-            allow_private_endpoints=settings.allow_private_endpoints,
-            allowed_cidrs=tuple(settings.allowed_cidrs),
-            node_id=settings.node_id,
-            state_log=settings.data_dir,
-            follow_changes=True,
-        )
-        engine = DeliveryEngine(
-            store, Catalog(), options, keyring=KeyRing(settings.data_dir / "keys"),
-            secretbox=load_secretbox(settings.data_dir, master_key),
-        )  # fmt: skip
-        engine.before_follow = lambda: catalog_routes.restore(engine)  # it has .store and .catalog
-        await catalog_routes.restore(engine)
-        await engine.start()
-        retention = Retention(store, settings.retention, settings.purge_interval, engine.count_expired)
-        purging = asyncio.create_task(retention.run(), name="retention")
-        try:
+        async with runtime.running(settings, runtime.Role.DELIVERY):
             await stop.wait()
-        finally:
-            purging.cancel()
-            await asyncio.gather(purging, return_exceptions=True)
-            await engine.stop()
     finally:
-        await store.close()
         os.close(lock)
 
 

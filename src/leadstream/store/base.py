@@ -1,9 +1,11 @@
 """The storage interface (SPEC §6). Nothing above it knows which backend is in use.
 
-A backend implements the primitives marked abstract; the shared logic (the retention loop) lives
-here once. Subscriptions are stored as opaque JSON documents (``config`` and ``state`` bytes)
-beside the two columns the store itself needs (id, munchkin id), so the subscription model can
-grow without touching either backend.
+A backend implements the primitives marked abstract; the logic both share (which appended events
+are duplicates and which positions the others take, the chunked purge, reading a tenant's page)
+lives here once. Subscriptions are stored as opaque JSON documents (``config`` and ``state``
+bytes) beside the columns the store itself reads or compares: id, munchkin id, and the typed
+``Control`` record (what admins asked, and the revision the delivery state reflects), so the
+subscription model can grow without touching either backend.
 
 Positions: every stored event gets a position, strictly increasing in commit order and never
 reused; a reader that has seen position P has seen every event at or below P (backends must make
@@ -15,10 +17,39 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from leadstream.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """What admins last asked of a subscription — its desired settings, beside the config document.
+
+    ``rev`` rises with every admin change; each kind of change records the revision it was last
+    asked at (0: never), and a replay where it moves the cursor. The node delivering the
+    subscription applies every change asked after the revision its saved state reflects
+    (``StoredSubscription.applied``), in the order asked; ``leadstream.subscriptions.control``
+    says what each one does. Written only by admin commands, with compare-and-set on ``rev``.
+    """
+
+    rev: int = 0
+    pause: int = 0
+    resume: int = 0
+    replay: int = 0
+    patch: int = 0
+    delete: int = 0
+    replay_to: int = 0
+
+    def values(self) -> tuple[int, ...]:
+        """In the order of CONTROL_COLUMNS."""
+        return (self.rev, self.pause, self.resume, self.replay, self.patch, self.delete, self.replay_to)
+
+
+CONTROL_COLUMNS = ("control_rev", "pause_rev", "resume_rev", "replay_rev", "patch_rev", "delete_rev", "replay_to")
+SUBSCRIPTION_COLUMNS = ("id", "munchkin_id", "config", "state", "created_at", *CONTROL_COLUMNS, "applied_rev")
 
 
 @dataclass(slots=True)
@@ -28,6 +59,44 @@ class StoredSubscription:
     config: bytes  # JSON document of the subscription's settings
     state: bytes  # JSON document of its delivery state (cursor, counters, …)
     created_at: int  # ms since the epoch
+    control: Control = field(default_factory=Control)
+    applied: int = 0  # the control revision ``state`` reflects (written with the state)
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> StoredSubscription:
+        """From the columns of SUBSCRIPTION_COLUMNS, in that order."""
+        return cls(row[0], row[1], bytes(row[2]), bytes(row[3]), row[4], Control(*row[5:12]), row[12])
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.id, self.munchkin_id, self.config, self.state, self.created_at, *self.control.values(), self.applied)
+
+
+def number_fresh(events: Iterable[Event], seen: set[str], last: int, now_ms: int) -> tuple[list[int], list[Event], int]:
+    """The append step both backends share: events whose key is in ``seen`` (or came earlier in
+    ``events``) are duplicates; the others get the next positions after ``last`` and ingest time
+    ``now_ms``. Returns the duplicates' indexes, the fresh events, and the last position taken."""
+    duplicates: list[int] = []
+    fresh: list[Event] = []
+    position = last
+    for index, event in enumerate(events):
+        if event.key in seen:
+            duplicates.append(index)
+            continue
+        seen.add(event.key)
+        position += 1
+        event.position, event.ingested_at = position, now_ms
+        fresh.append(event)
+    return duplicates, fresh, position
+
+
+def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """Complete a waiting writer's future, unless its caller has gone (cancelled) already."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class LogHead:
@@ -116,6 +185,15 @@ class Store(abc.ABC):
     async def wait_for_events(self, after: int, timeout: float) -> int:
         """Return ``last_position()`` once it is above ``after``, or after ``timeout`` seconds."""
 
+    async def read_page(self, after: int, limit: int, *, stream: str, munchkin_id: str) -> tuple[list[Event], int]:
+        """A page of one stream and tenant's events above ``after``, and the position up to
+        which that answer is complete (a short page is complete up to the head)."""
+        top = await self.last_position()
+        events = await self.read(after, limit, stream=stream, munchkin_id=munchkin_id)
+        if len(events) == limit:
+            return events, events[-1].position
+        return events, max(top, events[-1].position if events else after, after)
+
     # -- retention --------------------------------------------------------------------------------
     @abc.abstractmethod
     async def _expired_upto(self, before_ms: int, limit: int) -> int | None:
@@ -126,49 +204,43 @@ class Store(abc.ABC):
     async def _delete_through(self, position: int) -> int:
         """Delete the events at or below ``position``; return how many went."""
 
-    async def purge(
-        self,
-        before_ms: int,
-        on_expire: Callable[[list[Event]], None],
-        *,
-        count_after: int,
-        chunk: int = 5000,
-    ) -> int:
-        """Delete every event ingested before ``before_ms``, a chunk at a time so that ingest
-        goes on in between.
-
-        ``on_expire`` sees each expiring event above ``count_after`` (the lowest subscription
-        cursor) before it goes, so subscriptions can count what they never received. Positions
-        rise with ingest time, so the expired events are always a prefix of the log. Returns how
-        many events were deleted.
-        """
+    async def purge(self, before_ms: int, *, chunk: int = 5000) -> int:
+        """Delete every event ingested before ``before_ms``, a chunk at a time so that ingest goes
+        on in between. Positions rise with ingest time, so the expired events are always a prefix
+        of the log. Returns how many events were deleted. (Subscriptions count what expires
+        undelivered before this runs: ``Retention``.)"""
         deleted = 0
         while (upto := await self._expired_upto(before_ms, chunk)) is not None:
-            if upto > count_after:
-                expiring = [e for e in await self.read(count_after, chunk) if e.position <= upto]
-                on_expire(expiring)
-                count_after = upto
             deleted += await self._delete_through(upto)
         return deleted
 
     # -- subscriptions ----------------------------------------------------------------------------
     @abc.abstractmethod
-    async def create_subscription(self, sub: StoredSubscription) -> None: ...
+    async def create_subscription(self, sub: StoredSubscription) -> None:
+        """Raises ``Conflict`` if the id exists."""
 
     @abc.abstractmethod
     async def get_subscription(self, sub_id: str) -> StoredSubscription | None: ...
 
     @abc.abstractmethod
-    async def list_subscriptions(self, munchkin_id: str | None = None) -> list[StoredSubscription]: ...
+    async def list_subscriptions(self, munchkin_id: str | None = None) -> list[StoredSubscription]:
+        """Oldest first (created_at, then id)."""
 
     @abc.abstractmethod
-    async def update_config(self, sub_id: str, config: bytes) -> None: ...
+    async def update_control(self, sub_id: str, control: Control, *, expected_rev: int, config: bytes | None = None) -> bool:
+        """Compare-and-set: store ``control`` (and ``config``, when given) only if the stored
+        control revision is still ``expected_rev``. False when another writer came first."""
 
     @abc.abstractmethod
-    async def save_state(self, sub_id: str, state: bytes) -> None:
-        """Persist a subscription's delivery state. Survives a process crash on return (the
-        SQLite backend does not fsync it: after a power loss an older state may come back,
-        which only means a batch is sent again)."""
+    async def save_state(self, sub_id: str, state: bytes, applied: int) -> None:
+        """Persist a subscription's delivery state and the control revision it reflects. Survives
+        a process crash on return (the SQLite backend does not fsync it: after a power loss an
+        older state may come back, which only means a batch is sent again)."""
+
+    @abc.abstractmethod
+    async def subscriptions_revision(self) -> int:
+        """The highest control revision of any subscription: it rises whenever a subscription is
+        created or an admin change is asked, so a node that follows it misses no change."""
 
     async def lease(self, node_id: str, ttl: float) -> set[str] | None:
         """Which subscriptions this node may deliver now. ``None``: all of them (a single node).
@@ -191,9 +263,37 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def dead_letters(self, sub_id: str, limit: int) -> list[tuple[Event, str]]: ...
 
-    # -- small settings (tenant catalogs, …) ------------------------------------------------------
+    # -- API keys and the audit trail: a row each, so that no node's write is lost ------------------
+    @abc.abstractmethod
+    async def create_api_key(self, key_id: str, record: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def update_api_key(self, key_id: str, record: bytes) -> bool:
+        """Replace a key's record (a revocation); False if there is no such key."""
+
+    @abc.abstractmethod
+    async def api_keys(self) -> list[tuple[bytes, int]]:
+        """Every key record, with the last time it was used (ms; 0: never)."""
+
+    @abc.abstractmethod
+    async def mark_api_keys_used(self, used: dict[str, int]) -> None:
+        """Raise each key's last-used time to the given one (never lowers it)."""
+
+    @abc.abstractmethod
+    async def append_audit(self, entry: bytes, keep: int) -> int:
+        """Append an audit entry; returns its sequence number. Only the newest ``keep`` are kept."""
+
+    @abc.abstractmethod
+    async def audit_entries(self, before: int | None, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` entries with a sequence number below ``before`` (None: the newest), newest first."""
+
+    # -- small settings (tenant catalogs, checkpoints, …) -----------------------------------------
     @abc.abstractmethod
     async def get_setting(self, name: str) -> bytes | None: ...
 
     @abc.abstractmethod
     async def put_setting(self, name: str, value: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def settings(self, prefix: str) -> dict[str, bytes]:
+        """Every setting whose name starts with ``prefix``."""

@@ -49,7 +49,16 @@ import msgspec
 from leadstream.errors import Conflict, Invalid, Unavailable
 from leadstream.events import Event
 from leadstream.logs import log
-from leadstream.store.base import LogHead, Store, StoredSubscription
+from leadstream.store.base import (
+    CONTROL_COLUMNS,
+    SUBSCRIPTION_COLUMNS,
+    Control,
+    LogHead,
+    Store,
+    StoredSubscription,
+    number_fresh,
+    settle,
+)
 
 T = TypeVar("T")
 
@@ -114,8 +123,58 @@ MIGRATIONS = [
         expires_at bigint NOT NULL
     );
     """,
+    # 2: the control record in columns of its own (version 1 spliced it into the config and state
+    # documents); API keys, the audit trail and tenant catalogs a row each (version 1 kept them in
+    # whole-document settings that two nodes writing at once could overwrite).
+    """
+    ALTER TABLE subscriptions
+        ADD COLUMN control_rev bigint NOT NULL DEFAULT 0, ADD COLUMN pause_rev bigint NOT NULL DEFAULT 0,
+        ADD COLUMN resume_rev bigint NOT NULL DEFAULT 0, ADD COLUMN replay_rev bigint NOT NULL DEFAULT 0,
+        ADD COLUMN patch_rev bigint NOT NULL DEFAULT 0, ADD COLUMN delete_rev bigint NOT NULL DEFAULT 0,
+        ADD COLUMN replay_to bigint NOT NULL DEFAULT 0, ADD COLUMN applied_rev bigint NOT NULL DEFAULT 0;
+    CREATE INDEX subscriptions_control ON subscriptions (control_rev);
+    UPDATE subscriptions SET
+        control_rev = coalesce((d.config -> '_control' ->> 'rev')::bigint, 0),
+        pause_rev = coalesce((d.config -> '_control' -> 'ops' ->> 'pause')::bigint, 0),
+        resume_rev = coalesce((d.config -> '_control' -> 'ops' ->> 'resume')::bigint, 0),
+        replay_rev = coalesce((d.config -> '_control' -> 'ops' ->> 'replay')::bigint, 0),
+        patch_rev = coalesce((d.config -> '_control' -> 'ops' ->> 'patch')::bigint, 0),
+        delete_rev = coalesce((d.config -> '_control' -> 'ops' ->> 'delete')::bigint, 0),
+        replay_to = coalesce((d.config -> '_control' ->> 'replayTo')::bigint, 0),
+        config = convert_to((d.config - '_control')::text, 'UTF8'),
+        applied_rev = coalesce((d.state ->> 'applied')::bigint, 0),
+        state = convert_to((d.state - 'applied')::text, 'UTF8')
+    FROM (SELECT id, convert_from(config, 'UTF8')::jsonb AS config, convert_from(state, 'UTF8')::jsonb AS state
+          FROM subscriptions) AS d
+    WHERE d.id = subscriptions.id;
+    CREATE TABLE api_keys (id text PRIMARY KEY, record bytea NOT NULL, used_at bigint NOT NULL DEFAULT 0);
+    INSERT INTO api_keys (id, record, used_at)
+        SELECT substr(k.name, 8), k.value,
+               coalesce((SELECT convert_from(u.value, 'UTF8')::bigint FROM settings u WHERE u.name = k.name || '.used'), 0)
+        FROM settings k WHERE k.name LIKE 'apikey.%' AND k.name NOT LIKE '%.used';
+    CREATE TABLE audit (seq bigserial PRIMARY KEY, entry bytea NOT NULL);
+    INSERT INTO audit (seq, entry)
+        SELECT (e ->> 'seq')::bigint, convert_to((e - 'seq')::text, 'UTF8')
+        FROM settings, jsonb_array_elements(convert_from(settings.value, 'UTF8')::jsonb) AS e
+        WHERE settings.name LIKE 'audit.page.%'
+        ON CONFLICT DO NOTHING;
+    SELECT setval(pg_get_serial_sequence('audit', 'seq'), (SELECT max(seq) FROM audit)) WHERE EXISTS (SELECT FROM audit);
+    INSERT INTO settings (name, value)
+        SELECT DISTINCT ON (name) name, value FROM (
+            SELECT 'catalog.activity.' || tenant.key || '.' || (entry.value ->> 'id') AS name,
+                   convert_to(entry.value::text, 'UTF8') AS value, entry.ordinality
+            FROM settings,
+                 jsonb_each(convert_from(settings.value, 'UTF8')::jsonb) AS tenant,
+                 jsonb_array_elements(tenant.value) WITH ORDINALITY AS entry
+            WHERE settings.name = 'catalog.tenants') AS entries
+        ORDER BY name, ordinality DESC
+        ON CONFLICT (name) DO UPDATE SET value = excluded.value;
+    DELETE FROM settings WHERE name LIKE 'apikey%' OR name LIKE 'audit.%'
+        OR name IN ('catalog.tenants', 'subscriptions.revision');
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+SUBSCRIPTION_SELECT = f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions"
 
 EVENT_COLUMNS = ("position", "eventid", "stream", "munchkin_id", "etype", "type", "id", "time", "data", "key", "ingested_at")
 # Reads skip the key (only ingest needs it): '' stands in its place, keeping Event(*row) positional.
@@ -353,7 +412,7 @@ class PostgresStore(Store):
             outcome = await self._run(lambda conn: self._append_tx(conn, group))
         except Unavailable as exc:
             for job in group:
-                _settle(job.future, None, exc)
+                settle(job.future, None, exc)
             return
         except Exception as exc:
             if len(group) > 1:  # one bad append must not fail the others: each on its own
@@ -362,18 +421,14 @@ class PostgresStore(Store):
                 return
             if isinstance(exc, asyncpg.DataError):  # e.g. a NUL character, which text cannot hold
                 exc = Invalid(f"PostgreSQL cannot store these events: {exc}")
-            _settle(group[0].future, None, exc)
+            settle(group[0].future, None, exc)
             return
-        duplicates, assigned, last = outcome
-        for event, position, at in assigned:
-            event.position, event.ingested_at = position, at
+        duplicates, last = outcome
         self._head.advance(last)
         for job, dups in zip(group, duplicates):
-            _settle(job.future, dups, None)
+            settle(job.future, dups, None)
 
-    async def _append_tx(
-        self, conn: asyncpg.Connection, group: list[_Append]
-    ) -> tuple[list[list[int]], list[tuple[Event, int, int]], int]:
+    async def _append_tx(self, conn: asyncpg.Connection, group: list[_Append]) -> tuple[list[list[int]], int]:
         # READ COMMITTED matters: each statement below takes a fresh snapshot, so the head read
         # after the lock is granted sees the previous holder's commit. (Under REPEATABLE READ
         # the snapshot would date from before the wait.)
@@ -388,19 +443,12 @@ class PostgresStore(Store):
             seen = {r[0] for r in await conn.fetch("SELECT key FROM events WHERE key = ANY($1::text[])", keys)}
             position = last
             duplicates: list[list[int]] = []
-            assigned: list[tuple[Event, int, int]] = []
             rows = []
             for job in group:
-                dups = []
-                for index, e in enumerate(job.events):
-                    if e.key in seen:
-                        dups.append(index)
-                        continue
-                    seen.add(e.key)
-                    position += 1
-                    assigned.append((e, position, at))
-                    rows.append((position, e.eventid, e.stream, e.munchkin_id, e.etype, e.type, e.id, e.time, e.data, e.key, at))
+                dups, fresh, position = number_fresh(job.events, seen, position, at)
                 duplicates.append(dups)
+                rows += [(e.position, e.eventid, e.stream, e.munchkin_id, e.etype, e.type, e.id, e.time, e.data, e.key, at)
+                         for e in fresh]  # fmt: skip
             if rows:
                 await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
                 await conn.execute(
@@ -408,7 +456,7 @@ class PostgresStore(Store):
                     position, at, self._channel, str(position),
                 )
         self._days.add(day)
-        return duplicates, assigned, position
+        return duplicates, position
 
     # -- the event log: reads ---------------------------------------------------------------------------
     async def read(
@@ -537,14 +585,7 @@ class PostgresStore(Store):
         )
         return [row[0] for row in rows]
 
-    async def purge(
-        self,
-        before_ms: int,
-        on_expire: Callable[[list[Event]], None],
-        *,
-        count_after: int,
-        chunk: int = 5000,
-    ) -> int:
+    async def purge(self, before_ms: int, *, chunk: int = 5000) -> int:
         """Drop every partition whose whole day is older than ``before_ms``; when the retention
         is shorter than a day, also delete the expired rows of the partitions left (see the
         module docstring). Returns how many events went."""
@@ -552,40 +593,24 @@ class PostgresStore(Store):
         for name in await self._run(self._partitions):
             if (partition_day(name) + 1) * DAY_MS > before_ms:
                 break
-            went, count_after = await self._drop_partition(name, on_expire, count_after, chunk)
-            deleted += went
+            deleted += await self._drop_partition(name)
         if time.time() * 1000 - before_ms < DAY_MS:
-            deleted += await super().purge(before_ms, on_expire, count_after=count_after, chunk=chunk)
+            deleted += await super().purge(before_ms, chunk=chunk)
         return deleted
 
-    async def _drop_partition(
-        self, name: str, on_expire: Callable[[list[Event]], None], count_after: int, chunk: int
-    ) -> tuple[int, int]:
-        select = f"SELECT {READ_COLUMNS} FROM {name} WHERE position > $1 ORDER BY position LIMIT $2"
-
-        async def report(conn: asyncpg.Connection, after: int) -> int:
-            while rows := await conn.fetch(select, after, chunk):
-                on_expire([Event(*row) for row in rows])
-                after = rows[-1]["position"]
-            return after
-
-        # Outside the lock, so ingest goes on while a large backlog is counted ...
-        reported = await self._run(lambda conn: report(conn, count_after))
-
-        async def drop(conn: asyncpg.Connection) -> tuple[int, int]:
+    async def _drop_partition(self, name: str) -> int:
+        async def drop(conn: asyncpg.Connection) -> int:
             async with conn.transaction(isolation="read_committed"):
                 await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, LOG_LOCK)
-                # ... and under it whatever landed meanwhile (only a badly skewed clock can).
-                upto = await report(conn, reported)
                 low, high = await conn.fetchrow(f"SELECT min(position), max(position) FROM {name}")
                 await conn.execute(f"DROP TABLE {name}")
             # Positions are dense (the head moves by exactly the rows inserted, under the lock)
             # and rise with ingest time, so a partition holds the whole range low..high.
-            return (0 if low is None else high - low + 1), max(upto, high or 0)
+            return 0 if low is None else high - low + 1
 
-        went, upto = await self._run(drop)
+        went = await self._run(drop)
         self._days.discard(partition_day(name))
-        return went, upto
+        return went
 
     async def _expired_upto(self, before_ms: int, limit: int) -> int | None:
         return await self._run(
@@ -603,38 +628,37 @@ class PostgresStore(Store):
 
     # -- subscriptions ----------------------------------------------------------------------------
     async def create_subscription(self, sub: StoredSubscription) -> None:
+        marks = ", ".join(f"${i}" for i in range(1, len(SUBSCRIPTION_COLUMNS) + 1))
+        sql = f"INSERT INTO subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES ({marks})"
         try:
-            await self._run(
-                lambda conn: conn.execute(
-                    "INSERT INTO subscriptions (id, munchkin_id, config, state, created_at) VALUES ($1, $2, $3, $4, $5)",
-                    sub.id, sub.munchkin_id, sub.config, sub.state, sub.created_at,
-                )
-            )
+            await self._run(lambda conn: conn.execute(sql, *sub.row()))
         except asyncpg.UniqueViolationError:
             raise Conflict(f"subscription {sub.id} already exists") from None
 
     async def get_subscription(self, sub_id: str) -> StoredSubscription | None:
-        row = await self._run(
-            lambda conn: conn.fetchrow(
-                "SELECT id, munchkin_id, config, state, created_at FROM subscriptions WHERE id = $1", sub_id
-            )
-        )
-        return StoredSubscription(*row) if row else None
+        row = await self._run(lambda conn: conn.fetchrow(f"{SUBSCRIPTION_SELECT} WHERE id = $1", sub_id))
+        return StoredSubscription.from_row(row) if row else None
 
     async def list_subscriptions(self, munchkin_id: str | None = None) -> list[StoredSubscription]:
-        sql = "SELECT id, munchkin_id, config, state, created_at FROM subscriptions"
-        params: list[Any] = []
-        if munchkin_id is not None:
-            sql += " WHERE munchkin_id = $1"
-            params.append(munchkin_id)
-        rows = await self._run(lambda conn: conn.fetch(sql + " ORDER BY created_at, id", *params))
-        return [StoredSubscription(*row) for row in rows]
+        where, params = ("WHERE munchkin_id = $1", [munchkin_id]) if munchkin_id is not None else ("", [])
+        rows = await self._run(lambda conn: conn.fetch(f"{SUBSCRIPTION_SELECT} {where} ORDER BY created_at, id", *params))
+        return [StoredSubscription.from_row(row) for row in rows]
 
-    async def update_config(self, sub_id: str, config: bytes) -> None:
-        await self._run(lambda conn: conn.execute("UPDATE subscriptions SET config = $1 WHERE id = $2", config, sub_id))
+    async def update_control(self, sub_id: str, control: Control, *, expected_rev: int, config: bytes | None = None) -> bool:
+        values: list[Any] = [*control.values()]
+        sets = ", ".join(f"{column} = ${i}" for i, column in enumerate(CONTROL_COLUMNS, 1))
+        if config is not None:
+            values.append(config)
+            sets += f", config = ${len(values)}"
+        sql = f"UPDATE subscriptions SET {sets} WHERE id = ${len(values) + 1} AND control_rev = ${len(values) + 2}"
+        status = await self._run(lambda conn: conn.execute(sql, *values, sub_id, expected_rev))
+        return status == "UPDATE 1"
 
-    async def save_state(self, sub_id: str, state: bytes) -> None:
-        await self._relaxed("UPDATE subscriptions SET state = $1 WHERE id = $2", state, sub_id)
+    async def save_state(self, sub_id: str, state: bytes, applied: int) -> None:
+        await self._relaxed("UPDATE subscriptions SET state = $1, applied_rev = $2 WHERE id = $3", state, applied, sub_id)
+
+    async def subscriptions_revision(self) -> int:
+        return await self._run(lambda conn: conn.fetchval("SELECT coalesce(max(control_rev), 0) FROM subscriptions"))
 
     async def _relaxed(self, sql: str, *params: Any) -> None:
         """A write that must survive our crash but not the database's: no WAL flush wait (the
@@ -716,6 +740,46 @@ class PostgresStore(Store):
         )
         return [(msgspec.msgpack.decode(blob, type=Event), reason) for blob, reason in rows]
 
+    # -- API keys and the audit trail ----------------------------------------------------------------
+    async def create_api_key(self, key_id: str, record: bytes) -> None:
+        try:
+            await self._run(lambda conn: conn.execute("INSERT INTO api_keys (id, record) VALUES ($1, $2)", key_id, record))
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"an API key with id {key_id!r} exists already") from None
+
+    async def update_api_key(self, key_id: str, record: bytes) -> bool:
+        status = await self._run(lambda conn: conn.execute("UPDATE api_keys SET record = $1 WHERE id = $2", record, key_id))
+        return status == "UPDATE 1"
+
+    async def api_keys(self) -> list[tuple[bytes, int]]:
+        rows = await self._run(lambda conn: conn.fetch("SELECT record, used_at FROM api_keys ORDER BY id"))
+        return [(row[0], row[1]) for row in rows]
+
+    async def mark_api_keys_used(self, used: dict[str, int]) -> None:
+        if used:
+            await self._relaxed(
+                "UPDATE api_keys SET used_at = greatest(used_at, u.at) FROM unnest($1::text[], $2::bigint[]) AS u(id, at) "
+                "WHERE api_keys.id = u.id",
+                list(used), list(used.values()),
+            )
+
+    async def append_audit(self, entry: bytes, keep: int) -> int:
+        async def run(conn: asyncpg.Connection) -> int:
+            seq: int = await conn.fetchval("INSERT INTO audit (entry) VALUES ($1) RETURNING seq", entry)
+            await conn.execute("DELETE FROM audit WHERE seq <= $1", seq - keep)  # by the primary key: the oldest one or none
+            return seq
+
+        return await self._run(run)
+
+    async def audit_entries(self, before: int | None, limit: int) -> list[tuple[int, bytes]]:
+        rows = await self._run(
+            lambda conn: conn.fetch(
+                "SELECT seq, entry FROM audit WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+                before if before is not None else 2**62, limit,
+            )
+        )
+        return [(row[0], row[1]) for row in rows]
+
     # -- settings ---------------------------------------------------------------------------------------
     async def get_setting(self, name: str) -> bytes | None:
         return await self._run(lambda conn: conn.fetchval("SELECT value FROM settings WHERE name = $1", name))
@@ -728,11 +792,8 @@ class PostgresStore(Store):
             )
         )
 
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+    async def settings(self, prefix: str) -> dict[str, bytes]:
+        rows = await self._run(
+            lambda conn: conn.fetch("SELECT name, value FROM settings WHERE starts_with(name, $1) ORDER BY name", prefix)
+        )
+        return {row[0]: row[1] for row in rows}

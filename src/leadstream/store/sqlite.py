@@ -34,46 +34,102 @@ from msgspec.structs import astuple
 
 from leadstream.errors import Conflict, Unavailable
 from leadstream.events import Event
-from leadstream.store.base import LogHead, Store, StoredSubscription
+from leadstream.store.base import (
+    CONTROL_COLUMNS,
+    SUBSCRIPTION_COLUMNS,
+    Control,
+    LogHead,
+    Store,
+    StoredSubscription,
+    number_fresh,
+    settle,
+)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    position INTEGER PRIMARY KEY,
-    eventid TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    munchkin_id TEXT NOT NULL,
-    etype TEXT NOT NULL,
-    type TEXT NOT NULL,
-    id TEXT NOT NULL,
-    time TEXT NOT NULL,
-    data BLOB NOT NULL,
-    key TEXT NOT NULL,
-    ingested_at INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (key);
-CREATE INDEX IF NOT EXISTS events_tenant ON events (stream, munchkin_id, position);
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS subscriptions (
-    id TEXT PRIMARY KEY,
-    munchkin_id TEXT NOT NULL,
-    config BLOB NOT NULL,
-    state BLOB NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    sub_id TEXT NOT NULL,
-    doc BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS attempts_sub ON attempts (sub_id, seq);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    sub_id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    event BLOB NOT NULL,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (sub_id, position)
-);
-"""
+# Each migration brings the file from the version before it (PRAGMA user_version) to its own.
+MIGRATIONS = [
+    # 1: the event log, subscriptions and everything around them.
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        position INTEGER PRIMARY KEY,
+        eventid TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        munchkin_id TEXT NOT NULL,
+        etype TEXT NOT NULL,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        time TEXT NOT NULL,
+        data BLOB NOT NULL,
+        key TEXT NOT NULL,
+        ingested_at INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (key);
+    CREATE INDEX IF NOT EXISTS events_tenant ON events (stream, munchkin_id, position);
+    CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+    CREATE TABLE IF NOT EXISTS subscriptions (
+        id TEXT PRIMARY KEY,
+        munchkin_id TEXT NOT NULL,
+        config BLOB NOT NULL,
+        state BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS attempts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        sub_id TEXT NOT NULL,
+        doc BLOB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS attempts_sub ON attempts (sub_id, seq);
+    CREATE TABLE IF NOT EXISTS dead_letters (
+        sub_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        event BLOB NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (sub_id, position)
+    );
+    """,
+    # 2: the control record in columns of its own (version 1 spliced it into the config and state
+    # documents); API keys, the audit trail and tenant catalogs a row each (version 1 kept them in
+    # whole-document settings that concurrent writers could overwrite).
+    """
+    ALTER TABLE subscriptions ADD COLUMN control_rev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE subscriptions ADD COLUMN pause_rev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE subscriptions ADD COLUMN resume_rev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE subscriptions ADD COLUMN replay_rev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE subscriptions ADD COLUMN patch_rev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE subscriptions ADD COLUMN delete_rev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE subscriptions ADD COLUMN replay_to INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE subscriptions ADD COLUMN applied_rev INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX subscriptions_control ON subscriptions (control_rev);
+    UPDATE subscriptions SET
+        control_rev = coalesce(json_extract(CAST(config AS TEXT), '$._control.rev'), 0),
+        pause_rev = coalesce(json_extract(CAST(config AS TEXT), '$._control.ops.pause'), 0),
+        resume_rev = coalesce(json_extract(CAST(config AS TEXT), '$._control.ops.resume'), 0),
+        replay_rev = coalesce(json_extract(CAST(config AS TEXT), '$._control.ops.replay'), 0),
+        patch_rev = coalesce(json_extract(CAST(config AS TEXT), '$._control.ops.patch'), 0),
+        delete_rev = coalesce(json_extract(CAST(config AS TEXT), '$._control.ops.delete'), 0),
+        replay_to = coalesce(json_extract(CAST(config AS TEXT), '$._control.replayTo'), 0),
+        config = CAST(json_remove(CAST(config AS TEXT), '$._control') AS BLOB),
+        applied_rev = coalesce(json_extract(CAST(state AS TEXT), '$.applied'), 0),
+        state = CAST(json_remove(CAST(state AS TEXT), '$.applied') AS BLOB)
+    WHERE json_valid(CAST(config AS TEXT)) AND json_valid(CAST(state AS TEXT));
+    CREATE TABLE api_keys (id TEXT PRIMARY KEY, record BLOB NOT NULL, used_at INTEGER NOT NULL DEFAULT 0);
+    INSERT INTO api_keys (id, record, used_at)
+        SELECT substr(k.name, 16), k.value,
+               coalesce((SELECT CAST(CAST(u.value AS TEXT) AS INTEGER) FROM meta u WHERE u.name = k.name || '.used'), 0)
+        FROM meta k WHERE k.name LIKE 'setting:apikey.%' AND k.name NOT LIKE '%.used';
+    CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, entry BLOB NOT NULL);
+    INSERT OR IGNORE INTO audit (seq, entry)
+        SELECT json_extract(e.value, '$.seq'), CAST(json_remove(e.value, '$.seq') AS BLOB)
+        FROM meta, json_each(CAST(meta.value AS TEXT)) AS e WHERE meta.name LIKE 'setting:audit.page.%' ORDER BY 1;
+    INSERT OR REPLACE INTO meta (name, value)
+        SELECT 'setting:catalog.activity.' || tenant.key || '.' || json_extract(entry.value, '$.id'), CAST(entry.value AS BLOB)
+        FROM meta, json_each(CAST(meta.value AS TEXT)) AS tenant, json_each(tenant.value) AS entry
+        WHERE meta.name = 'setting:catalog.tenants';
+    DELETE FROM meta WHERE name LIKE 'setting:apikey%' OR name LIKE 'setting:audit.%'
+        OR name IN ('setting:catalog.tenants', 'setting:subscriptions.revision');
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+SUBSCRIPTION_SELECT = f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions"
 
 EVENT_COLUMNS = "eventid, stream, munchkin_id, etype, type, id, time, data, key, position, ingested_at"
 # Reads skip the key (only ingest needs it): "" stands in its place, keeping Event(*row) positional.
@@ -100,6 +156,17 @@ class _WriterStats:
     jobs: int = 0
     checkpoints: int = 0
     unwritten: int = field(default=0)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the file up to SCHEMA_VERSION (a fresh file runs every migration)."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current == 0 and conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone():
+        current = 1  # made before versions were recorded
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(f"{conn}: the data directory is at schema version {current}; this leadstream knows up to {SCHEMA_VERSION}")
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]}; PRAGMA user_version = {version}; COMMIT;")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -132,7 +199,7 @@ class SqliteStore(Store):
         self._loop = asyncio.get_running_loop()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path)
-        conn.executescript(SCHEMA)
+        _migrate(conn)
         conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer checkpoints, on its own schedule
         conn.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
         row = conn.execute("SELECT value FROM meta WHERE name='last_position'").fetchone()
@@ -188,11 +255,11 @@ class SqliteStore(Store):
                 conn.execute(f"PRAGMA synchronous={wanted}")
                 synchronous = wanted
             outcomes = self._commit_group(conn, group)
-            for j, (result, error) in zip(group, outcomes):
-                self._loop.call_soon_threadsafe(_settle, j.future, result, error)
-            self.stats.commits += 1
+            self.stats.commits += 1  # counted before anyone hears of the commit
             self.stats.jobs += len(group)
             self.stats.unwritten += sum(j.written for j in group)
+            for j, (result, error) in zip(group, outcomes):
+                self._loop.call_soon_threadsafe(settle, j.future, result, error)
             if self.stats.unwritten >= self.checkpoint_bytes:
                 self._checkpoint(conn)
         self._checkpoint(conn, truncate=True)
@@ -281,18 +348,7 @@ class SqliteStore(Store):
                 part = keys[start : start + 900]
                 marks = ",".join("?" * len(part))
                 seen.update(r[0] for r in conn.execute(f"SELECT key FROM events WHERE key IN ({marks})", part))
-            now = time.time_ns() // 1_000_000
-            position = self._last
-            duplicates: list[int] = []
-            fresh: list[Event] = []
-            for index, e in enumerate(events):
-                if e.key in seen:
-                    duplicates.append(index)
-                    continue
-                seen.add(e.key)
-                position += 1
-                e.position, e.ingested_at = position, now
-                fresh.append(e)
+            duplicates, fresh, position = number_fresh(events, seen, self._last, time.time_ns() // 1_000_000)
             if fresh:
                 _insert_events(conn, fresh)
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_position', ?)", (position,))
@@ -370,40 +426,45 @@ class SqliteStore(Store):
 
     # -- subscriptions ------------------------------------------------------------------------------
     async def create_subscription(self, sub: StoredSubscription) -> None:
+        marks = ",".join("?" * len(SUBSCRIPTION_COLUMNS))
         try:
             await self._write(
-                lambda conn: conn.execute(
-                    "INSERT INTO subscriptions (id, munchkin_id, config, state, created_at) VALUES (?,?,?,?,?)",
-                    (sub.id, sub.munchkin_id, sub.config, sub.state, sub.created_at),
-                ),
+                lambda conn: conn.execute(f"INSERT INTO subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES ({marks})", sub.row()),
                 durable=True,
             )
         except sqlite3.IntegrityError:
             raise Conflict(f"a subscription with id {sub.id!r} exists already") from None
 
     async def get_subscription(self, sub_id: str) -> StoredSubscription | None:
-        rows = await self._query(
-            "SELECT id, munchkin_id, config, state, created_at FROM subscriptions WHERE id = ?", [sub_id]
-        )
-        return StoredSubscription(*rows[0]) if rows else None
+        rows = await self._query(f"{SUBSCRIPTION_SELECT} WHERE id = ?", [sub_id])
+        return StoredSubscription.from_row(rows[0]) if rows else None
 
     async def list_subscriptions(self, munchkin_id: str | None = None) -> list[StoredSubscription]:
-        sql = "SELECT id, munchkin_id, config, state, created_at FROM subscriptions"
-        params: list[Any] = []
-        if munchkin_id is not None:
-            sql += " WHERE munchkin_id = ?"
-            params.append(munchkin_id)
-        rows = await self._query(sql + " ORDER BY created_at, id", params)
-        return [StoredSubscription(*row) for row in rows]
+        where, params = ("WHERE munchkin_id = ?", [munchkin_id]) if munchkin_id is not None else ("", [])
+        rows = await self._query(f"{SUBSCRIPTION_SELECT} {where} ORDER BY created_at, id", params)
+        return [StoredSubscription.from_row(row) for row in rows]
 
-    async def update_config(self, sub_id: str, config: bytes) -> None:
+    async def update_control(self, sub_id: str, control: Control, *, expected_rev: int, config: bytes | None = None) -> bool:
+        sets = ", ".join(f"{column} = ?" for column in CONTROL_COLUMNS)
+        values: list[Any] = list(control.values())
+        if config is not None:
+            sets += ", config = ?"
+            values.append(config)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            sql = f"UPDATE subscriptions SET {sets} WHERE id = ? AND control_rev = ?"
+            return conn.execute(sql, (*values, sub_id, expected_rev)).rowcount == 1
+
+        return bool(await self._write(run, durable=True))
+
+    async def save_state(self, sub_id: str, state: bytes, applied: int) -> None:
         await self._write(
-            lambda conn: conn.execute("UPDATE subscriptions SET config = ? WHERE id = ?", (config, sub_id)),
-            durable=True,
+            lambda conn: conn.execute("UPDATE subscriptions SET state = ?, applied_rev = ? WHERE id = ?", (state, applied, sub_id))
         )
 
-    async def save_state(self, sub_id: str, state: bytes) -> None:
-        await self._write(lambda conn: conn.execute("UPDATE subscriptions SET state = ? WHERE id = ?", (state, sub_id)))
+    async def subscriptions_revision(self) -> int:
+        rows = await self._query("SELECT max(control_rev) FROM subscriptions")
+        return rows[0][0] or 0
 
     # -- attempts and dead letters ------------------------------------------------------------------------
     async def record_attempt(self, sub_id: str, attempt: bytes, keep: int = 1000) -> None:
@@ -438,6 +499,44 @@ class SqliteStore(Store):
         )
         return [(msgspec.msgpack.decode(blob, type=Event), reason) for blob, reason in rows]
 
+    # -- API keys and the audit trail ----------------------------------------------------------------
+    async def create_api_key(self, key_id: str, record: bytes) -> None:
+        try:
+            await self._write(lambda conn: conn.execute("INSERT INTO api_keys (id, record) VALUES (?, ?)", (key_id, record)), durable=True)
+        except sqlite3.IntegrityError:
+            raise Conflict(f"an API key with id {key_id!r} exists already") from None
+
+    async def update_api_key(self, key_id: str, record: bytes) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute("UPDATE api_keys SET record = ? WHERE id = ?", (record, key_id)).rowcount == 1
+
+        return bool(await self._write(run, durable=True))
+
+    async def api_keys(self) -> list[tuple[bytes, int]]:
+        return [(bytes(record), used) for record, used in await self._query("SELECT record, used_at FROM api_keys ORDER BY id")]
+
+    async def mark_api_keys_used(self, used: dict[str, int]) -> None:
+        if used:
+            await self._write(
+                lambda conn: conn.executemany(
+                    "UPDATE api_keys SET used_at = max(used_at, ?) WHERE id = ?", [(at, key_id) for key_id, at in used.items()]
+                )
+            )
+
+    async def append_audit(self, entry: bytes, keep: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            seq = conn.execute("INSERT INTO audit (entry) VALUES (?)", (entry,)).lastrowid or 0
+            conn.execute("DELETE FROM audit WHERE seq <= ?", (seq - keep,))  # by the primary key: the oldest one or none
+            return seq
+
+        return int(await self._write(run, durable=True))
+
+    async def audit_entries(self, before: int | None, limit: int) -> list[tuple[int, bytes]]:
+        rows = await self._query(
+            "SELECT seq, entry FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT ?", [before if before is not None else 2**62, limit]
+        )
+        return [(seq, bytes(entry)) for seq, entry in rows]
+
     # -- settings ---------------------------------------------------------------------------------------
     async def get_setting(self, name: str) -> bytes | None:
         rows = await self._query("SELECT value FROM meta WHERE name = ?", [f"setting:{name}"])
@@ -448,6 +547,11 @@ class SqliteStore(Store):
             lambda conn: conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"setting:{name}", value)),
             durable=True,
         )
+
+    async def settings(self, prefix: str) -> dict[str, bytes]:
+        start = f"setting:{prefix}"
+        rows = await self._query("SELECT name, value FROM meta WHERE substr(name, 1, ?) = ? ORDER BY name", [len(start), start])
+        return {name[len("setting:") :]: bytes(value) for name, value in rows}
 
 
 @functools.cache
@@ -467,12 +571,3 @@ def _insert_events(conn: sqlite3.Connection, events: list[Event]) -> None:
             rows //= 2
         conn.execute(_insert_sql(rows), params[done * width : (done + rows) * width])
         done += rows
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)

@@ -17,8 +17,8 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from leadstream.delivery.http import snippet
 from leadstream.errors import Invalid
+from leadstream.security.guard import snippet
 
 CHALLENGE_SECONDS = 10.0
 MAX_ANSWER_BYTES = 64 * 1024  # an echo is a few dozen bytes; read no further than this

@@ -27,9 +27,13 @@ from typing import Any
 import aiohttp
 from aiohappyeyeballs import AddrInfoType
 
+import leadstream
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 BODY_CAP = 64 * 1024  # bytes of an answer worth reading: enough for an error message, no more
+SNIPPET_BYTES = 512
+USER_AGENT = f"leadstream/{leadstream.__version__}"
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -139,3 +143,21 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int = BODY_CAP) -> 
     if not response.content.at_eof():
         response.close()
     return b"".join(chunks)
+
+
+def make_session(policy: GuardPolicy, *, limit: int = 2048, limit_per_host: int = 64) -> aiohttp.ClientSession:
+    """The session every outbound call shares (deliveries, challenges, samples): its connector only
+    connects where ``policy`` allows, checked at connect time after DNS, so a name cannot be
+    re-pointed inward later. ``limit`` bounds every endpoint together, ``limit_per_host`` one
+    endpoint (a sender uses one connection at a time)."""
+    connector = guarded_connector(policy, limit=limit, limit_per_host=limit_per_host, ttl_dns_cache=60)
+    # No session-wide timeout: every call brings its own (a subscription's timeoutMs, the challenge's 10 s).
+    return aiohttp.ClientSession(
+        connector=connector, headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=None)
+    )
+
+
+def snippet(body: bytes) -> str:
+    """The start of an answer's body as one line, for error messages and the attempt log."""
+    text = " ".join(body[:SNIPPET_BYTES].decode("utf-8", "replace").split())
+    return text if len(text) <= 200 else text[:200] + "…"

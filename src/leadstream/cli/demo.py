@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
+import contextlib
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +22,19 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import orjson
+import typer
 from aiohttp import web
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from leadstream.cli.simulate import RATE, SEED
 from leadstream.client import ApiError, Client
 from leadstream.receiver import ReceiverConfig, RunningReceiver, start_receiver
 from leadstream.sim.platform import DEFAULT_TENANTS
 from leadstream.sim.publish import SimResult, simulate
+from leadstream.testing import ServerProcess, free_port, wait_until
 
 TENANT = DEFAULT_TENANTS[0]
 OAUTH_CLIENT = ("demo-client", secrets.token_urlsafe(16))
@@ -97,7 +95,8 @@ def demo_subscriptions(fail_for: float) -> list[DemoSubscription]:
         ),
         DemoSubscription(
             "cloudevents + token, fails a while",
-            {**fast, "name": "email-analytics", "stream": "activity", "format": "cloudevents", "eventTypes": EMAIL_TYPES,
+            {**fast, "name": "email-analytics", "stream": "activity", "format": "cloudevents",
+             "eventTypes": EMAIL_TYPES,
              "auth": {"type": "token", "token": BEARER_TOKEN}},
             lambda stream, r: tenant_activity(stream, r) and r.get("activityTypeId") in EMAIL_TYPES,
             {"token": BEARER_TOKEN, "fail_for": fail_for, "status": 503},
@@ -116,48 +115,6 @@ def demo_subscriptions(fail_for: float) -> list[DemoSubscription]:
 
 
 # -- the parts ---------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """`leadstream serve` on a temporary embedded store."""
-
-    def __init__(self, data_dir: Path, key: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data_dir / "server.log"
-        env = {**os.environ, "LEADSTREAM_ADMIN_KEY": key}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "leadstream.cli", "serve", "--data-dir", str(data_dir / "store"),
-             "--port", str(self.port), "--allow-private-endpoints", "--retention", "1h"],
-            env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    async def ready(self, client: Client, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
-            try:
-                await client.request("GET", "/healthz")
-                return
-            except ApiError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 async def start_token_endpoint() -> tuple[web.AppRunner, str]:
@@ -179,7 +136,7 @@ async def start_token_endpoint() -> tuple[web.AppRunner, str]:
     app.router.add_post("/oauth/token", token)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{port}/oauth/token"
 
@@ -216,13 +173,15 @@ async def poll_status(client: Client, subs: list[DemoSubscription]) -> None:
 def check(sub: DemoSubscription) -> list[str]:
     """Problems with what this subscription's receiver holds (an empty list: all is well)."""
     assert sub.out is not None
-    got, got_custom = [], []
+    got: list[str] = []
+    got_custom: list[str] = []
     if sub.out.exists():
         for raw in sub.out.read_bytes().splitlines():
             custom, ident = received_identity(orjson.loads(raw))
             (got_custom if custom else got).append(ident)
     problems = []
-    for what, expected, received in (("events", sub.expected, got), ("custom objects", sub.expected_custom, got_custom)):
+    for what, expected, received in (("events", sub.expected, got),
+                                     ("custom objects", sub.expected_custom, got_custom)):
         if received == expected:
             continue
         missing = set(expected) - set(received)
@@ -243,20 +202,20 @@ async def run_demo(duration: float = 60.0, rate: float = 200.0, seed: int = 0, k
                    console: Console | None = None) -> int:
     console = console or Console()
     work = Path(tempfile.mkdtemp(prefix="leadstream-demo-"))
-    key = secrets.token_urlsafe(24)
-    server = ServerProcess(work, key)
+    server = ServerProcess(work / "store", "--retention", "1h", log=work / "server.log")
     subs = demo_subscriptions(fail_for=max(3.0, duration * 0.25))
     token_runner, token_url = await start_token_endpoint()
     sim: SimResult | None = None
     stop = asyncio.Event()
     try:
-        async with Client(server.url, key) as client:
-            await server.ready(client)
+        await server.start()
+        async with Client(server.url, server.key) as client:
             for sub in subs:
                 sub.out = work / f"{sub.body['name']}.ndjson"
                 sub.receiver = await start_receiver(ReceiverConfig(out=sub.out, **sub.receiver_config))
                 body = orjson.loads(orjson.dumps(sub.body).replace(b"{token_url}", token_url.encode()))
-                sub.id = (await client.request("POST", "/v1/subscriptions", json={**body, "endpoint": sub.receiver.url}))["id"]
+                created = await client.request("POST", "/v1/subscriptions", json={**body, "endpoint": sub.receiver.url})
+                sub.id = created["id"]
 
             def published(stream: str, records: list[dict[str, Any]]) -> None:
                 for record in records:
@@ -269,7 +228,7 @@ async def run_demo(duration: float = 60.0, rate: float = 200.0, seed: int = 0, k
                 nonlocal sim
                 sim = result
 
-            publisher = asyncio.create_task(simulate(server.url, key, rate=rate, duration=duration, seed=seed,
+            publisher = asyncio.create_task(simulate(server.url, server.key, rate=rate, duration=duration, seed=seed,
                                                      on_progress=progress, on_published=published, stop=stop))
             interrupted = False
             with Live(view(subs, sim, "publishing"), console=console, refresh_per_second=4) as live:
@@ -282,13 +241,15 @@ async def run_demo(duration: float = 60.0, rate: float = 200.0, seed: int = 0, k
                     interrupted = True
                     stop.set()
                 sim = await publisher
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
+
+                async def drained() -> bool:
                     await poll_status(client, subs)
                     live.update(view(subs, sim, "draining"))
-                    if all(s.status.get("pending") == 0 and s.status.get("state") == "active" and not check(s) for s in subs):
-                        break
-                    await asyncio.sleep(0.5)
+                    return all(s.status.get("pending") == 0 and s.status.get("state") == "active" and not check(s)
+                               for s in subs)
+
+                with contextlib.suppress(TimeoutError):  # not drained in a minute: the check says what is missing
+                    await wait_until(drained, 60, interval=0.5, what="every subscription to drain")
                 live.update(view(subs, sim, "done"))
         return report(console, subs, sim, interrupted)
     finally:
@@ -321,7 +282,19 @@ def report(console: Console, subs: list[DemoSubscription], sim: SimResult | None
         failures += 1
         console.print(f"[red]✘ the server rejected {sim.rejected} simulated records[/red]")
     if failures:
-        console.print("[bold red]the check failed: some events were lost, duplicated into the wrong place or out of order[/bold red]")
+        console.print("[bold red]the check failed: some events were lost, duplicated into the wrong place "
+                      "or out of order[/bold red]")
         return 1
-    console.print("[bold green]every published event reached each matching subscription, in order, none lost[/bold green]")
+    console.print("[bold green]every published event reached each matching subscription, in order, "
+                  "none lost[/bold green]")
     return 0
+
+
+def demo(
+    duration: float = typer.Option(60.0, metavar="SECONDS", help="seconds of simulated traffic"),
+    rate: float = RATE,
+    seed: int = SEED,
+    keep: bool = typer.Option(False, help="keep the temporary store and the receivers' files"),
+) -> None:
+    """The whole system on this machine: server, simulated platform, receivers, a live view, a closing check."""
+    raise typer.Exit(asyncio.run(run_demo(duration=duration, rate=rate, seed=seed, keep=keep)))

@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from leadstream.errors import LeadstreamError
+from leadstream.store.base import Store, StoredSubscription
 
 PREFIX = "lsenc:v1:"
 KEY_FILE = "master.key"
@@ -172,16 +173,19 @@ def write_key_file(data_dir: Path, keys: list[str]) -> None:
     os.replace(temporary, path)
 
 
-async def rotate_master(store: Any, box: SecretBox) -> int:
+async def rotate_master(store: Store, box: SecretBox) -> int:
     """Re-seal every subscription's secrets with ``box``'s first key; returns how many changed.
 
     ``box`` must also hold the old key(s) so the current values open. Run it with the servers
     stopped, or after every node has been given the new key second in its list (then first).
     """
     changed = 0
-    for sub in await store.list_subscriptions():
-        resealed = box.seal_config(box.open_config(sub.config))
-        if resealed != sub.config:
-            await store.update_config(sub.id, resealed)
-            changed += 1
+    for listed in await store.list_subscriptions():
+        sub: StoredSubscription | None = listed
+        while sub is not None and (resealed := box.seal_config(box.open_config(sub.config))) != sub.config:
+            # The control record stays as it is; should an admin change it meanwhile, read it again.
+            if await store.update_control(sub.id, sub.control, expected_rev=sub.control.rev, config=resealed):
+                changed += 1
+                break
+            sub = await store.get_subscription(sub.id)
     return changed

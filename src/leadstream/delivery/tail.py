@@ -5,7 +5,7 @@ the log once, sorts it by (stream, tenant) — the only thing a sender filters o
 types — and keeps the newest stretches in memory, bounded in events and bytes. A sender at the
 tail takes its slice from there and sleeps on a future of its own (stream, tenant), so a
 thousand idle subscriptions cost nothing and only the ones concerned wake up. A sender behind
-the window (a backlog, a replay) reads its own way from the store, a page at a time, without
+the window (a backlog, a replay) reads its own way from the store (``Store.read_page``), a page at a time, without
 holding up the tail or anyone else.
 """
 
@@ -168,13 +168,3 @@ class LogTail:
 
 def _position(event: Event) -> int:
     return event.position
-
-
-async def read_own(store: Store, key: Key, after: int, limit: int) -> tuple[list[Event], int]:
-    """A page of ``key``'s events above ``after`` straight from the store, and how far it is complete."""
-    top = await store.last_position()
-    events = await store.read(after, limit, stream=key[0], munchkin_id=key[1])
-    if len(events) == limit:
-        return events, events[-1].position
-    return events, max(top, events[-1].position if events else after, after)
-

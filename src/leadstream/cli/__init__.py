@@ -1,0 +1,34 @@
+"""The `leadstream` command: thin — parse, build settings, call the library.
+
+One module per command or group: serve, subscriptions, publish, catalog, receive, simulate, demo,
+bench, keys, db; ``client`` holds what the commands that talk to a server share, and ``group``
+how they read (help, and the defaults from ``Settings``).
+"""
+
+from __future__ import annotations
+
+from leadstream.cli.bench import bench
+from leadstream.cli.catalog import catalog
+from leadstream.cli.db import db
+from leadstream.cli.demo import demo
+from leadstream.cli.group import CommandGroup
+from leadstream.cli.keys import keys
+from leadstream.cli.publish import publish
+from leadstream.cli.receive import receive
+from leadstream.cli.serve import serve
+from leadstream.cli.simulate import simulate
+from leadstream.cli.subscriptions import subscriptions
+
+app = CommandGroup(help="leadstream: Data Streams, self-hosted.")
+
+
+@app.callback()
+def main() -> None:
+    """leadstream: Data Streams, self-hosted."""
+
+
+for command in (serve, publish, catalog, receive, simulate, demo, bench):
+    app.command()(command)
+app.add_typer(subscriptions, name="subscriptions")
+app.add_typer(keys, name="keys")
+app.add_typer(db, name="db")

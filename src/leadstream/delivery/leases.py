@@ -1,0 +1,62 @@
+"""Which subscriptions this node delivers: all of them (one node), or those it holds a lease on.
+
+A lease is valid until the start of the ``renew()`` call that granted or renewed it plus the TTL.
+When renewals fail past that moment, ``on_lapse`` runs at once (the engine cancels its senders:
+an attempt in flight is abandoned and sent again, under the same delivery id, by the next owner)
+and no attempt starts on a lapsed lease; the store lets another node take the lease only after
+the same moment (by the database clock, which starts no earlier). So the attempt timeout need
+not be shorter than the TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+
+from leadstream.logs import log
+from leadstream.store.base import Store
+
+
+class Leases:
+    def __init__(self, store: Store, node_id: str, ttl: float, on_lapse: Callable[[], None]) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.ttl = ttl
+        self.on_lapse = on_lapse
+        self.owned: set[str] | None = None  # None: this node delivers every subscription
+        self.valid_until = math.inf  # event-loop time: no attempt starts after it
+        self.renew_at = 0.0
+        self._lapse: asyncio.TimerHandle | None = None
+
+    def mine(self, sub_id: str) -> bool:
+        return self.owned is None or sub_id in self.owned
+
+    @property
+    def due(self) -> bool:
+        """Time to renew (every third of the TTL)."""
+        return self.owned is not None and asyncio.get_running_loop().time() >= self.renew_at
+
+    async def renew(self) -> set[str] | None:
+        """Ask the store for this node's leases; returns them (None: every subscription)."""
+        loop = asyncio.get_running_loop()
+        asked_at = loop.time()
+        owned = await self.store.lease(self.node_id, self.ttl)
+        if owned is not None:
+            self.valid_until = asked_at + self.ttl
+            self.renew_at = asked_at + self.ttl / 3
+            if self._lapse is not None:
+                self._lapse.cancel()
+            self._lapse = loop.call_at(self.valid_until, self._lapsed)
+        self.owned = owned
+        return owned
+
+    def _lapsed(self) -> None:
+        """No renewal in time: another node may take our subscriptions now, so stop sending."""
+        log.warning("leases lapsed (renewal failed); delivery stopped on this node", node=self.node_id)
+        self.owned = set()
+        self.on_lapse()
+
+    def stop(self) -> None:
+        if self._lapse is not None:
+            self._lapse.cancel()
