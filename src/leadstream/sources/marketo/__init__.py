@@ -1,0 +1,1 @@
+"""The ``marketo`` source: Marketo's REST API polled into the activity stream (SPEC §10.1)."""
