@@ -42,7 +42,7 @@ def postgres_unreachable() -> str | None:
     """Why the PostgreSQL tests cannot run here, in one line; None when they can."""
     try:
         asyncio.run(_pg_admin("SELECT 1"))
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         where = urllib.parse.urlsplit(PG_BASE_URL)  # shown without user or password
         return (
             f"no PostgreSQL at {where.hostname}:{where.port or 5432} ({type(exc).__name__}: {exc}); "

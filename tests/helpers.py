@@ -20,8 +20,18 @@ from leadstream.api import create_app
 from leadstream.settings import Settings
 from leadstream.testing import free_port, wait_until
 
-__all__ = ["ADMIN_KEY", "MUNCHKIN", "Server", "ServerProcess", "activity", "free_port", "publish", "require_node",
-           "running_server", "wait_until"]
+__all__ = [
+    "ADMIN_KEY",
+    "MUNCHKIN",
+    "Server",
+    "ServerProcess",
+    "activity",
+    "free_port",
+    "publish",
+    "require_node",
+    "running_server",
+    "wait_until",
+]
 
 ADMIN_KEY = "test-admin-key"
 MUNCHKIN = "123-ABC-456"
@@ -95,7 +105,9 @@ def activity(i: int, *, type_id: int = 10, munchkin: str = MUNCHKIN, **extra: An
     return record
 
 
-async def publish(session: aiohttp.ClientSession, server: Server, stream: str, records: Any, *, ndjson: bool = False) -> tuple[int, dict[str, Any]]:
+async def publish(
+    session: aiohttp.ClientSession, server: Server, stream: str, records: Any, *, ndjson: bool = False
+) -> tuple[int, dict[str, Any]]:
     import orjson
 
     if ndjson:
@@ -104,6 +116,7 @@ async def publish(session: aiohttp.ClientSession, server: Server, stream: str, r
     else:
         body = orjson.dumps(records)
         content_type = "application/json"
-    async with session.post(f"{server.url}/v1/streams/{stream}/events", data=body,
-                            headers={**server.headers, "Content-Type": content_type}) as r:
+    async with session.post(
+        f"{server.url}/v1/streams/{stream}/events", data=body, headers={**server.headers, "Content-Type": content_type}
+    ) as r:
         return r.status, await r.json(content_type=None)

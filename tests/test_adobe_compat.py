@@ -264,7 +264,7 @@ async def test_key_rotation_while_delivering_keeps_both_headers_valid(server, ht
     ring = KeyRing(tmp_path / "data" / "keys")  # the server's data directory, as `leadstream keys rotate` opens it
     first_paths = ring.public_paths
     total = 0
-    for round_ in range(3):
+    for _ in range(3):
         # rotate in the middle of a stream of deliveries
         publishing = asyncio.create_task(_publish_slowly(http, server, total, 40))
         await wait_until(lambda: len(endpoint.events()) > total + 5, what="deliveries before the rotation")

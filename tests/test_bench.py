@@ -12,12 +12,12 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
+from helpers import wait_until
 from leadstream.bench import run_bench
 from leadstream.bench.harness import Durations
 from leadstream.bench.procs import Part
 from leadstream.bench.records import body, count_events, record_size, send_times_us
 from leadstream.bench.sink import Sink
-from helpers import wait_until
 
 
 def test_records_are_realistic_and_carry_their_send_time() -> None:
@@ -64,9 +64,20 @@ async def test_bare_loop_in_two_processes_delivers_every_accepted_event_once(tmp
         endpoints = [f"http://127.0.0.1:{server.port}/count/bare-{i}" for i in range(2)]
         targets = [a for url in endpoints for a in ("--to", url)]
         db = str(tmp_path / "bare.db")
-        ingest = await Part.module("bare-ingest", "leadstream.bench.bare", "ingest", "--db", db, log=tmp_path / "i.log").start()
-        deliver = await Part.module("bare-deliver", "leadstream.bench.bare", "deliver", "--db", db, *targets,
-                                    "--batch", "50", log=tmp_path / "d.log").start()
+        ingest = await Part.module(
+            "bare-ingest", "leadstream.bench.bare", "ingest", "--db", db, log=tmp_path / "i.log"
+        ).start()
+        deliver = await Part.module(
+            "bare-deliver",
+            "leadstream.bench.bare",
+            "deliver",
+            "--db",
+            db,
+            *targets,
+            "--batch",
+            "50",
+            log=tmp_path / "d.log",
+        ).start()
         try:
             url = f"http://127.0.0.1:{(await ingest.first_line())['port']}/v1/streams/activity/events"
             await deliver.first_line()
@@ -75,17 +86,28 @@ async def test_bare_loop_in_two_processes_delivers_every_accepted_event_once(tmp
                 async with http.post(url, data=body("t", first, 100, sent_us=sent)) as r:
                     answer = await r.json()
             assert answer == {"accepted": 0, "duplicates": 100, "rejected": []}
-            await wait_until(lambda: sink.tallies.get("bare-1") and sink.tallies["bare-1"].count >= 200,
-                             what="the bare loop to deliver 200 events to both endpoints")
+            await wait_until(
+                lambda: sink.tallies.get("bare-1") and sink.tallies["bare-1"].count >= 200,
+                what="the bare loop to deliver 200 events to both endpoints",
+            )
             assert {name: t.count for name, t in sink.tallies.items()} == {"bare-0": 200, "bare-1": 200}
         finally:
             await deliver.stop()
             await ingest.stop()
 
 
-def test_a_tiny_run_prints_the_table_and_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tiny = Durations(warmup=0.2, window=0.8, backlog=1000, bare_backlog=1000, idle_subscriptions=10, idle_window=0.5,
-                     both_bare_variants=False)
+def test_a_tiny_run_prints_the_table_and_writes_json_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny = Durations(
+        warmup=0.2,
+        window=0.8,
+        backlog=1000,
+        bare_backlog=1000,
+        idle_subscriptions=10,
+        idle_window=0.5,
+        both_bare_variants=False,
+    )
     figures_file, plot_file = tmp_path / "bench.json", tmp_path / "bench.png"
     code = run_bench(True, figures_file, plot_file, ["ingest", "e2e"], durations=tiny)
     out = capsys.readouterr().out
@@ -97,7 +119,16 @@ def test_a_tiny_run_prints_the_table_and_writes_json_and_plot(tmp_path: Path, ca
     figures = {f["scenario"]: f for f in document["figures"]}
     assert set(figures) == {"ingest", "e2e", "memory"}
     for figure in figures.values():
-        assert {"metric", "unit", "leadstream", "bare", "ratio_to_bare", "target", "meets_target", "note"} <= figure.keys()
+        assert {
+            "metric",
+            "unit",
+            "leadstream",
+            "bare",
+            "ratio_to_bare",
+            "target",
+            "meets_target",
+            "note",
+        } <= figure.keys()
     assert figures["ingest"]["leadstream"] > 0 and figures["ingest"]["bare"]["1 process"] > 0
     bare = figures["e2e"]["detail"]["bare 2 processes"]
     assert figures["e2e"]["bare"]["2 processes"] > 0 and bare["received"] == bare["accepted"] > 0

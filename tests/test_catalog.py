@@ -19,8 +19,11 @@ OTHER = "999-ZZZ-999"
 def reference(name: str) -> dict:
     path = REFERENCE / name
     if not path.exists():  # CI lays shared/ beside the clone as well; the package data is a copy of it
-        path = Path(__file__).resolve().parents[1] / "src/leadstream/catalog/data" / (
-            "activity-types.json" if "activity" in name else "stream-event-types.json")
+        path = (
+            Path(__file__).resolve().parents[1]
+            / "src/leadstream/catalog/data"
+            / ("activity-types.json" if "activity" in name else "stream-event-types.json")
+        )
     return json.loads(path.read_text())
 
 
@@ -60,13 +63,25 @@ def test_cloudevents_type_names():
 
 
 GET_ACTIVITY_TYPES = {
-    "requestId": "abc#123", "success": True,
+    "requestId": "abc#123",
+    "success": True,
     "result": [
-        {"id": 10, "name": "Open Email", "description": "Tenant's own wording",
-         "primaryAttribute": {"name": "Mailing ID", "dataType": "integer"},
-         "attributes": [{"name": "Device", "dataType": "string"}, {"name": "Is Mobile Device", "dataType": "boolean"}]},
-        {"id": 400000, "name": "Webinar Attended", "primaryAttribute": {"name": "Webinar", "dataType": "string"},
-         "attributes": [{"name": "Minutes", "dataType": "integer"}]},
+        {
+            "id": 10,
+            "name": "Open Email",
+            "description": "Tenant's own wording",
+            "primaryAttribute": {"name": "Mailing ID", "dataType": "integer"},
+            "attributes": [
+                {"name": "Device", "dataType": "string"},
+                {"name": "Is Mobile Device", "dataType": "boolean"},
+            ],
+        },
+        {
+            "id": 400000,
+            "name": "Webinar Attended",
+            "primaryAttribute": {"name": "Webinar", "dataType": "string"},
+            "attributes": [{"name": "Minutes", "dataType": "integer"}],
+        },
         {"id": 171, "name": "Ratio", "attributes": [{"name": "Share", "dataType": "float"}]},
     ],
 }
@@ -84,13 +99,16 @@ def test_get_activity_types_extends_one_tenant_only():
     assert catalog.activity_type_named("webinar attended", OTHER) is None
 
 
-@pytest.mark.parametrize("document, message", [
-    ({"result": []}, "at least one type"),
-    ({"nope": 1}, "at least one type"),
-    ({"result": [{"id": "ten", "name": "X"}]}, "result[0].id"),
-    ({"result": [{"id": 5, "name": ""}]}, "result[0].name"),
-    ({"result": [{"id": 5, "name": "X", "attributes": [{"dataType": "string"}]}]}, "result[0].attributes[0]"),
-])
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ({"result": []}, "at least one type"),
+        ({"nope": 1}, "at least one type"),
+        ({"result": [{"id": "ten", "name": "X"}]}, "result[0].id"),
+        ({"result": [{"id": 5, "name": ""}]}, "result[0].name"),
+        ({"result": [{"id": 5, "name": "X", "attributes": [{"dataType": "string"}]}]}, "result[0].attributes[0]"),
+    ],
+)
 def test_bad_documents_are_refused_naming_the_entry(document, message):
     catalog = Catalog()
     with pytest.raises(CatalogError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -120,8 +138,11 @@ async def test_catalog_api_serves_and_extends_per_tenant_across_restarts(tmp_pat
         assert status == 422 and "400000" in body["rejected"][0]["errors"][0]
         async with session.put(f"{server.url}/v1/catalog/activity/{MUNCHKIN}", json=GET_ACTIVITY_TYPES, headers=h) as r:
             assert r.status == 200 and (await r.json())["loaded"] == 3
-        async with session.post(f"{server.url}/v1/catalog/activity/{MUNCHKIN}/custom",
-                                json={"result": [{"id": 12, "name": "Not custom"}]}, headers=h) as r:
+        async with session.post(
+            f"{server.url}/v1/catalog/activity/{MUNCHKIN}/custom",
+            json={"result": [{"id": 12, "name": "Not custom"}]},
+            headers=h,
+        ) as r:
             assert r.status == 422 and r.content_type == "application/problem+json"
         status, body = await publish(session, server, "activity", [activity(1, type_id=400000)])
         assert (status, body["accepted"]) == (200, 1)

@@ -7,14 +7,15 @@ import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from helpers import MUNCHKIN, Server, free_port
-from leadstream.subscriptions.challenge import challenge_url, verify_challenge
 from leadstream.errors import Invalid
+from leadstream.subscriptions.challenge import challenge_url, verify_challenge
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse] | web.StreamResponse]
 
@@ -177,7 +178,13 @@ async def test_the_query_stays_out_of_the_message(endpoint, session):
 
 
 async def create(session: aiohttp.ClientSession, server: Server, endpoint_url: str, **settings: Any) -> tuple[int, Any]:
-    document = {"name": "challenged", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": endpoint_url, **settings}
+    document = {
+        "name": "challenged",
+        "munchkinId": MUNCHKIN,
+        "stream": "activity",
+        "endpoint": endpoint_url,
+        **settings,
+    }
     async with session.post(f"{server.url}/v1/subscriptions", json=document, headers=server.headers) as r:
         return r.status, await r.json(content_type=None)
 

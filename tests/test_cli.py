@@ -19,8 +19,15 @@ async def cli(server, *args: str, key: str | None = ADMIN_KEY) -> tuple[int, str
     env.pop("LEADSTREAM_ADMIN_KEY", None)
     if key is not None:
         env["LEADSTREAM_ADMIN_KEY"] = key
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "leadstream.cli", *args, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "leadstream.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     return proc.returncode, out.decode(), err.decode()
 
@@ -28,7 +35,7 @@ async def cli(server, *args: str, key: str | None = ADMIN_KEY) -> tuple[int, str
 async def test_publish_json_and_ndjson_with_rejections(server, tmp_path):
     good = [activity(i) for i in range(20)]
     array = tmp_path / "events.json"
-    array.write_bytes(orjson.dumps(good + [activity(99, munchkinId="bad")]))
+    array.write_bytes(orjson.dumps([*good, activity(99, munchkinId="bad")]))
     code, out, err = await cli(server, "publish", str(array), "--batch", "7")
     assert code == 0, err
     assert "accepted 20, duplicates 0, rejected 1" in out
@@ -55,9 +62,26 @@ async def test_catalog_show_and_load(server, tmp_path):
 async def test_subscription_lifecycle(server, tmp_path):
     receiver = await start_receiver(ReceiverConfig(out=tmp_path / "got.ndjson", token="s3cr3t-value"))
     try:
-        code, out, err = await cli(server, "subscriptions", "create", "--name", "crm", "--munchkin", MUNCHKIN,
-                                   "--stream", "activity", "--endpoint", receiver.url, "--event-type", "10",
-                                   "--event-type", "Visit Webpage", "--token", "s3cr3t-value", "--json")
+        code, out, err = await cli(
+            server,
+            "subscriptions",
+            "create",
+            "--name",
+            "crm",
+            "--munchkin",
+            MUNCHKIN,
+            "--stream",
+            "activity",
+            "--endpoint",
+            receiver.url,
+            "--event-type",
+            "10",
+            "--event-type",
+            "Visit Webpage",
+            "--token",
+            "s3cr3t-value",
+            "--json",
+        )
         assert code == 0, err
         created = json.loads(out)
         sub_id = created["id"]
@@ -93,11 +117,14 @@ async def test_subscription_lifecycle(server, tmp_path):
         await receiver.close()
 
 
-@pytest.mark.parametrize("args", [
-    ("subscriptions", "show", "no-such-id"),
-    ("subscriptions", "pause", "no-such-id"),
-    ("subscriptions", "attempts", "no-such-id"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("subscriptions", "show", "no-such-id"),
+        ("subscriptions", "pause", "no-such-id"),
+        ("subscriptions", "attempts", "no-such-id"),
+    ],
+)
 async def test_unknown_subscription_is_one_clear_line(server, args):
     code, out, err = await cli(server, *args)
     assert code == 1 and out == ""

@@ -17,7 +17,7 @@ import orjson
 
 from helpers import ADMIN_KEY, MUNCHKIN, ServerProcess, activity, wait_until
 from leadstream.security.secretbox import new_master_key
-from test_delivery_support import Receiver, bench, events_of, event_id, receiver
+from test_delivery_support import Receiver, bench, event_id, events_of, receiver
 from test_store_contract import Proxy
 
 LEASE_TTL = 1.5  # seconds: failover and lapse happen within it
@@ -34,8 +34,13 @@ async def cluster(
     nodes: list[ServerProcess] = []
     try:
         for n in range(count):
-            node = ServerProcess(tmp_path / f"node{n}", "--database-url", database_url, *args,
-                                 env={**env, "LEADSTREAM_NODE_ID": f"node{n}"})
+            node = ServerProcess(
+                tmp_path / f"node{n}",
+                "--database-url",
+                database_url,
+                *args,
+                env={**env, "LEADSTREAM_NODE_ID": f"node{n}"},
+            )
             nodes.append(await node.start())
         yield nodes
     finally:
@@ -49,8 +54,15 @@ async def call(session: aiohttp.ClientSession, method: str, url: str, body: Any 
 
 
 async def subscribe(session: aiohttp.ClientSession, node: ServerProcess, endpoint: str, **settings: Any) -> str:
-    document = {"name": "c", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": endpoint,
-                "startAt": "earliest", **FAST, **settings}
+    document = {
+        "name": "c",
+        "munchkinId": MUNCHKIN,
+        "stream": "activity",
+        "endpoint": endpoint,
+        "startAt": "earliest",
+        **FAST,
+        **settings,
+    }
     status, view = await call(session, "POST", f"{node.url}/v1/subscriptions", document)
     assert status == 201, view
     return view["id"]
@@ -58,8 +70,9 @@ async def subscribe(session: aiohttp.ClientSession, node: ServerProcess, endpoin
 
 async def publish(session: aiohttp.ClientSession, node: ServerProcess, numbers: range) -> int:
     body = orjson.dumps([activity(i) for i in numbers])
-    async with session.post(f"{node.url}/v1/streams/activity/events", data=body,
-                            headers={**HEADERS, "Content-Type": "application/json"}) as r:
+    async with session.post(
+        f"{node.url}/v1/streams/activity/events", data=body, headers={**HEADERS, "Content-Type": "application/json"}
+    ) as r:
         return r.status
 
 
@@ -80,14 +93,20 @@ def guids(numbers: range) -> list[str]:
 
 
 async def test_a_killed_node_s_subscriptions_move_to_the_other_and_nothing_is_lost(tmp_path, pg_url):
-    async with cluster(tmp_path, pg_url) as (a, b), aiohttp.ClientSession() as session, \
-            contextlib.AsyncExitStack() as stack:
+    async with (
+        cluster(tmp_path, pg_url) as (a, b),
+        aiohttp.ClientSession() as session,
+        contextlib.AsyncExitStack() as stack,
+    ):
         receivers = [await stack.enter_async_context(receiver()) for _ in range(20)]
         for r in receivers:
             await subscribe(session, a, r.url, batchSize=10)
-        assert await publish(session, b, range(0, 100)) == 200
-        await wait_until(lambda: all(len(delivered_once(r)) >= 50 for r in receivers), timeout=15,
-                         what="every subscription delivering")
+        assert await publish(session, b, range(100)) == 200
+        await wait_until(
+            lambda: all(len(delivered_once(r)) >= 50 for r in receivers),
+            timeout=15,
+            what="every subscription delivering",
+        )
         published = 100
         for start in range(100, 200, 20):  # A dies while events keep coming
             assert await publish(session, b, range(start, start + 20)) == 200
@@ -95,24 +114,28 @@ async def test_a_killed_node_s_subscriptions_move_to_the_other_and_nothing_is_lo
             if start == 120:
                 a.kill()
                 killed_at = time.monotonic()
-        await wait_until(lambda: all(len(delivered_once(r)) >= published for r in receivers),
-                         timeout=LEASE_TTL + 10, what="all 20 subscriptions delivered from node B")
+        await wait_until(
+            lambda: all(len(delivered_once(r)) >= published for r in receivers),
+            timeout=LEASE_TTL + 10,
+            what="all 20 subscriptions delivered from node B",
+        )
         assert time.monotonic() - killed_at < LEASE_TTL + 8
         for r in receivers:
             assert delivered_once(r) == guids(range(published))  # exactly once, in order
 
 
 async def test_admin_changes_on_the_node_that_does_not_deliver_take_effect(tmp_path, pg_url):
-    async with cluster(tmp_path, pg_url, count=1) as nodes, aiohttp.ClientSession() as session, \
-            receiver() as r:
+    async with cluster(tmp_path, pg_url, count=1) as nodes, aiohttp.ClientSession() as session, receiver() as r:
         a = nodes[0]
         sub = await subscribe(session, a, r.url)  # A is alone: A takes its lease, and keeps it
-        b = ServerProcess(tmp_path / "node-b", "--database-url", pg_url, env={**nodes[0].env, "LEADSTREAM_NODE_ID": "b"})
+        b = ServerProcess(
+            tmp_path / "node-b", "--database-url", pg_url, env={**nodes[0].env, "LEADSTREAM_NODE_ID": "b"}
+        )
         await b.start()
         try:
             on_a, on_b = f"{a.url}/v1/subscriptions/{sub}", f"{b.url}/v1/subscriptions/{sub}"
-            await wait_until(lambda: _status(session, on_b) , what="node B to know the subscription")
-            assert await publish(session, b, range(0, 10)) == 200
+            await wait_until(lambda: _status(session, on_b), what="node B to know the subscription")
+            assert await publish(session, b, range(10)) == 200
             await wait_until(lambda: len(r.ids()) == 10, what="the first 10 delivered")
 
             status, view = await call(session, "POST", on_b + "/pause")
@@ -138,7 +161,9 @@ async def test_admin_changes_on_the_node_that_does_not_deliver_take_effect(tmp_p
 
             status, view = await call(session, "DELETE", on_b)
             assert status == 200 and view["state"] == "deprovisioned"
-            await wait_until(lambda: _state_is(session, on_a, "deprovisioned"), timeout=3, what="the owner to deprovision")
+            await wait_until(
+                lambda: _state_is(session, on_a, "deprovisioned"), timeout=3, what="the owner to deprovision"
+            )
             assert await publish(session, b, range(20, 30)) == 200
             await wait_until(lambda: _field_is(session, on_a, "state", "deprovisioned"), what="still deprovisioned")
             status, _ = await call(session, "POST", on_a + "/resume")
@@ -226,8 +251,15 @@ async def test_retention_drops_partitions_and_counts_what_a_paused_subscription_
 
     async with bench(tmp_path, database_url=pg_url, node_id="a", lease_ttl=2) as node, receiver() as r:
         store = node.store
-        document = {"name": "p", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": r.url,
-                    "eventTypes": [10], "startAt": "earliest", **FAST}
+        document = {
+            "name": "p",
+            "munchkinId": MUNCHKIN,
+            "stream": "activity",
+            "endpoint": r.url,
+            "eventTypes": [10],
+            "startAt": "earliest",
+            **FAST,
+        }
         sub = (await node.subscriptions.create(document))["id"]
         await node.subscriptions.pause(sub)
         await wait_until(lambda: node.engine.leases.mine(sub), what="the engine to take the lease")  # its owner counts
@@ -253,15 +285,22 @@ async def test_every_node_counts_what_expires_for_the_paused_subscriptions_it_de
     from leadstream.store.postgres import PostgresStore
 
     quick = {"LEADSTREAM_PURGE_INTERVAL": "0.3"}  # events go 2 s + grace (2 × 0.3 + 1.5 s) after ingest
-    async with cluster(tmp_path, pg_url, 2, "--retention", "2s", env=quick) as (a, b), \
-            aiohttp.ClientSession() as session, receiver() as r, PostgresStore(pg_url, node_id="probe") as store:
+    async with (
+        cluster(tmp_path, pg_url, 2, "--retention", "2s", env=quick) as (a, b),
+        aiohttp.ClientSession() as session,
+        receiver() as r,
+        PostgresStore(pg_url, node_id="probe") as store,
+    ):
         filters = [[10], [1], [10], [1], [10, 1], [10]]
         subs = [await subscribe(session, a, r.url, eventTypes=types) for types in filters]
         conn = await asyncpg.connect(pg_url)
         try:
+
             async def owners() -> dict[str, str]:
-                rows = await conn.fetch("SELECT sub_id, node_id FROM leases WHERE expires_at > "
-                                        "(extract(epoch from clock_timestamp()) * 1000)::bigint")
+                rows = await conn.fetch(
+                    "SELECT sub_id, node_id FROM leases WHERE expires_at > "
+                    "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+                )
                 return {row["sub_id"]: row["node_id"] for row in rows}
 
             async def split() -> bool:
@@ -274,11 +313,16 @@ async def test_every_node_counts_what_expires_for_the_paused_subscriptions_it_de
             for sub in subs:
                 assert (await call(session, "POST", f"{a.url}/v1/subscriptions/{sub}/pause"))[0] == 200
             for sub in subs:  # as its owner sees it: paused there before any event comes
-                await wait_until(lambda: _state_is(session, f"{node_of[held[sub]].url}/v1/subscriptions/{sub}", "paused"),
-                                 what="the owner to pause")
+                await wait_until(
+                    lambda: _state_is(session, f"{node_of[held[sub]].url}/v1/subscriptions/{sub}", "paused"),
+                    what="the owner to pause",
+                )
             body = orjson.dumps([activity(i, type_id=1 if i % 3 == 0 else 10) for i in range(30)])  # 10 of type 1
-            async with session.post(f"{b.url}/v1/streams/activity/events", data=body,
-                                    headers={**HEADERS, "Content-Type": "application/json"}) as answer:
+            async with session.post(
+                f"{b.url}/v1/streams/activity/events",
+                data=body,
+                headers={**HEADERS, "Content-Type": "application/json"},
+            ) as answer:
                 assert answer.status == 200
             last = await store.last_position()
 
@@ -306,8 +350,11 @@ async def test_db_upgrade_creates_the_schema_once(pg_url):
 
     for _ in range(2):  # idempotent
         done = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "leadstream.cli", "db", "upgrade", "--database-url", pg_url],
-            capture_output=True, text=True, timeout=30,
+            subprocess.run,
+            [sys.executable, "-m", "leadstream.cli", "db", "upgrade", "--database-url", pg_url],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert done.returncode == 0, done.stderr
         assert f"database schema at version {SCHEMA_VERSION}" in done.stdout

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import jsonschema
-import orjson
 import pytest
 
 import leadstream
@@ -47,7 +46,11 @@ async def test_2500_events_arrive_once_in_order_within_batch_limits(tmp_path, fm
                 assert body["sourceApplication"] == "Marketo" and body["munchkinId"] == MUNCHKIN
                 assert body["messageId"] == h["x-leadstream-delivery"]
                 first = events[0]
-                assert isinstance(first["leadId"], int) and first["activityType"] in ("Visit Webpage", "Open Email", "Change Data Value")
+                assert isinstance(first["leadId"], int) and first["activityType"] in (
+                    "Visit Webpage",
+                    "Open Email",
+                    "Change Data Value",
+                )
                 assert {"name": "Device", "dataType": "string", "value": "iPhone"} in first["attributes"]
             elif fmt == "cloudevents":
                 for event in events:
@@ -79,13 +82,27 @@ async def test_batches_flush_on_size_bytes_and_push_interval(tmp_path):
 
 
 def custom_object(i: int) -> dict:
-    return {"kind": "customObject", "munchkinId": MUNCHKIN, "apiName": "car_c", "marketoGUID": f"car-{i}",
-            "action": "update", "updatedAt": "2026-11-28T10:00:00Z", "fields": {"color": "red", "seats": i}}
+    return {
+        "kind": "customObject",
+        "munchkinId": MUNCHKIN,
+        "apiName": "car_c",
+        "marketoGUID": f"car-{i}",
+        "action": "update",
+        "updatedAt": "2026-11-28T10:00:00Z",
+        "fields": {"color": "red", "seats": i},
+    }
 
 
 def audit(i: int, component: str = "Email", action: str = "approve") -> dict:
-    return {"munchkinId": MUNCHKIN, "id": f"audit-{i}", "componentType": component, "componentId": 1000 + i,
-            "eventAction": action, "user": 253, "userId": "someone@example.com"}
+    return {
+        "munchkinId": MUNCHKIN,
+        "id": f"audit-{i}",
+        "componentType": component,
+        "componentId": 1000 + i,
+        "eventAction": action,
+        "user": 253,
+        "userId": "someone@example.com",
+    }
 
 
 async def test_type_filters_custom_objects_and_separate_copies(tmp_path):
@@ -102,7 +119,11 @@ async def test_type_filters_custom_objects_and_separate_copies(tmp_path):
         await b.publish("audit", audits)
 
         wanted = [r["marketoGUID"] for r in records if r["activityTypeId"] in (13, 37)]
-        every = [r["marketoGUID"] for r in records[:30]] + [f"car-{i}" for i in range(5)] + [r["marketoGUID"] for r in records[30:]]
+        every = (
+            [r["marketoGUID"] for r in records[:30]]
+            + [f"car-{i}" for i in range(5)]
+            + [r["marketoGUID"] for r in records[30:]]
+        )
         await wait_ids(changes, wanted)
         await wait_ids(everything, every)
         await wait_ids(approvals, ["audit-0", "audit-2"])
@@ -150,7 +171,10 @@ async def test_single_delivery_with_rsa_and_hmac_signatures_and_a_subscriber_fil
     keyring = KeyRing(tmp_path / "keys")
     async with bench(tmp_path) as b, receiver() as r:  # the service signs with the ring in tmp_path/keys
         sub = await b.subscribe(
-            r.url, format="cloudevents", delivery="single", signing={"hmac": True},
+            r.url,
+            format="cloudevents",
+            delivery="single",
+            signing={"hmac": True},
             filter={"data": {"primaryAttributeValue": [{"prefix": "Welcome"}]}},
         )
         secret = sub["signing"]["hmacSecret"]
@@ -168,18 +192,33 @@ async def test_single_delivery_with_rsa_and_hmac_signatures_and_a_subscriber_fil
             for n in (1, 2):
                 name = h[f"x-adobe-public-key{n}-path"].rsplit("/", 1)[1]
                 key = serialization.load_pem_public_key(keyring.public_pem(name))
-                key.verify(base64.b64decode(h[f"x-adobe-digital-signature-{n}"]), request.body,
-                           padding.PKCS1v15(), hashes.SHA256())
+                key.verify(
+                    base64.b64decode(h[f"x-adobe-digital-signature-{n}"]),
+                    request.body,
+                    padding.PKCS1v15(),
+                    hashes.SHA256(),
+                )
 
 
 async def test_two_nodes_on_postgresql_share_the_subscriptions_and_take_over_a_stopped_one(pg_url, tmp_path):
     overrides = {"database_url": pg_url, "lease_ttl": 0.6, "master_key": new_master_key()}
-    async with bench(tmp_path / "a", node_id="a", **overrides) as a, bench(tmp_path / "b", node_id="b", **overrides) as b:
+    async with (
+        bench(tmp_path / "a", node_id="a", **overrides) as a,
+        bench(tmp_path / "b", node_id="b", **overrides) as b,
+    ):
         async with contextlib.AsyncExitStack() as stack:
             receivers = [await stack.enter_async_context(receiver()) for _ in range(4)]
             for r in receivers:
-                await a.subscriptions.create({"name": "n", "munchkinId": MUNCHKIN, "stream": "activity",
-                                              "endpoint": r.url, "pushIntervalMs": 20, "startAt": "earliest"})
+                await a.subscriptions.create(
+                    {
+                        "name": "n",
+                        "munchkinId": MUNCHKIN,
+                        "stream": "activity",
+                        "endpoint": r.url,
+                        "pushIntervalMs": 20,
+                        "startAt": "earliest",
+                    }
+                )
             await a.publish("activity", [activity(i) for i in range(50)])
             for r in receivers:
                 await wait_ids(r, list(range(50)))

@@ -33,7 +33,9 @@ class TokenServer:
             return web.json_response({"error": "invalid_client"}, status=401)
         self.forms.append(dict(await request.post()))
         self.issued.append(f"tok-{len(self.issued) + 1}")
-        return web.json_response({"access_token": self.issued[-1], "token_type": "bearer", "expires_in": self.expires_in})
+        return web.json_response(
+            {"access_token": self.issued[-1], "token_type": "bearer", "expires_in": self.expires_in}
+        )
 
     def accepts(self, seen: Received) -> web.Response | None:
         token = seen.headers.get("authorization", "").removeprefix("Bearer ")

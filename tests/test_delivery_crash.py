@@ -24,14 +24,24 @@ async def test_sigkill_while_delivering_loses_nothing_and_resends_only_the_batch
     try:
         async with aiohttp.ClientSession() as http, receiver(answer=slow) as r:
             headers = {"Authorization": "Bearer test-admin-key"}
-            document = {"name": "crash", "munchkinId": "123-ABC-456", "stream": "activity", "endpoint": r.url,
-                        "batchSize": 200, "pushIntervalMs": 10, "retryIntervalMs": 50, "probeIntervalMs": 100}
+            document = {
+                "name": "crash",
+                "munchkinId": "123-ABC-456",
+                "stream": "activity",
+                "endpoint": r.url,
+                "batchSize": 200,
+                "pushIntervalMs": 10,
+                "retryIntervalMs": 50,
+                "probeIntervalMs": 100,
+            }
             async with http.post(f"{server.url}/v1/subscriptions", json=document, headers=headers) as answer:
                 assert answer.status == 201
                 sub_id = (await answer.json())["id"]
             for start in range(0, TOTAL, 5000):
                 records = [activity(i) for i in range(start, start + 5000)]
-                async with http.post(f"{server.url}/v1/streams/activity/events", json=records, headers=headers) as answer:
+                async with http.post(
+                    f"{server.url}/v1/streams/activity/events", json=records, headers=headers
+                ) as answer:
                     assert answer.status == 200 and (await answer.json())["accepted"] == 5000
 
             await wait_until(lambda: len(r.ids()) >= 4000, timeout=20, what="delivery under way")

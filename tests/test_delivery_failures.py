@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 from aiohttp import web
@@ -46,14 +47,20 @@ async def test_outage_goes_retrying_then_paused_then_probes_and_recovers_in_orde
         assert r.ids() == [x["marketoGUID"] for x in first + during]  # every event, in order, once
 
         times = [x.at for x in r.requests]
-        retry_gaps = [b2 - a for a, b2 in zip(times[:3], times[1:3])]
+        retry_gaps = [b2 - a for a, b2 in itertools.pairwise(times[:3])]
         assert all(gap >= 0.09 for gap in retry_gaps), retry_gaps  # every retryIntervalMs
-        probe_gaps = [b2 - a for a, b2 in zip(times[2:], times[3 : paused_at + 3])]
+        probe_gaps = [b2 - a for a, b2 in itertools.pairwise(times[2 : paused_at + 3])]
         assert all(gap >= 0.28 for gap in probe_gaps), probe_gaps  # every probeIntervalMs
 
-        head = [x for x in r.requests if x.headers["x-leadstream-delivery"] == r.requests[0].headers["x-leadstream-delivery"]]
+        head = [
+            x
+            for x in r.requests
+            if x.headers["x-leadstream-delivery"] == r.requests[0].headers["x-leadstream-delivery"]
+        ]
         assert len(head) >= 5 and head[-1].ok  # the same batch every time, until it went through
-        assert [x.headers.get("x-leadstream-retry-count") for x in head] == [None] + [str(n) for n in range(1, len(head))]
+        assert [x.headers.get("x-leadstream-retry-count") for x in head] == [None] + [
+            str(n) for n in range(1, len(head))
+        ]
         assert len(head[0].json()["activities"]) == 20 and head[-1].body == head[0].body
 
         view = await b.wait_status(sub["id"], "active again", state="active", pending=0)
@@ -87,8 +94,8 @@ async def test_a_100kB_body_limit_splits_batches_and_a_lone_oversize_event_is_de
         # replayable: point the subscription at an endpoint that takes it, and replay from before it
         await b.subscriptions.patch(sub["id"], {"endpoint": large.url})
         await b.subscriptions.replay(sub["id"], dead[0]["position"] - 1)
-        await wait_ids(large, ["guid-1000"] + expected[-10:])
-        assert large.ids() == ["guid-1000"] + expected[-10:]
+        await wait_ids(large, ["guid-1000", *expected[-10:]])
+        assert large.ids() == ["guid-1000", *expected[-10:]]
 
 
 async def test_429_and_503_with_retry_after_wait_without_using_a_retry(tmp_path):

@@ -32,8 +32,17 @@ class Api:
             return await answer.json()
 
     async def subscribe(self, endpoint: str, **settings: Any) -> str:
-        document = {"name": "two-processes", "munchkinId": "123-ABC-456", "stream": "activity", "endpoint": endpoint,
-                    "batchSize": 100, "pushIntervalMs": 10, "retryIntervalMs": 50, "probeIntervalMs": 100, **settings}
+        document = {
+            "name": "two-processes",
+            "munchkinId": "123-ABC-456",
+            "stream": "activity",
+            "endpoint": endpoint,
+            "batchSize": 100,
+            "pushIntervalMs": 10,
+            "retryIntervalMs": 50,
+            "probeIntervalMs": 100,
+            **settings,
+        }
         return (await self.call("POST", "/v1/subscriptions", document, status=201))["id"]
 
     async def publish(self, numbers: range) -> None:
@@ -75,39 +84,47 @@ async def test_delivers_in_order_and_follows_admin_changes_made_in_the_api_proce
             api = Api(http, server)
             sub_id = await api.subscribe(main.url)
             witness_id = await api.subscribe(witness.url)
-            await api.publish(range(0, 2000))
+            await api.publish(range(2000))
             await wait_until(lambda: len(main.ids()) >= 2000, timeout=15, what="the first 2000 events")
-            assert main.ids() == guids(range(0, 2000))  # in order, once each
+            assert main.ids() == guids(range(2000))  # in order, once each
 
             async def delivered(n: int) -> bool:
                 return (await api.call("GET", f"/v1/subscriptions/{sub_id}"))["delivered"] >= n
 
-            await wait_until(lambda: delivered(2000), timeout=5, what="the view to show the delivery process's progress")
+            await wait_until(
+                lambda: delivered(2000), timeout=5, what="the view to show the delivery process's progress"
+            )
 
             view = await api.call("POST", f"/v1/subscriptions/{sub_id}/pause")
             assert view["state"] == "paused"
-            await wait_until(lambda: saved_state(data, sub_id).get("state", "active") == "paused", timeout=5,
-                             what="the delivery process to apply the pause")
+            await wait_until(
+                lambda: saved_state(data, sub_id).get("state", "active") == "paused",
+                timeout=5,
+                what="the delivery process to apply the pause",
+            )
             await api.publish(range(2000, 2500))
             await wait_until(lambda: len(witness.ids()) >= 2500, timeout=15, what="the witness to get 2500 events")
             assert len(main.ids()) == 2000  # paused: nothing more
 
             await api.call("POST", f"/v1/subscriptions/{sub_id}/resume")
             await wait_until(lambda: len(main.ids()) >= 2500, timeout=15, what="the backlog after resume")
-            assert main.ids() == guids(range(0, 2500))
+            assert main.ids() == guids(range(2500))
 
             await api.call("POST", f"/v1/subscriptions/{sub_id}/replay", {"from": 1000})
             await wait_until(lambda: len(main.ids()) >= 4000, timeout=15, what="the replay")
-            assert main.ids() == guids(range(0, 2500)) + guids(range(1000, 2500))
+            assert main.ids() == guids(range(2500)) + guids(range(1000, 2500))
 
             view = await api.call("DELETE", f"/v1/subscriptions/{sub_id}")
             assert view["state"] == "deprovisioned"
-            await wait_until(lambda: saved_state(data, sub_id).get("state", "active") == "deprovisioned", timeout=5,
-                             what="the delivery process to apply the delete")
+            await wait_until(
+                lambda: saved_state(data, sub_id).get("state", "active") == "deprovisioned",
+                timeout=5,
+                what="the delivery process to apply the delete",
+            )
             await api.publish(range(2500, 2600))
             await wait_until(lambda: len(witness.ids()) >= 2600, timeout=15, what="the witness to get 2600 events")
             assert len(main.ids()) == 4000
-            assert witness.ids() == guids(range(0, 2600))
+            assert witness.ids() == guids(range(2600))
             assert (await api.call("GET", f"/v1/subscriptions/{witness_id}"))["state"] == "active"
             child = delivery_child(server)
     finally:
@@ -130,7 +147,7 @@ async def test_sigkill_of_the_server_takes_the_delivery_process_along_and_a_rest
         async with aiohttp.ClientSession() as http, receiver(answer=slow) as r:
             api = Api(http, server)
             sub_id = await api.subscribe(r.url, batchSize=200)
-            await api.publish(range(0, TOTAL))
+            await api.publish(range(TOTAL))
             await wait_until(lambda: len(r.ids()) >= 4000, timeout=20, what="delivery under way")
 
             child = delivery_child(server)

@@ -27,8 +27,15 @@ def test_any_success_makes_it_active_again():
     s = rules.failed(rules.failed(rules.failed(s, T, 0, "x"), T, 0, "x"), T, 0, "x")
     assert s.state == "paused"
     s = rules.succeeded(s, 9_000)
-    assert (s.state, s.pausedReason, s.consecutiveFailures, s.retries, s.lastError, s.nextAttemptAt, s.lastSuccessAt) == (
-        "active", None, 0, 0, None, None, 9_000)
+    assert (
+        s.state,
+        s.pausedReason,
+        s.consecutiveFailures,
+        s.retries,
+        s.lastError,
+        s.nextAttemptAt,
+        s.lastSuccessAt,
+    ) == ("active", None, 0, 0, None, None, 9_000)
 
 
 def test_no_retries_pauses_at_the_first_failure():
@@ -87,7 +94,10 @@ async def test_the_state_log_keeps_the_newest_state_and_hands_it_to_the_store(tm
         # a crash now: a new run finds the files, the newest line of each subscription wins
         (tmp_path / "delivery-state.1.log").open("ab").write(b'{"id":"a","state":{"cursor":')  # torn
         found = StateLog(tmp_path).recover()
-        assert {k: (rules.decode(v).cursor, applied) for k, (v, applied) in found.items()} == {"a": (2, 11), "b": (7, 0)}
+        assert {k: (rules.decode(v).cursor, applied) for k, (v, applied) in found.items()} == {
+            "a": (2, 11),
+            "b": (7, 0),
+        }
 
         await states.checkpoint(store)
         saved = await store.get_subscription("a")

@@ -8,7 +8,7 @@ import contextlib
 import inspect
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ class Received:
         return orjson.loads(self.body)
 
 
-Answer = Callable[[Received], "web.StreamResponse | None | Awaitable[web.StreamResponse | None]"]
+Answer = Callable[[Received], "web.StreamResponse | Awaitable[web.StreamResponse | None] | None"]
 
 
 @dataclass
@@ -206,8 +206,11 @@ async def bench(path: Path, **overrides: Any) -> AsyncIterator[Bench]:
 
 
 async def wait_ids(r: Receiver, expected: list[str], timeout: float = 10.0) -> None:
-    await wait_until(lambda: len(r.ids()) >= len(expected), timeout=timeout,
-                     what=f"{len(expected)} events at the receiver (have {len(r.ids())})")
+    await wait_until(
+        lambda: len(r.ids()) >= len(expected),
+        timeout=timeout,
+        what=f"{len(expected)} events at the receiver (have {len(r.ids())})",
+    )
 
 
 async def never_answer(seen: Received) -> web.Response:

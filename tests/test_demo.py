@@ -12,8 +12,13 @@ import time
 def test_demo_runs_and_loses_nothing():
     env = {**os.environ, "COLUMNS": "120"}
     env.pop("LEADSTREAM_ADMIN_KEY", None)
-    done = subprocess.run([sys.executable, "-m", "leadstream.cli", "demo", "--duration", "15", "--rate", "150"],
-                          capture_output=True, text=True, timeout=150, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "leadstream.cli", "demo", "--duration", "15", "--rate", "150"],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = " ".join(done.stdout.split())  # rich folds long lines
     assert "every published event reached each matching subscription, in order, none lost" in out
@@ -25,8 +30,13 @@ def test_demo_runs_and_loses_nothing():
 def test_ctrl_c_stops_publishing_drains_and_runs_the_same_check(tmp_path):
     env = {**os.environ, "COLUMNS": "120", "TMPDIR": str(tmp_path)}
     env.pop("LEADSTREAM_ADMIN_KEY", None)
-    demo = subprocess.Popen([sys.executable, "-m", "leadstream.cli", "demo", "--duration", "120", "--rate", "150"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "leadstream.cli", "demo", "--duration", "120", "--rate", "150"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 60
         while not any(p.stat().st_size for p in tmp_path.glob("leadstream-demo-*/crm-sync.ndjson")):

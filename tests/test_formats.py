@@ -4,7 +4,7 @@ sizes, and a property test of the legacy element against the record it came from
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +91,14 @@ def every_stream() -> list[Event]:
 
 def keys_in_order(body: bytes) -> list[Any]:
     """Parsed JSON with every object turned into its (key, value) list: equality then checks order."""
+
     def ordered(value: Any) -> Any:
         if isinstance(value, dict):
             return [(k, ordered(v)) for k, v in value.items()]
         if isinstance(value, list):
             return [ordered(v) for v in value]
         return value
+
     return ordered(orjson.loads(body))
 
 
@@ -157,6 +159,7 @@ def test_legacy_refuses_what_it_cannot_carry() -> None:
 
 
 # -- cloudevents and adobe_io -------------------------------------------------------------------
+
 
 def expected_cloudevent(event: Event, source: str, data: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -227,7 +230,7 @@ def test_special_characters_in_ids_are_escaped(fmt: str) -> None:
 
 
 def test_every_cloudevent_validates_against_the_schema_and_the_sdk() -> None:
-    events = every_stream() + [activity(TRICKY_KEY), audit(77)]
+    events = [*every_stream(), activity(TRICKY_KEY), audit(77)]
     for event in events:
         body = event_body("cloudevents", event, subscription_id=SUB)
         CE_VALIDATOR.validate(orjson.loads(body))
@@ -257,9 +260,10 @@ def test_the_schema_format_checks_really_run() -> None:
 
 # -- sizes ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_body_size_is_exact_per_element_and_bounds_the_batch(fmt: str) -> None:
-    events = every_stream() + [activity(TRICKY_KEY, leadId=7)]
+    events = [*every_stream(), activity(TRICKY_KEY, leadId=7)]
     if fmt == "legacy":
         events = [e for e in events if e.stream == "activity"]
     for sub in (SUB, TRICKY, "s" * 64):
@@ -267,17 +271,17 @@ def test_body_size_is_exact_per_element_and_bounds_the_batch(fmt: str) -> None:
         body = batch_body(fmt, events, subscription_id=sub, batch_id="b" * 64, created="2026-11-28T10:00:05.123456Z")
         assert sum(sizes) + ENVELOPE_BYTES >= len(body) > sum(sizes)
         if fmt != "legacy":  # one element each: exact
-            assert all(
-                size == len(event_body(fmt, e, subscription_id=sub)) + 1 for size, e in zip(sizes, events)
-            )
+            assert all(size == len(event_body(fmt, e, subscription_id=sub)) + 1 for size, e in zip(sizes, events))
             assert len(body) == 2 + sum(sizes) - 1
         if len(sub) <= 64 and sub.isascii() and sub.isalnum():  # the bound without the id
             assert [body_size(fmt, e) for e in events] >= sizes
     if fmt == "legacy":  # the elements, measured one by one
         for event in events:
             one = batch_body(fmt, [event], subscription_id=SUB, batch_id="b", created="c")
-            head = len(b'{"sourceApplication":"Marketo","munchkinId":"123-ABC-456","messageId":"b",'
-                       b'"messageCreatedDate":"c","activities":[')
+            head = len(
+                b'{"sourceApplication":"Marketo","munchkinId":"123-ABC-456","messageId":"b",'
+                b'"messageCreatedDate":"c","activities":['
+            )
             tail = len(b'],"customObjects":[]}') if event.etype.startswith("co:") else len(b"]}")
             assert len(one) == head + body_size(fmt, event) - 1 + tail
 
@@ -296,9 +300,7 @@ attribute_names = st.sampled_from([*OPEN_EMAIL.attributes, "Mailing ID", "Not In
 @given(
     guid=st.text(min_size=1).filter(str.isprintable),
     lead_id=st.integers(min_value=0, max_value=2**63 - 1),
-    moment=st.datetimes(
-        min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.timezones()
-    ),
+    moment=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.timezones()),
     log_item_id=st.none() | int64,
     primary_id=st.none() | int64 | st.text(),
     primary_value=scalars,
@@ -315,7 +317,7 @@ def test_legacy_element_equals_the_record(
         "primaryAttributeValue": primary_value, "campaignId": campaign_id,
         "attributes": [{"name": n, "value": v} for n, v in attributes],
     }  # fmt: skip
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     expected: dict[str, Any] = {
         "marketoGUID": guid, "leadId": lead_id,
         "activityDate": event_time(utc),

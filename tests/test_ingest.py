@@ -47,18 +47,41 @@ async def test_duplicates_inside_one_request_are_counted(server, session):
 
 
 async def test_every_stream_is_stored_with_key_columns(server, session):
-    audit = {"munchkinId": MUNCHKIN, "componentType": "Email", "componentId": 232459, "eventAction": "approve",
-             "user": 253, "userId": "someone@example.com", "id": "a-1", "time": "2026-11-28T10:00:00Z"}
-    note = {"munchkinId": MUNCHKIN, "componentType": "web_services", "subType": "dailyQuota",
-            "eventAction": {"dailyQuota": 50000, "percent": 90, "serviceNames": ["Get Leads"]}}
-    custom = {"kind": "customObject", "munchkinId": MUNCHKIN, "apiName": "car_c", "marketoGUID": "car-1",
-              "leadId": 5, "action": "create", "updatedAt": "2026-11-28T10:00:00Z", "fields": {"vin": "X1"}}
+    audit = {
+        "munchkinId": MUNCHKIN,
+        "componentType": "Email",
+        "componentId": 232459,
+        "eventAction": "approve",
+        "user": 253,
+        "userId": "someone@example.com",
+        "id": "a-1",
+        "time": "2026-11-28T10:00:00Z",
+    }
+    note = {
+        "munchkinId": MUNCHKIN,
+        "componentType": "web_services",
+        "subType": "dailyQuota",
+        "eventAction": {"dailyQuota": 50000, "percent": 90, "serviceNames": ["Get Leads"]},
+    }
+    custom = {
+        "kind": "customObject",
+        "munchkinId": MUNCHKIN,
+        "apiName": "car_c",
+        "marketoGUID": "car-1",
+        "leadId": 5,
+        "action": "create",
+        "updatedAt": "2026-11-28T10:00:00Z",
+        "fields": {"vin": "X1"},
+    }
     for stream, record in [("audit", audit), ("notification", note), ("activity", custom)]:
         status, body = await publish(session, server, stream, [record])
         assert (status, body["accepted"]) == (200, 1), body
     events = await all_events(server)
     assert [(e.stream, e.etype) for e in events] == [
-        ("audit", "Email:approve"), ("notification", "web_services"), ("activity", "co:car_c")]
+        ("audit", "Email:approve"),
+        ("notification", "web_services"),
+        ("activity", "co:car_c"),
+    ]
     assert events[0].id == "a-1" and events[0].time == "2026-11-28T10:00:00Z"
     assert events[1].id == events[1].eventid  # assigned when absent
     assert orjson.loads(events[2].data)["fields"] == {"vin": "X1"}
@@ -89,7 +112,7 @@ async def test_mixed_good_and_bad_records_keep_the_good_ones(server, session):
         records.append(g)
         if i < len(BAD_RECORDS):
             records.append(BAD_RECORDS[i][1])
-    records.extend(b[1] for b in BAD_RECORDS[len(good):])
+    records.extend(b[1] for b in BAD_RECORDS[len(good) :])
     status, body = await publish(session, server, "activity", records)
     assert status == 200
     assert body["accepted"] == 5
@@ -105,16 +128,21 @@ async def test_mixed_good_and_bad_records_keep_the_good_ones(server, session):
 
 async def test_bad_audit_and_notification_records_name_field_and_value(server, session):
     audit = {"munchkinId": MUNCHKIN, "componentType": "Email", "eventAction": "approve"}
-    records = [audit, {**audit, "componentType": "Spaceship"}, {**audit, "eventAction": "launch"},
-               {**audit, "munchkinId": "nope"}]
+    records = [
+        audit,
+        {**audit, "componentType": "Spaceship"},
+        {**audit, "eventAction": "launch"},
+        {**audit, "munchkinId": "nope"},
+    ]
     status, body = await publish(session, server, "audit", records)
     assert (status, body["accepted"]) == (200, 1)
     errors = [r["errors"][0] for r in body["rejected"]]
     assert errors[0].startswith("componentType: 'Spaceship'")
     assert errors[1].startswith("eventAction: 'launch'")
     assert errors[2].startswith("munchkinId: 'nope'")
-    status, body = await publish(session, server, "notification",
-                                 [{"munchkinId": MUNCHKIN, "componentType": "solar_flare", "eventAction": {}}])
+    status, body = await publish(
+        session, server, "notification", [{"munchkinId": MUNCHKIN, "componentType": "solar_flare", "eventAction": {}}]
+    )
     assert status == 422
     assert body["rejected"][0]["errors"][0].startswith("componentType: 'solar_flare'")
 
@@ -127,19 +155,25 @@ async def test_nothing_accepted_is_422_with_the_same_body(server, session):
 
 
 async def raw_post(session, server, body: bytes, content_type="application/json", stream="activity", headers=None):
-    async with session.post(f"{server.url}/v1/streams/{stream}/events", data=body,
-                            headers={**server.headers, "Content-Type": content_type, **(headers or {})}) as r:
+    async with session.post(
+        f"{server.url}/v1/streams/{stream}/events",
+        data=body,
+        headers={**server.headers, "Content-Type": content_type, **(headers or {})},
+    ) as r:
         return r.status, r.headers.get("Content-Type"), await r.json(content_type=None)
 
 
-@pytest.mark.parametrize("body, where", [
-    (b'[{"munchkinId": "123-ABC-456",\n  "leadId" 5}]', "line 2, column 12"),
-    (b"not json at all", "line 1, column 5"),
-    (b'[{"munchkinId": "123-ABC-456"', "ends before the JSON is complete"),
-    (b'{"an": "object"}', "JSON array"),
-    (b"", "empty"),
-    (b"   \n ", "empty"),
-])
+@pytest.mark.parametrize(
+    "body, where",
+    [
+        (b'[{"munchkinId": "123-ABC-456",\n  "leadId" 5}]', "line 2, column 12"),
+        (b"not json at all", "line 1, column 5"),
+        (b'[{"munchkinId": "123-ABC-456"', "ends before the JSON is complete"),
+        (b'{"an": "object"}', "JSON array"),
+        (b"", "empty"),
+        (b"   \n ", "empty"),
+    ],
+)
 async def test_unparseable_body_is_400_problem_saying_where(server, session, body, where):
     status, content_type, problem = await raw_post(session, server, body)
     assert status == 400 and content_type == "application/problem+json"
@@ -172,8 +206,9 @@ async def test_wrong_content_type_stream_and_key(server, session):
     assert status == 404 and "'leads'" in problem["detail"]
     async with session.post(f"{server.url}/v1/streams/activity/events", data=body) as r:
         assert r.status == 401 and r.headers["WWW-Authenticate"] == "Bearer"
-    async with session.post(f"{server.url}/v1/streams/activity/events", data=body,
-                            headers={"Authorization": "Bearer wrong"}) as r:
+    async with session.post(
+        f"{server.url}/v1/streams/activity/events", data=body, headers={"Authorization": "Bearer wrong"}
+    ) as r:
         assert r.status == 401
     assert await all_events(server) == []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -16,13 +16,19 @@ from leadstream.sources.budget import ApiBudget, BudgetLimits, ShareSpent
 from leadstream.sources.ledger import MemoryLedger
 from leadstream.sources.marketo.client import MarketoClient, Page
 from leadstream.sources.marketo.errors import (
-    AuthFailed, MarketoError, QuotaExhausted, RateLimited, RequestRejected, TooManyConcurrent, Transient,
+    AuthFailed,
+    MarketoError,
+    QuotaExhausted,
+    RateLimited,
+    RequestRejected,
+    TooManyConcurrent,
+    Transient,
 )
 from leadstream.sources.planner import type_groups
 from leadstream.testing import free_port, wait_until
 
 SECRET = "client-test-secret"
-LONG_AGO = datetime(2020, 1, 1, tzinfo=timezone.utc)
+LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
 Connect = Callable[..., Awaitable[tuple[MarketoInstance, MarketoClient]]]
 
 
@@ -37,8 +43,9 @@ async def connect(session: aiohttp.ClientSession) -> AsyncIterator[Connect]:
     """connect(budget=…, client=…, **instance options) -> (a running instance, a client of it)."""
     running: list[MarketoInstance] = []
 
-    async def connector(*, budget: BudgetLimits | None = None, client: dict[str, Any] | None = None,
-                        **options: Any) -> tuple[MarketoInstance, MarketoClient]:
+    async def connector(
+        *, budget: BudgetLimits | None = None, client: dict[str, Any] | None = None, **options: Any
+    ) -> tuple[MarketoInstance, MarketoClient]:
         options.setdefault("rate", 0)
         sim = await MarketoInstance(client_secret=SECRET, **options).start()
         running.append(sim)
@@ -56,7 +63,9 @@ def budget_of(client: MarketoClient) -> ApiBudget:
 
 
 async def read_group(
-    client: MarketoClient, token: str, type_ids: tuple[int, ...] | None,
+    client: MarketoClient,
+    token: str,
+    type_ids: tuple[int, ...] | None,
 ) -> tuple[list[dict[str, Any]], Page]:
     """Page while more_result, as the source does; type_ids None: deleted leads."""
     records: list[dict[str, Any]] = []
@@ -74,11 +83,14 @@ def guids(records: list[dict[str, Any]]) -> list[str]:
 
 # -- reading -----------------------------------------------------------------------------------------
 async def test_reads_20000_activities_over_30_types_and_the_deleted_leads_exactly(connect: Connect):
-    sim, client = await connect(limits=Limits(calls_per_window=60, window_seconds=1), short_page_rate=0.3,
-                                budget=BudgetLimits(calls_per_20s=60, window_seconds=1))
+    sim, client = await connect(
+        limits=Limits(calls_per_window=60, window_seconds=1),
+        short_page_rate=0.3,
+        budget=BudgetLimits(calls_per_20s=60, window_seconds=1),
+    )
     types = await client.get_activity_types()
     chosen = sorted(t["id"] for t in types if t["id"] != 37)[:30]
-    sim.inject(20_000, chosen + [37])
+    sim.inject(20_000, [*chosen, 37])
     token = await client.get_paging_token(LONG_AGO)
     groups = type_groups(chosen)
     assert [len(g) for g in groups] == [10, 10, 10]
@@ -117,7 +129,7 @@ async def test_bad_arguments_are_refused_before_any_call(connect: Connect):
 
 
 async def test_a_request_marketo_rejects_carries_its_code_and_message(connect: Connect):
-    sim, client = await connect()
+    _sim, client = await connect()
     with pytest.raises(RequestRejected) as rejected:
         await client.get_activities("garbage", [1])
     assert rejected.value.code == "1003" and str(rejected.value).startswith("1003 Invalid nextPageToken")
@@ -125,8 +137,12 @@ async def test_a_request_marketo_rejects_carries_its_code_and_message(connect: C
 
 # -- tokens --------------------------------------------------------------------------------------------
 async def test_tokens_expiring_every_second_cause_no_failure(connect: Connect):
-    sim, client = await connect(token_ttl=1.0, client={"token_refresh_margin": 0},
-                                limits=Limits(calls_per_window=10_000), budget=BudgetLimits(calls_per_20s=10_000))
+    sim, client = await connect(
+        token_ttl=1.0,
+        client={"token_refresh_margin": 0},
+        limits=Limits(calls_per_window=10_000),
+        budget=BudgetLimits(calls_per_20s=10_000),
+    )
     sim.inject(50, [1])
     token = await client.get_paging_token(LONG_AGO)
     stop = asyncio.Event()
@@ -172,8 +188,9 @@ async def test_a_token_refused_again_and_again_is_an_auth_failure(connect: Conne
 
 async def test_refused_credentials_and_603_are_auth_failures_without_the_secret(connect: Connect, session):
     sim, _ = await connect()
-    wrong = MarketoClient(sim.url, sim.client_id, "not-the-secret", budget=ApiBudget(sim.munchkin_id, MemoryLedger()),
-                          session=session)
+    wrong = MarketoClient(
+        sim.url, sim.client_id, "not-the-secret", budget=ApiBudget(sim.munchkin_id, MemoryLedger()), session=session
+    )
     with pytest.raises(AuthFailed) as failed:
         await wrong.get_activity_types()
     assert failed.value.code == "HTTP 401" and "Bad client credentials" in str(failed.value)
@@ -254,8 +271,11 @@ async def test_414_is_repeated_as_post_with_method_get(connect: Connect):
 
 
 async def test_the_budget_keeps_many_concurrent_callers_inside_the_instance_limits(connect: Connect):
-    sim, client = await connect(limits=Limits(calls_per_window=15, window_seconds=0.5, max_concurrent=3), latency=0.02,
-                                budget=BudgetLimits(calls_per_20s=15, window_seconds=0.5, max_concurrent=3))
+    sim, client = await connect(
+        limits=Limits(calls_per_window=15, window_seconds=0.5, max_concurrent=3),
+        latency=0.02,
+        budget=BudgetLimits(calls_per_20s=15, window_seconds=0.5, max_concurrent=3),
+    )
     sim.inject(10, [1])
     token = await client.get_paging_token(LONG_AGO)
     pages = await asyncio.gather(*(client.get_activities(token, [1]) for _ in range(40)))

@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -21,7 +21,7 @@ from leadstream.testing import wait_until
 
 MUNCHKIN = "123-ABC-456"
 SECRET = "sim-secret"
-EPOCH = datetime(2026, 11, 28, 15, 0, tzinfo=timezone.utc).timestamp()  # 09:00 in Chicago
+EPOCH = datetime(2026, 11, 28, 15, 0, tzinfo=UTC).timestamp()  # 09:00 in Chicago
 UTC_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 Start = Callable[..., Awaitable[MarketoInstance]]
 
@@ -65,8 +65,9 @@ async def token_of(session: aiohttp.ClientSession, sim: MarketoInstance) -> str:
         return token
 
 
-async def rest(session: aiohttp.ClientSession, sim: MarketoInstance, path: str, params: Any = (),
-               token: str | None = None) -> dict[str, Any]:
+async def rest(
+    session: aiohttp.ClientSession, sim: MarketoInstance, path: str, params: Any = (), token: str | None = None
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with session.get(f"{sim.url}/rest/v1/{path}", params=params, headers=headers) as response:
         assert response.status == 200, await response.text()
@@ -86,8 +87,14 @@ def error_code(body: dict[str, Any]) -> str:
     return code
 
 
-async def read_all(session: aiohttp.ClientSession, sim: MarketoInstance, token: str, since: str,
-                   path: str = "activities.json", **params: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def read_all(
+    session: aiohttp.ClientSession,
+    sim: MarketoInstance,
+    token: str,
+    since: str,
+    path: str = "activities.json",
+    **params: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every record from ``since`` by paging while moreResult; also each page's envelope (without result)."""
     body = await rest(session, sim, "activities/pagingtoken.json", {"sinceDatetime": since}, token)
     page_token = body["nextPageToken"]
@@ -146,8 +153,12 @@ async def test_rest_calls_need_a_valid_bearer_token(start: Start, session):
 
 # -- activity types ---------------------------------------------------------------------------------
 async def test_activity_types_lists_the_standard_catalog_and_custom_types(start: Start, session):
-    custom = {"id": 100001, "name": "Watched Demo Video", "primaryAttribute": {"name": "Video", "dataType": "string"},
-              "attributes": [{"name": "Seconds Watched", "dataType": "integer"}]}
+    custom = {
+        "id": 100001,
+        "name": "Watched Demo Video",
+        "primaryAttribute": {"name": "Video", "dataType": "string"},
+        "attributes": [{"name": "Seconds Watched", "dataType": "integer"}],
+    }
     sim = await start(custom_types=[custom])
     body = await rest(session, sim, "activities/types.json", token=await token_of(session, sim))
     result = {t["id"]: t for t in body["result"]}
@@ -164,7 +175,7 @@ async def test_activity_types_lists_the_standard_catalog_and_custom_types(start:
 async def test_paging_reads_every_activity_once_with_short_pages_while_more_result(start: Start, session):
     sim = await start(short_page_rate=0.5, seed=3)
     type_ids = [1, 6, 7, 10, 12, 13, 22, 24, 46, 110]
-    sim.inject(3000, type_ids + [2, 3, 37])
+    sim.inject(3000, [*type_ids, 2, 3, 37])
     token = await token_of(session, sim)
     wanted = ",".join(map(str, type_ids))
     records, pages = await read_all(session, sim, token, "2020-01-01T00:00:00Z", activityTypeIds=wanted)
@@ -190,7 +201,7 @@ async def test_paging_token_starts_at_its_date(start: Start, session):
     clock.now += 60
     after = sim.inject(5, [10])
     token = await token_of(session, sim)
-    since = datetime.fromtimestamp(clock.now, timezone.utc).isoformat()  # with an offset, +00:00
+    since = datetime.fromtimestamp(clock.now, UTC).isoformat()  # with an offset, +00:00
     records, _ = await read_all(session, sim, token, since, activityTypeIds="10")
     assert [r["id"] for r in records] == [r["id"] for r in after]
     assert before[-1]["id"] < records[0]["id"]
@@ -211,18 +222,26 @@ async def test_type_ids_comma_separated_or_repeated_and_at_most_ten(start: Start
     token = await token_of(session, sim)
     since = await since_token(session, sim, token)
     comma = await rest(session, sim, "activities.json", {"nextPageToken": since, "activityTypeIds": "1,2"}, token)
-    repeated = await rest(session, sim, "activities.json", [("nextPageToken", since), ("activityTypeIds", "1"),
-                                                            ("activityTypeIds", "2")], token)
+    repeated = await rest(
+        session,
+        sim,
+        "activities.json",
+        [("nextPageToken", since), ("activityTypeIds", "1"), ("activityTypeIds", "2")],
+        token,
+    )
     assert comma["result"] == repeated["result"] and {r["activityTypeId"] for r in comma["result"]} == {1, 2}
 
     eleven = ",".join(str(t) for t in [1, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13])
     body = await rest(session, sim, "activities.json", {"nextPageToken": since, "activityTypeIds": eleven}, token)
     assert error_code(body) == "1003" and "at most 10" in body["errors"][0]["message"]
-    cases = [({"nextPageToken": since}, "701"), ({"activityTypeIds": "1"}, "701"),
-             ({"nextPageToken": "garbage", "activityTypeIds": "1"}, "1003"),
-             ({"nextPageToken": since, "activityTypeIds": "1", "batchSize": "301"}, "1003"),
-             ({"nextPageToken": since, "activityTypeIds": "99999"}, "1003"),
-             ({"nextPageToken": since, "activityTypeIds": "x"}, "1003")]
+    cases = [
+        ({"nextPageToken": since}, "701"),
+        ({"activityTypeIds": "1"}, "701"),
+        ({"nextPageToken": "garbage", "activityTypeIds": "1"}, "1003"),
+        ({"nextPageToken": since, "activityTypeIds": "1", "batchSize": "301"}, "1003"),
+        ({"nextPageToken": since, "activityTypeIds": "99999"}, "1003"),
+        ({"nextPageToken": since, "activityTypeIds": "x"}, "1003"),
+    ]
     for params, code in cases:
         assert error_code(await rest(session, sim, "activities.json", params, token)) == code, params
     bad_date = await rest(session, sim, "activities/pagingtoken.json", {"sinceDatetime": "yesterday"}, token)
@@ -281,8 +300,15 @@ async def test_traffic_keeps_lead_ids_consistent():
         if kind == 13:
             assert {"New Value", "Old Value", "Reason", "Source"} <= attributes.keys()
             assert attributes["New Value"] != attributes["Old Value"]
-            assert record["primaryAttributeValue"] in {"Email Address", "Job Title", "Phone Number", "Company Name",
-                                                       "City", "Lead Score", "Lead Status"}
+            assert record["primaryAttributeValue"] in {
+                "Email Address",
+                "Job Title",
+                "Phone Number",
+                "Company Name",
+                "City",
+                "Lead Score",
+                "Lead Status",
+            }
         if kind == 37:
             gone.add(lead)
         if kind == 32:
@@ -303,7 +329,7 @@ async def test_traffic_follows_the_rate_and_the_seed():
     records = a.truth()
     assert len(records) == 600 and {r["activityTypeId"] for r in records} == {1, 10, 13}
     dates = [datetime.fromisoformat(r["activityDate"]).timestamp() for r in records]
-    assert dates == sorted(dates) and EPOCH <= dates[0] and dates[-1] <= EPOCH + 30
+    assert dates == sorted(dates) and dates[0] >= EPOCH and dates[-1] <= EPOCH + 30
     assert b.truth() == records
     assert c.truth() != records
 
@@ -325,7 +351,7 @@ async def test_rate_window_answers_606_and_opens_again_after_the_window(start: S
 
 
 async def test_daily_quota_answers_607_until_midnight_in_chicago(start: Start, session):
-    clock = FakeClock(datetime(2026, 11, 29, 5, 59, 0, tzinfo=timezone.utc).timestamp())  # 23:59 in Chicago (CST)
+    clock = FakeClock(datetime(2026, 11, 29, 5, 59, 0, tzinfo=UTC).timestamp())  # 23:59 in Chicago (CST)
     sim = await start(clock=clock, limits=Limits(daily_quota=3))
     token = await token_of(session, sim)
     for _ in range(3):
@@ -377,8 +403,9 @@ async def test_injected_5xx_and_timeout(start: Start, session):
     async with session.get(f"{sim.url}/rest/v1/activities/types.json", headers=headers) as response:
         assert response.status == 503 and response.content_type == "text/html"
     with pytest.raises(asyncio.TimeoutError):
-        async with session.get(f"{sim.url}/rest/v1/activities/types.json", headers=headers,
-                               timeout=aiohttp.ClientTimeout(total=0.2)):
+        async with session.get(
+            f"{sim.url}/rest/v1/activities/types.json", headers=headers, timeout=aiohttp.ClientTimeout(total=0.2)
+        ):
             pass
     assert sim.limits.in_flight == 1  # the hanging call holds its slot after the client gave up
     await wait_until(lambda: sim.stats.outcomes("types")["timeout"] == 1, timeout=5, what="the hang to end")

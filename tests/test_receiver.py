@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -59,15 +59,22 @@ def cloudevent(n: int) -> dict:
 def adobe_io(n: int) -> dict:
     return {
         "event_id": f"10000000-0000-4000-8000-{n:012d}",
-        "event": {"specversion": "1.0", "type": "com.adobe.platform.marketo.audit.user.email",
-                  "data": {"componentType": "Email", "eventAction": "approve", "componentId": n}},
+        "event": {
+            "specversion": "1.0",
+            "type": "com.adobe.platform.marketo.audit.user.email",
+            "data": {"componentType": "Email", "eventAction": "approve", "componentId": n},
+        },
     }
 
 
 def legacy(guids: list[str], custom_objects: list[dict] = ()) -> dict:
     body = {
-        "sourceApplication": "Marketo", "munchkinId": "123-ABC-456", "messageId": "batch-1",
-        "activities": [{"marketoGUID": g, "leadId": 7, "activityTypeId": 10, "activityType": "Open Email"} for g in guids],
+        "sourceApplication": "Marketo",
+        "munchkinId": "123-ABC-456",
+        "messageId": "batch-1",
+        "activities": [
+            {"marketoGUID": g, "leadId": 7, "activityTypeId": 10, "activityType": "Open Email"} for g in guids
+        ],
     }
     if custom_objects:
         body["customObjects"] = list(custom_objects)
@@ -148,8 +155,14 @@ async def test_adobe_io_single_object_and_array(receive, out):
 
 async def test_legacy_activities_and_custom_objects(receive, out):
     client = await receive()
-    car = {"apiName": "car_c", "marketoGUID": "car-1", "leadId": 7, "action": "update",
-           "updatedAt": "2026-11-28T10:00:00Z", "fields": {"color": "red"}}
+    car = {
+        "apiName": "car_c",
+        "marketoGUID": "car-1",
+        "leadId": 7,
+        "action": "update",
+        "updatedAt": "2026-11-28T10:00:00Z",
+        "fields": {"color": "red"},
+    }
     car_later = dict(car, updatedAt="2026-11-28T10:00:05Z", fields={"color": "blue"})
     first = await client.post("/", data=orjson.dumps(legacy(["g1", "g2"], [car])))
     second = await client.post("/", data=orjson.dumps(legacy(["g2", "g3"], [car, car_later])))
@@ -259,7 +272,7 @@ SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode
 
 
 def hmac_headers(body: bytes, secret: str = SECRET) -> dict[str, str]:
-    timestamp = datetime.now(timezone.utc)
+    timestamp = datetime.now(UTC)
     signature = Webhook(secret).sign("msg_1", timestamp, body.decode())
     return {"webhook-id": "msg_1", "webhook-timestamp": str(int(timestamp.timestamp())), "webhook-signature": signature}
 
@@ -347,8 +360,11 @@ async def test_bodies_made_by_formats_are_received_once_each(receive, out, fmt):
 
     validator = Validator(Catalog())
     records = Platform(seed=11, tenants=["123-ABC-456"]).next_records(300)
-    events = [validator.event(stream, orjson.dumps(record)) for stream, record in records
-              if fmt != "legacy" or stream == "activity"]
+    events = [
+        validator.event(stream, orjson.dumps(record))
+        for stream, record in records
+        if fmt != "legacy" or stream == "activity"
+    ]
     assert any(e.etype.startswith("co:") for e in events)
     client = await receive()
     batches = [events[i : i + 100] for i in range(0, len(events), 100)]
@@ -362,7 +378,9 @@ async def test_bodies_made_by_formats_are_received_once_each(receive, out, fmt):
         single = event_body(fmt, events[5], subscription_id="sub-1")
         assert await (await client.post("/", data=single)).json() == {"received": 0, "duplicates": 1}
     written = await wait_until(lambda: lines(out) if len(lines(out)) == len(events) else None)
-    ids = {"legacy": lambda e: e["marketoGUID"], "cloudevents": lambda e: e["id"], "adobe_io": lambda e: e["event_id"]}[fmt]
+    ids = {"legacy": lambda e: e["marketoGUID"], "cloudevents": lambda e: e["id"], "adobe_io": lambda e: e["event_id"]}[
+        fmt
+    ]
     if fmt == "legacy":  # a legacy body lists a batch's activities, then its custom objects
         expected = [e.id for batch in batches for e in sorted(batch, key=lambda e: e.etype.startswith("co:"))]
     else:

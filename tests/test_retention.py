@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import aiohttp
+import pytest
 
 from helpers import activity, publish, running_server, wait_until
 from leadstream.settings import parse_duration
-import pytest
 
 
 def test_durations_accept_units_and_reject_nonsense():
@@ -24,10 +24,13 @@ def test_durations_accept_units_and_reject_nonsense():
 
 
 async def test_old_events_leave_the_log_and_purge_does_not_block_ingest(tmp_path):
-    async with running_server(data_dir=tmp_path, retention=1.0, purge_interval=0.1) as server, aiohttp.ClientSession() as session:
+    async with (
+        running_server(data_dir=tmp_path, retention=1.0, purge_interval=0.1) as server,
+        aiohttp.ClientSession() as session,
+    ):
         store = server.services.store
         published_from = time.monotonic()  # the events' ingest time is later than this
-        status, body = await publish(session, server, "activity", [activity(i) for i in range(3000)])
+        _, body = await publish(session, server, "activity", [activity(i) for i in range(3000)])
         assert body["accepted"] == 3000
 
         # Keep publishing while the first 3000 expire; every request must still succeed promptly.
@@ -51,12 +54,15 @@ async def test_old_events_leave_the_log_and_purge_does_not_block_ingest(tmp_path
         assert server.services.retention.purged >= 3000
         assert max(latencies) < 5  # ingest was never stuck behind the purge
         # The expired keys are gone with their events: the same records can come in again.
-        status, body = await publish(session, server, "activity", [activity(i) for i in range(10)])
+        _status, body = await publish(session, server, "activity", [activity(i) for i in range(10)])
         assert body["accepted"] == 10
 
 
 async def test_positions_are_never_reused_after_everything_expired(tmp_path):
-    async with running_server(data_dir=tmp_path, retention=0.2, purge_interval=0.05) as server, aiohttp.ClientSession() as session:
+    async with (
+        running_server(data_dir=tmp_path, retention=0.2, purge_interval=0.05) as server,
+        aiohttp.ClientSession() as session,
+    ):
         store = server.services.store
         await publish(session, server, "activity", [activity(i) for i in range(10)])
         await wait_until(lambda: store.first_position(), what="start")

@@ -22,8 +22,8 @@ from standardwebhooks import Webhook
 from helpers import MUNCHKIN, Server
 from leadstream import formats, samples
 from leadstream.catalog import Catalog
-from leadstream.security.signing import new_hmac_secret
 from leadstream.errors import Invalid
+from leadstream.security.signing import new_hmac_secret
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "cloudevents-1.0.schema.json").read_text())
 CE_VALIDATOR = jsonschema.Draft7Validator(SCHEMA, format_checker=jsonschema.FormatChecker())

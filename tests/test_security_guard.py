@@ -16,21 +16,49 @@ from leadstream.security.guard import BlockedAddress, GuardPolicy, guarded_conne
 
 REFUSED = {
     # IPv4
-    "0.0.0.0": "unspecified", "127.0.0.1": "loopback", "127.8.9.10": "loopback", "10.1.2.3": "private",
-    "172.16.0.1": "private", "192.168.1.1": "private", "169.254.169.254": "link-local", "100.64.0.1": "shared (CGNAT)",
-    "100.127.255.254": "shared (CGNAT)", "224.0.0.1": "multicast", "239.255.255.250": "multicast", "240.0.0.1": "reserved",
-    "255.255.255.255": "reserved", "192.0.2.1": "private", "198.18.0.1": "private",
+    "0.0.0.0": "unspecified",
+    "127.0.0.1": "loopback",
+    "127.8.9.10": "loopback",
+    "10.1.2.3": "private",
+    "172.16.0.1": "private",
+    "192.168.1.1": "private",
+    "169.254.169.254": "link-local",
+    "100.64.0.1": "shared (CGNAT)",
+    "100.127.255.254": "shared (CGNAT)",
+    "224.0.0.1": "multicast",
+    "239.255.255.250": "multicast",
+    "240.0.0.1": "reserved",
+    "255.255.255.255": "reserved",
+    "192.0.2.1": "private",
+    "198.18.0.1": "private",
     # IPv6
-    "::": "unspecified", "::1": "loopback", "fe80::1": "link-local", "fe80::1%eth0": "link-local", "fc00::1": "private",
-    "fd12:3456::1": "private", "ff02::1": "multicast", "2001:db8::1": "private",
+    "::": "unspecified",
+    "::1": "loopback",
+    "fe80::1": "link-local",
+    "fe80::1%eth0": "link-local",
+    "fc00::1": "private",
+    "fd12:3456::1": "private",
+    "ff02::1": "multicast",
+    "2001:db8::1": "private",
     # IPv4 inside IPv6: judged as the IPv4 address they reach
-    "::ffff:127.0.0.1": "loopback (IPv4 inside IPv6)", "::ffff:10.0.0.1": "private (IPv4 inside IPv6)",
-    "::ffff:169.254.169.254": "link-local (IPv4 inside IPv6)", "::ffff:100.64.0.1": "shared (CGNAT) (IPv4 inside IPv6)",
-    "64:ff9b::7f00:1": "loopback (IPv4 inside IPv6)", "2002:7f00:1::": "loopback (IPv4 inside IPv6)",
+    "::ffff:127.0.0.1": "loopback (IPv4 inside IPv6)",
+    "::ffff:10.0.0.1": "private (IPv4 inside IPv6)",
+    "::ffff:169.254.169.254": "link-local (IPv4 inside IPv6)",
+    "::ffff:100.64.0.1": "shared (CGNAT) (IPv4 inside IPv6)",
+    "64:ff9b::7f00:1": "loopback (IPv4 inside IPv6)",
+    "2002:7f00:1::": "loopback (IPv4 inside IPv6)",
     "2002:a00:1::": "private (IPv4 inside IPv6)",
 }
-PUBLIC = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "2a00:1450:4001:80b::200e", "::ffff:8.8.8.8",
-          "64:ff9b::808:808", "2002:808:808::"]
+PUBLIC = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "93.184.216.34",
+    "2606:4700:4700::1111",
+    "2a00:1450:4001:80b::200e",
+    "::ffff:8.8.8.8",
+    "64:ff9b::808:808",
+    "2002:808:808::",
+]
 
 
 @pytest.mark.parametrize("address, reason", REFUSED.items())
@@ -93,10 +121,20 @@ class FixedResolver(AbstractResolver):
     def __init__(self, address: str) -> None:
         self.address = address
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
-        return [{"hostname": host, "host": self.address, "port": port, "family": family, "proto": 0,
-                 "flags": socket.AI_NUMERICHOST}]
+        return [
+            {
+                "hostname": host,
+                "host": self.address,
+                "port": port,
+                "family": family,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
 
     async def close(self) -> None:
         pass
@@ -111,10 +149,17 @@ async def refused(session: aiohttp.ClientSession, url: str) -> str:
 
 async def test_connections_to_loopback_are_refused_by_address_and_by_name():
     app, hits = counting_app()
-    async with http_server(app) as port, \
-            aiohttp.ClientSession(connector=guarded_connector(GuardPolicy.of(False))) as session:
-        for url in (f"http://127.0.0.1:{port}/", f"http://localhost:{port}/", f"http://[::ffff:127.0.0.1]:{port}/",
-                    f"http://[::1]:{port}/", f"http://0.0.0.0:{port}/"):
+    async with (
+        http_server(app) as port,
+        aiohttp.ClientSession(connector=guarded_connector(GuardPolicy.of(False))) as session,
+    ):
+        for url in (
+            f"http://127.0.0.1:{port}/",
+            f"http://localhost:{port}/",
+            f"http://[::ffff:127.0.0.1]:{port}/",
+            f"http://[::1]:{port}/",
+            f"http://0.0.0.0:{port}/",
+        ):
             message = await refused(session, url)
             assert "refused" in message, (url, message)
         for url in (f"http://2130706433:{port}/", f"http://127.1:{port}/"):  # aiohttp refuses these spellings outright
@@ -140,8 +185,10 @@ async def test_a_name_whose_answer_changes_to_an_internal_address_is_refused_whe
 
 async def test_allow_private_endpoints_lets_everything_through():
     app, hits = counting_app()
-    async with http_server(app) as port, \
-            aiohttp.ClientSession(connector=guarded_connector(GuardPolicy.of(True))) as session:
+    async with (
+        http_server(app) as port,
+        aiohttp.ClientSession(connector=guarded_connector(GuardPolicy.of(True))) as session,
+    ):
         async with session.post(f"http://localhost:{port}/ok", data=b"[]") as r:
             assert r.status == 200
     assert hits == ["/ok"]
@@ -189,7 +236,10 @@ async def test_answers_are_read_up_to_a_cap_and_an_endless_one_is_cut():
     app = web.Application()
     app.router.add_get("/endless", endless)
     app.router.add_get("/short", short)
-    async with http_server(app) as port, aiohttp.ClientSession(connector=guarded_connector(GuardPolicy.of(True))) as session:
+    async with (
+        http_server(app) as port,
+        aiohttp.ClientSession(connector=guarded_connector(GuardPolicy.of(True))) as session,
+    ):
         async with session.get(f"http://127.0.0.1:{port}/endless") as r:
             body = await read_capped(r, 100_000)
             assert len(body) == 100_000

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import hmac
 import asyncio
+import hmac
 from typing import Any
 
 import aiohttp
 
 from helpers import ADMIN_KEY, MUNCHKIN, activity, running_server
-from leadstream.security import apikeys
-from leadstream.security import principals as auth
-from leadstream.security.audit import AuditLog, redact
-from leadstream.security.principals import OPERATOR, Principal, restrict_to_tenants
-from leadstream.security.apikeys import ApiKeys
 from leadstream.catalog import Catalog
 from leadstream.events import Validator, validate_records
+from leadstream.security import apikeys
+from leadstream.security import principals as auth
+from leadstream.security.apikeys import ApiKeys
+from leadstream.security.audit import AuditLog, redact
+from leadstream.security.principals import OPERATOR, Principal, restrict_to_tenants
 from leadstream.store import open_store
 
 OTHER = "987-XYZ-654"
@@ -26,14 +26,20 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def call(session: aiohttp.ClientSession, method: str, url: str, key: str | None = ADMIN_KEY, **kwargs: Any) -> tuple[int, Any]:
+async def call(
+    session: aiohttp.ClientSession, method: str, url: str, key: str | None = ADMIN_KEY, **kwargs: Any
+) -> tuple[int, Any]:
     headers = bearer(key) if key is not None else {}
     async with session.request(method, url, headers=headers, **kwargs) as r:
         return r.status, await r.json(content_type=None)
 
 
-async def make_key(session: aiohttp.ClientSession, url: str, munchkins: list[str], scopes: list[str], name: str = "") -> dict[str, Any]:
-    status, body = await call(session, "POST", f"{url}/v1/keys", json={"munchkinIds": munchkins, "scopes": scopes, "name": name})
+async def make_key(
+    session: aiohttp.ClientSession, url: str, munchkins: list[str], scopes: list[str], name: str = ""
+) -> dict[str, Any]:
+    status, body = await call(
+        session, "POST", f"{url}/v1/keys", json={"munchkinIds": munchkins, "scopes": scopes, "name": name}
+    )
     assert status == 201, body
     return body
 
@@ -51,7 +57,9 @@ async def test_create_list_revoke_and_the_key_is_shown_once(tmp_path):
         assert status == 200 and "key" not in one and "hash" not in one
         assert secret not in str(listed) + str(one)
 
-        status, published = await call(s, "POST", f"{server.url}/v1/streams/activity/events", secret, json=[activity(1)])
+        status, published = await call(
+            s, "POST", f"{server.url}/v1/streams/activity/events", secret, json=[activity(1)]
+        )
         assert status == 200 and published["accepted"] == 1
 
         status, revoked = await call(s, "DELETE", f"{server.url}/v1/keys/{created['id']}")
@@ -87,16 +95,33 @@ async def test_last_used_is_kept_written_at_most_once_a_minute_and_survives_a_re
         assert status == 200  # keys survive restarts
 
 
-MALFORMED = [None, "", "Bearer", "Bearer ", "Basic dGVzdDp0ZXN0", "bearer lst_", "Bearer lst_abc", "Bearer lst_abc.def",
-             f"Bearer {ADMIN_KEY}x", f"Bearer {ADMIN_KEY[:-1]}", "Bearer " + "A" * 5000, "Bearer lst_" + "é" * 10 + ".x"]
+MALFORMED = [
+    None,
+    "",
+    "Bearer",
+    "Bearer ",
+    "Basic dGVzdDp0ZXN0",
+    "bearer lst_",
+    "Bearer lst_abc",
+    "Bearer lst_abc.def",
+    f"Bearer {ADMIN_KEY}x",
+    f"Bearer {ADMIN_KEY[:-1]}",
+    "Bearer " + "A" * 5000,
+    "Bearer lst_" + "é" * 10 + ".x",
+]
 
 
 async def test_missing_and_malformed_keys_are_401_everywhere(tmp_path):
     async with running_server(data_dir=tmp_path / "data") as server, aiohttp.ClientSession() as s:
         for header in MALFORMED:
             headers = {} if header is None else {"Authorization": header}
-            for method, path in [("GET", "/v1/catalog/activity"), ("POST", "/v1/streams/activity/events"), ("GET", "/v1/keys"),
-                                 ("GET", "/v1/audit"), ("PUT", f"/v1/catalog/activity/{MUNCHKIN}")]:
+            for method, path in [
+                ("GET", "/v1/catalog/activity"),
+                ("POST", "/v1/streams/activity/events"),
+                ("GET", "/v1/keys"),
+                ("GET", "/v1/audit"),
+                ("PUT", f"/v1/catalog/activity/{MUNCHKIN}"),
+            ]:
                 async with s.request(method, server.url + path, headers=headers, json=[]) as r:
                     assert r.status == 401, (header, method, path, await r.text())
                     assert r.headers["WWW-Authenticate"] == "Bearer"
@@ -159,17 +184,21 @@ async def test_scopes(tmp_path):
         # API keys are the operator's alone
         for key in (producer, reader, manager):
             assert (await call(s, "GET", f"{url}/v1/keys", key))[0] == 403
-            assert (await call(s, "POST", f"{url}/v1/keys", key, json={"munchkinIds": [MUNCHKIN], "scopes": ["read"]}))[0] == 403
+            assert (await call(s, "POST", f"{url}/v1/keys", key, json={"munchkinIds": [MUNCHKIN], "scopes": ["read"]}))[
+                0
+            ] == 403
         # the operator does everything
         assert (await call(s, "GET", f"{url}/v1/catalog/activity?munchkinId={OTHER}"))[0] == 200
 
 
 async def test_creating_a_key_checks_its_fields(tmp_path):
     async with running_server(data_dir=tmp_path / "data") as server, aiohttp.ClientSession() as s:
-        for body, field in [({"munchkinIds": ["bad"], "scopes": ["read"]}, "munchkinIds[0]"),
-                            ({"munchkinIds": [MUNCHKIN], "scopes": ["admin"]}, "scopes"),
-                            ({"munchkinIds": [], "scopes": ["read"]}, "munchkinIds"),
-                            ({"munchkinIds": [MUNCHKIN], "scopes": ["read"], "extra": 1}, "extra")]:
+        for body, field in [
+            ({"munchkinIds": ["bad"], "scopes": ["read"]}, "munchkinIds[0]"),
+            ({"munchkinIds": [MUNCHKIN], "scopes": ["admin"]}, "scopes"),
+            ({"munchkinIds": [], "scopes": ["read"]}, "munchkinIds"),
+            ({"munchkinIds": [MUNCHKIN], "scopes": ["read"], "extra": 1}, "extra"),
+        ]:
             status, problem = await call(s, "POST", f"{server.url}/v1/keys", json=body)
             assert status == 422 and field in problem["detail"], problem
 
@@ -178,7 +207,13 @@ async def test_a_tenant_key_publishes_only_its_own_tenants_records():
     """The decision: each other tenant's record is rejected on its own (naming the Munchkin ID);
     the key's own records in the same request are stored."""
     validator = Validator(Catalog())
-    records = [activity(0), activity(1, munchkin=OTHER), {"munchkinId": MUNCHKIN}, activity(3), activity(4, munchkin=OTHER)]
+    records = [
+        activity(0),
+        activity(1, munchkin=OTHER),
+        {"munchkinId": MUNCHKIN},
+        activity(3),
+        activity(4, munchkin=OTHER),
+    ]
     import orjson
 
     events, rejected = validate_records(validator, "activity", [orjson.dumps(r) for r in records])
@@ -193,8 +228,13 @@ async def test_a_tenant_key_publishes_only_its_own_tenants_records():
 async def test_a_producer_cannot_publish_another_tenants_records_over_http(tmp_path):
     async with running_server(data_dir=tmp_path / "data") as server, aiohttp.ClientSession() as s:
         producer = (await make_key(s, server.url, [MUNCHKIN], ["ingest"]))["key"]
-        status, body = await call(s, "POST", f"{server.url}/v1/streams/activity/events", producer,
-                                  json=[activity(1), activity(2, munchkin=OTHER)])
+        status, body = await call(
+            s,
+            "POST",
+            f"{server.url}/v1/streams/activity/events",
+            producer,
+            json=[activity(1), activity(2, munchkin=OTHER)],
+        )
         assert status == 200 and body["accepted"] == 1 and body["rejected"][0]["index"] == 1
         stored = await server.services.store.read(0, 100)
         assert {e.munchkin_id for e in stored} == {MUNCHKIN}
@@ -237,7 +277,9 @@ async def test_two_nodes_writing_keys_and_audit_entries_at_once_lose_nothing(sto
             await keys.load()
             listed = {k.id: k for k in keys.find()}
             assert set(listed) == set(made[0]) | set(made[1])
-            assert {k for k, record in listed.items() if record.revokedAt} == {ids[i] for ids in made for i in range(0, 15, 3)}
+            assert {k for k, record in listed.items() if record.revokedAt} == {
+                ids[i] for ids in made for i in range(0, 15, 3)
+            }
         entries, _ = await nodes[0][1].entries(limit=1000)
         assert sorted(e.target for e in entries) == sorted(made[0] + made[1])
         assert len({e.seq for e in entries}) == 30
@@ -251,7 +293,10 @@ async def test_the_audit_trail_records_key_actions_without_secrets(tmp_path):
         status, trail = await call(s, "GET", f"{server.url}/v1/audit")
         assert status == 200
         assert [(e["action"], e["target"], e["actor"]) for e in trail["entries"]] == [
-            ("key.revoke", theirs["id"], "operator"), ("key.create", theirs["id"], "operator"), ("key.create", mine["id"], "operator")]
+            ("key.revoke", theirs["id"], "operator"),
+            ("key.create", theirs["id"], "operator"),
+            ("key.create", mine["id"], "operator"),
+        ]
         assert mine["key"] not in str(trail) and theirs["key"] not in str(trail)
         # a tenant key sees its own tenants' entries only, and another tenant's filter is 404
         status, own = await call(s, "GET", f"{server.url}/v1/audit", mine["key"])
@@ -264,8 +309,13 @@ async def test_the_audit_trail_records_key_actions_without_secrets(tmp_path):
 async def test_audit_pages_back_through_every_entry_and_keeps_a_bounded_ring(store, monkeypatch):
     log = AuditLog(store, keep=29)  # entries 22..50 of 50
     for i in range(50):
-        await log.record("operator", "subscription.update", f"sub-{i}", {"auth": {"type": "token", "token": f"secret-{i}"}},
-                         [MUNCHKIN if i % 2 else OTHER])
+        await log.record(
+            "operator",
+            "subscription.update",
+            f"sub-{i}",
+            {"auth": {"type": "token", "token": f"secret-{i}"}},
+            [MUNCHKIN if i % 2 else OTHER],
+        )
     seen: list[int] = []
     before = None
     while True:
@@ -280,25 +330,39 @@ async def test_audit_pages_back_through_every_entry_and_keeps_a_bounded_ring(sto
 
 
 def test_redaction_finds_secrets_by_name_and_by_shape():
-    document = {"name": "crm", "auth": {"type": "oauth2", "clientId": "id", "clientSecret": "s3cret"},
-                "signing": {"hmacSecret": "whsec_abc", "hmac": True}, "note": "lsenc:v1:abcd:xyz",
-                "tls": {"clientKey": "-----BEGIN PRIVATE KEY-----", "caBundle": "pem"}, "list": [{"token": "t"}, "lst_a.b"]}
+    document = {
+        "name": "crm",
+        "auth": {"type": "oauth2", "clientId": "id", "clientSecret": "s3cret"},
+        "signing": {"hmacSecret": "whsec_abc", "hmac": True},
+        "note": "lsenc:v1:abcd:xyz",
+        "tls": {"clientKey": "-----BEGIN PRIVATE KEY-----", "caBundle": "pem"},
+        "list": [{"token": "t"}, "lst_a.b"],
+    }
     assert redact(document) == {
-        "name": "crm", "auth": {"type": "oauth2", "clientId": "id", "clientSecret": "***"},
-        "signing": {"hmacSecret": "***", "hmac": True}, "note": "***",
-        "tls": {"clientKey": "***", "caBundle": "pem"}, "list": [{"token": "***"}, "***"]}
+        "name": "crm",
+        "auth": {"type": "oauth2", "clientId": "id", "clientSecret": "***"},
+        "signing": {"hmacSecret": "***", "hmac": True},
+        "note": "***",
+        "tls": {"clientKey": "***", "caBundle": "pem"},
+        "list": [{"token": "***"}, "***"],
+    }
 
 
 async def test_ingest_rate_limit_answers_429_with_retry_after_and_loses_nothing(tmp_path):
     import asyncio
 
-    async with running_server(data_dir=tmp_path / "data", ingest_rate_limit=20, ingest_burst=20) as server, \
-            aiohttp.ClientSession() as s:
+    async with (
+        running_server(data_dir=tmp_path / "data", ingest_rate_limit=20, ingest_burst=20) as server,
+        aiohttp.ClientSession() as s,
+    ):
         producer = (await make_key(s, server.url, [MUNCHKIN], ["ingest"]))["key"]
 
         async def send(n: int) -> tuple[int, Any, str | None]:
-            async with s.post(f"{server.url}/v1/streams/activity/events", headers=bearer(producer),
-                              json=[activity(n * 10 + j) for j in range(10)]) as r:
+            async with s.post(
+                f"{server.url}/v1/streams/activity/events",
+                headers=bearer(producer),
+                json=[activity(n * 10 + j) for j in range(10)],
+            ) as r:
                 return r.status, await r.json(content_type=None), r.headers.get("Retry-After")
 
         results = await asyncio.gather(*(send(n) for n in range(50)))
@@ -324,8 +388,12 @@ async def test_ingest_rate_limit_answers_429_with_retry_after_and_loses_nothing(
         assert len({e.id for e in stored}) == 500
 
         # The operator key is not limited.
-        operator = await asyncio.gather(*(call(s, "POST", f"{server.url}/v1/streams/activity/events", ADMIN_KEY,
-                                               json=[activity(1000 + n)]) for n in range(30)))
+        operator = await asyncio.gather(
+            *(
+                call(s, "POST", f"{server.url}/v1/streams/activity/events", ADMIN_KEY, json=[activity(1000 + n)])
+                for n in range(30)
+            )
+        )
         assert [status for status, _ in operator] == [200] * 30
 
 
@@ -344,7 +412,9 @@ def test_the_keys_commands_create_list_and_revoke_through_the_api(tmp_path):
     try:
         cli = CliRunner()
         common = ["--server", server.url, "--key", ADMIN_KEY]
-        created = cli.invoke(keys, ["create", "--munchkin", MUNCHKIN, "--scope", "ingest", "--scope", "read", "--name", "etl", *common])
+        created = cli.invoke(
+            keys, ["create", "--munchkin", MUNCHKIN, "--scope", "ingest", "--scope", "read", "--name", "etl", *common]
+        )
         assert created.exit_code == 0, created.output
         secret = created.output.rsplit("shown once, keep it now): ", 1)[1].strip()
         record = json.loads(created.output.split("API key (shown once")[0])

@@ -97,9 +97,13 @@ async def run_with_secrets(tmp_path: Path, *, echo: bool = False) -> Run:
     server = ServerProcess(tmp_path / "data", "--log-format", "json", env={"LEADSTREAM_LOG_LEVEL": "debug"})
     await server.start()
     try:
-        async with identity_provider(known, echo) as token_url, receiver(answer=refuse_then_accept(3, echo)) as plain, \
-                receiver(answer=refuse_then_accept(2, echo)) as oauth_endpoint, receiver(answer=refuse_then_accept(1, echo)) as signed, \
-                aiohttp.ClientSession() as s:
+        async with (
+            identity_provider(known, echo) as token_url,
+            receiver(answer=refuse_then_accept(3, echo)) as plain,
+            receiver(answer=refuse_then_accept(2, echo)) as oauth_endpoint,
+            receiver(answer=refuse_then_accept(1, echo)) as signed,
+            aiohttp.ClientSession() as s,
+        ):
 
             async def call(method: str, path: str, body: Any = None, keep: bool = True) -> Any:
                 async with s.request(method, server.url + path, json=body, headers=OPERATOR) as r:
@@ -111,23 +115,53 @@ async def run_with_secrets(tmp_path: Path, *, echo: bool = False) -> Run:
 
             base = {"munchkinId": MUNCHKIN, "stream": "activity", **FAST}
             subs = [
-                await call("POST", "/v1/subscriptions", {**base, "name": "token", "endpoint": plain.url,
-                                                          "auth": {"type": "token", "token": known.token}}),
-                await call("POST", "/v1/subscriptions", {**base, "name": "oauth", "endpoint": oauth_endpoint.url, "auth": {
-                    "type": "oauth2", "tokenUrl": token_url, "clientId": "client-1", "clientSecret": known.client_secret}}),
-                await call("POST", "/v1/subscriptions", {**base, "name": "hmac", "endpoint": signed.url,
-                                                          "signing": {"hmacSecret": known.hmac}}),
+                await call(
+                    "POST",
+                    "/v1/subscriptions",
+                    {**base, "name": "token", "endpoint": plain.url, "auth": {"type": "token", "token": known.token}},
+                ),
+                await call(
+                    "POST",
+                    "/v1/subscriptions",
+                    {
+                        **base,
+                        "name": "oauth",
+                        "endpoint": oauth_endpoint.url,
+                        "auth": {
+                            "type": "oauth2",
+                            "tokenUrl": token_url,
+                            "clientId": "client-1",
+                            "clientSecret": known.client_secret,
+                        },
+                    },
+                ),
+                await call(
+                    "POST",
+                    "/v1/subscriptions",
+                    {**base, "name": "hmac", "endpoint": signed.url, "signing": {"hmacSecret": known.hmac}},
+                ),
             ]
-            generated = await call("POST", "/v1/subscriptions", {**base, "name": "hmac-generated", "endpoint": signed.url,
-                                                                  "signing": {"hmac": True}}, keep=False)
+            generated = await call(
+                "POST",
+                "/v1/subscriptions",
+                {**base, "name": "hmac-generated", "endpoint": signed.url, "signing": {"hmac": True}},
+                keep=False,
+            )
             known.generated_hmac = generated["signing"]["hmacSecret"]
             subs.append(generated)
 
             await call("POST", "/v1/streams/activity/events", [activity(i) for i in range(20)])
-            await wait_until(lambda: len(plain.ids()) >= 20 and len(oauth_endpoint.ids()) >= 20 and len(signed.ids()) >= 40,
-                             timeout=20, what="every subscription to deliver (after its failures)")
+            await wait_until(
+                lambda: len(plain.ids()) >= 20 and len(oauth_endpoint.ids()) >= 20 and len(signed.ids()) >= 40,
+                timeout=20,
+                what="every subscription to deliver (after its failures)",
+            )
             # Patching with the secrets sent back as "***" keeps them; a sample and a replay use them again.
-            await call("PATCH", f"/v1/subscriptions/{subs[0]['id']}", {"auth": {"type": "token", "token": "***"}, "batchSize": 5})
+            await call(
+                "PATCH",
+                f"/v1/subscriptions/{subs[0]['id']}",
+                {"auth": {"type": "token", "token": "***"}, "batchSize": 5},
+            )
             await call("POST", f"/v1/subscriptions/{subs[1]['id']}/sample", {"type": "Visit Webpage"})
             await call("POST", f"/v1/subscriptions/{subs[2]['id']}/replay", {"from": 0})
             for sub in subs:

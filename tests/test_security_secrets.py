@@ -10,12 +10,28 @@ import pytest
 from typer.testing import CliRunner
 
 from leadstream.cli.keys import keys
-from leadstream.security.secretbox import KEY_FILE, PREFIX, SecretBox, SecretBoxError, load_secretbox, new_master_key, rotate_master
+from leadstream.security.secretbox import (
+    KEY_FILE,
+    PREFIX,
+    SecretBox,
+    SecretBoxError,
+    load_secretbox,
+    new_master_key,
+    rotate_master,
+)
 from leadstream.store import StoredSubscription, open_store
 
 SUBSCRIPTION = {
-    "name": "crm", "munchkinId": "123-ABC-456", "stream": "activity", "endpoint": "https://hooks.example.com/x",
-    "auth": {"type": "oauth2", "tokenUrl": "https://idp.example.com/t", "clientId": "client", "clientSecret": "oauth-s3cret"},
+    "name": "crm",
+    "munchkinId": "123-ABC-456",
+    "stream": "activity",
+    "endpoint": "https://hooks.example.com/x",
+    "auth": {
+        "type": "oauth2",
+        "tokenUrl": "https://idp.example.com/t",
+        "clientId": "client",
+        "clientSecret": "oauth-s3cret",
+    },
     "signing": {"hmacSecret": "whsec_c2VjcmV0LXNpZ25pbmcta2V5"},
 }
 
@@ -90,7 +106,9 @@ def test_the_master_key_from_the_environment_wins_and_may_list_old_keys(tmp_path
 async def _store_with_one_subscription(data_dir, box, close=False):
     store = open_store(data_dir)
     await store.open()
-    await store.create_subscription(StoredSubscription("sub-1", "123-ABC-456", box.seal_config(orjson.dumps(SUBSCRIPTION)), b"{}", 0))
+    await store.create_subscription(
+        StoredSubscription("sub-1", "123-ABC-456", box.seal_config(orjson.dumps(SUBSCRIPTION)), b"{}", 0)
+    )
     if close:
         await store.close()
     return store

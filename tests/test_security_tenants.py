@@ -20,7 +20,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from helpers import ADMIN_KEY, MUNCHKIN as TENANT_A, activity, running_server
+from helpers import ADMIN_KEY, activity, running_server
+from helpers import MUNCHKIN as TENANT_A
 from test_delivery_support import receiver
 
 TENANT_B = "987-XYZ-654"
@@ -32,11 +33,20 @@ TENANT_PARAMS = {"sub_id", "munchkinId", "key_id"}
 def bodies(endpoint: str, munchkin: str) -> dict[tuple[str, str], Any]:
     """A valid body for every operation that takes one, about ``munchkin``'s things."""
     return {
-        ("PUT", "/v1/catalog/activity/{munchkinId}"): {"result": [{"id": 100001, "name": "Attend Webinar", "attributes": []}]},
-        ("POST", "/v1/catalog/activity/{munchkinId}/custom"): {"result": [{"id": 100002, "name": "Watch Demo", "attributes": []}]},
+        ("PUT", "/v1/catalog/activity/{munchkinId}"): {
+            "result": [{"id": 100001, "name": "Attend Webinar", "attributes": []}]
+        },
+        ("POST", "/v1/catalog/activity/{munchkinId}/custom"): {
+            "result": [{"id": 100002, "name": "Watch Demo", "attributes": []}]
+        },
         ("POST", "/v1/keys"): {"munchkinIds": [munchkin], "scopes": ["read"]},
         ("POST", "/v1/streams/{stream}/events"): [activity(900, munchkin=munchkin)],
-        ("POST", "/v1/subscriptions"): {"name": "x", "munchkinId": munchkin, "stream": "activity", "endpoint": endpoint},
+        ("POST", "/v1/subscriptions"): {
+            "name": "x",
+            "munchkinId": munchkin,
+            "stream": "activity",
+            "endpoint": endpoint,
+        },
         ("PATCH", "/v1/subscriptions/{sub_id}"): {"batchSize": 17},
         ("POST", "/v1/subscriptions/{sub_id}/replay"): {"from": 0},
         ("POST", "/v1/subscriptions/{sub_id}/sample"): {"type": "Visit Webpage"},
@@ -46,7 +56,12 @@ def bodies(endpoint: str, munchkin: str) -> dict[tuple[str, str], Any]:
 class Walk:
     def __init__(self, session: aiohttp.ClientSession, url: str, endpoint: str, owned: dict[str, str]) -> None:
         self.session, self.url, self.endpoint, self.owned = session, url, endpoint, owned
-        self.missing = {"sub_id": str(uuid.uuid4()), "munchkinId": NOBODY, "key_id": "0123456789ab", "stream": "activity"}
+        self.missing = {
+            "sub_id": str(uuid.uuid4()),
+            "munchkinId": NOBODY,
+            "key_id": "0123456789ab",
+            "stream": "activity",
+        }
 
     def request(self, method: str, path: str, op: dict[str, Any], target: str) -> tuple[str, Any, dict[str, str]]:
         """URL, body and the ids used, for ``target`` "owned" (A's things) or "missing"."""
@@ -80,18 +95,34 @@ class Walk:
 
 
 async def make_key(session: aiohttp.ClientSession, url: str, munchkins: list[str], scopes: list[str]) -> dict[str, Any]:
-    async with session.post(f"{url}/v1/keys", json={"munchkinIds": munchkins, "scopes": scopes},
-                            headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as r:
+    async with session.post(
+        f"{url}/v1/keys",
+        json={"munchkinIds": munchkins, "scopes": scopes},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    ) as r:
         assert r.status == 201
         return await r.json()
 
 
 async def test_every_route_keeps_tenants_apart(tmp_path):
-    async with running_server(data_dir=tmp_path / "data") as server, receiver() as endpoint, aiohttp.ClientSession() as s:
+    async with (
+        running_server(data_dir=tmp_path / "data") as server,
+        receiver() as endpoint,
+        aiohttp.ClientSession() as s,
+    ):
         operator = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        async with s.post(f"{server.url}/v1/subscriptions", headers=operator, json={
-                "name": "a-sync", "munchkinId": TENANT_A, "stream": "activity", "endpoint": endpoint.url,
-                "auth": {"type": "token", "token": "tenant-a-token"}, "pushIntervalMs": 20}) as r:
+        async with s.post(
+            f"{server.url}/v1/subscriptions",
+            headers=operator,
+            json={
+                "name": "a-sync",
+                "munchkinId": TENANT_A,
+                "stream": "activity",
+                "endpoint": endpoint.url,
+                "auth": {"type": "token", "token": "tenant-a-token"},
+                "pushIntervalMs": 20,
+            },
+        ) as r:
             assert r.status == 201, await r.text()
             sub_a = await r.json()
         key_a = await make_key(s, server.url, [TENANT_A], ["subscriptions"])
@@ -119,14 +150,28 @@ async def test_every_route_keeps_tenants_apart(tmp_path):
                 status, text = await walk.send(method, url, body, key_b)
                 missing_url, missing_body, missing_ids = walk.request(method, path, op, "missing")
                 missing_status, missing_text = await walk.send(method, missing_url, missing_body, key_b)
-                if set(re.findall(r"{(\w+)}", path)) & TENANT_PARAMS or (body is not None and TENANT_A in orjson.dumps(body).decode()) \
-                        or "?munchkinId=" in url:
-                    assert (status, walk.normalized(text, ids)) == (missing_status, walk.normalized(missing_text, missing_ids)), \
-                        (method, path, text, missing_text)
+                if (
+                    set(re.findall(r"{(\w+)}", path)) & TENANT_PARAMS
+                    or (body is not None and TENANT_A in orjson.dumps(body).decode())
+                    or "?munchkinId=" in url
+                ):
+                    assert (status, walk.normalized(text, ids)) == (
+                        missing_status,
+                        walk.normalized(missing_text, missing_ids),
+                    ), (method, path, text, missing_text)
                     if method != "GET" or status < 300:  # a change is refused; a read may be an empty list
-                        assert status in (403, 404) or sub_a["id"] not in text and TENANT_A not in text, (method, path, status, text)
+                        assert status in (403, 404) or (sub_a["id"] not in text and TENANT_A not in text), (
+                            method,
+                            path,
+                            status,
+                            text,
+                        )
                 else:  # a list: 200, with nothing of A's in it
-                    assert sub_a["id"] not in text and key_a["id"] not in text and TENANT_A not in text, (method, path, text)
+                    assert sub_a["id"] not in text and key_a["id"] not in text and TENANT_A not in text, (
+                        method,
+                        path,
+                        text,
+                    )
 
             # scopes: an ingest key does nothing else, a read key changes nothing
             status, text = await walk.send(method, url, body, ingest_a)
@@ -140,15 +185,22 @@ async def test_every_route_keeps_tenants_apart(tmp_path):
             checked.append((method, path))
 
         # A's own key reads A's things: the walk above was not refused for some other reason.
-        for path in (f"/v1/subscriptions/{sub_a['id']}", f"/v1/subscriptions/{sub_a['id']}/attempts",
-                     f"/v1/subscriptions/{sub_a['id']}/journal", f"/v1/subscriptions?munchkinId={TENANT_A}", "/v1/audit"):
+        for path in (
+            f"/v1/subscriptions/{sub_a['id']}",
+            f"/v1/subscriptions/{sub_a['id']}/attempts",
+            f"/v1/subscriptions/{sub_a['id']}/journal",
+            f"/v1/subscriptions?munchkinId={TENANT_A}",
+            "/v1/audit",
+        ):
             status, text = await walk.send("GET", server.url + path, None, key_a["key"])
             assert status in (200, 204), (path, status, text)
 
         # Nothing of A's changed under B's hands.
         async with s.get(f"{server.url}/v1/subscriptions/{sub_a['id']}", headers=operator) as r:
             after = await r.json()
-        assert after["state"] == "active" and after["batchSize"] == sub_a["batchSize"] and after["auth"]["token"] == "***"
+        assert (
+            after["state"] == "active" and after["batchSize"] == sub_a["batchSize"] and after["auth"]["token"] == "***"
+        )
         async with s.get(f"{server.url}/v1/keys/{key_a['id']}", headers=operator) as r:
             assert (await r.json())["revokedAt"] is None
         async with s.get(f"{server.url}/v1/catalog/activity?munchkinId={TENANT_A}", headers=operator) as r:

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from helpers import ADMIN_KEY, ServerProcess, wait_until
-from leadstream.security.tls import TlsOptions, client_context
 from leadstream.errors import Invalid
+from leadstream.security.tls import TlsOptions, client_context
 from leadstream.settings import Settings
 
 
@@ -37,15 +37,30 @@ def _name(common_name: str) -> x509.Name:
 
 def make_ca(name: str = "leadstream test CA") -> tuple[Issued, ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name)).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .issuer_name(_name(name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -54,30 +69,46 @@ def make_ca(name: str = "leadstream test CA") -> tuple[Issued, ec.EllipticCurveP
 
 def issue(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, common_name: str, *, server: bool) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
-        x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca_cert.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     if server:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
     return _pem(builder.sign(ca_key, hashes.SHA256()), key)
 
 
 def self_signed(common_name: str = "localhost") -> Issued:
     """One certificate that is its own issuer, valid for localhost and 127.0.0.1."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name)).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -87,7 +118,9 @@ def self_signed(common_name: str = "localhost") -> Issued:
 def _pem(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Issued:
     return Issued(
         cert.public_bytes(serialization.Encoding.PEM).decode(),
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
     )
 
 
@@ -111,7 +144,9 @@ async def test_serve_over_https_with_a_self_signed_certificate(tmp_path):
     try:
         await server.start()
         async with aiohttp.ClientSession() as s:
-            async with s.get(f"{https}/v1/catalog/audit", ssl=trusting, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as r:
+            async with s.get(
+                f"{https}/v1/catalog/audit", ssl=trusting, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+            ) as r:
                 assert r.status == 200
             # A client that does not trust the certificate refuses, as it should.
             with pytest.raises(aiohttp.ClientConnectorCertificateError):
@@ -174,7 +209,9 @@ async def test_mtls_to_a_receiver_that_requires_a_client_certificate(tmp_path):
         async with session.post(url, data=b"[]", ssl=client_context(options)) as r:
             assert r.status == 200
         assert seen == ["sub-crm-sync"]
-        assert client_context(options) is client_context(TlsOptions(caBundle=ca.cert, clientCert=client.cert, clientKey=client.key))
+        assert client_context(options) is client_context(
+            TlsOptions(caBundle=ca.cert, clientCert=client.cert, clientKey=client.key)
+        )
 
         # Without the client certificate the receiver ends the handshake.
         with pytest.raises(aiohttp.ClientError):
@@ -183,25 +220,30 @@ async def test_mtls_to_a_receiver_that_requires_a_client_certificate(tmp_path):
         # Without the private CA the receiver's certificate is not trusted: verification is on by default.
         assert client_context(None) is True and client_context(TlsOptions()) is True
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
-            async with session.post(url, data=b"[]", ssl=client_context(TlsOptions(clientCert=client.cert, clientKey=client.key))):
+            async with session.post(
+                url, data=b"[]", ssl=client_context(TlsOptions(clientCert=client.cert, clientKey=client.key))
+            ):
                 pass
         # Another CA's client certificate is refused by the receiver.
         _, other_key, other_cert = make_ca("another CA")
         stranger = issue(other_key, other_cert, "stranger", server=False)
         with pytest.raises(aiohttp.ClientError):
-            async with session.post(url, data=b"[]", ssl=client_context(
-                    TlsOptions(caBundle=ca.cert, clientCert=stranger.cert, clientKey=stranger.key))) as r:
+            async with session.post(
+                url,
+                data=b"[]",
+                ssl=client_context(TlsOptions(caBundle=ca.cert, clientCert=stranger.cert, clientKey=stranger.key)),
+            ) as r:
                 await r.read()
         assert seen == ["sub-crm-sync"]
 
 
 def test_bad_pem_is_an_error_naming_the_field():
-    ca, ca_key, ca_cert = make_ca()
+    _ca, ca_key, ca_cert = make_ca()
     client = issue(ca_key, ca_cert, "c", server=False)
     other = issue(ca_key, ca_cert, "d", server=False)
-    with pytest.raises(Invalid, match="tls.caBundle"):
+    with pytest.raises(Invalid, match=r"tls\.caBundle"):
         client_context(TlsOptions(caBundle="not a pem"))
-    with pytest.raises(Invalid, match="tls.clientCert"):
+    with pytest.raises(Invalid, match=r"tls\.clientCert"):
         client_context(TlsOptions(clientCert=client.cert, clientKey=other.key))  # a key that does not match
     with pytest.raises(Invalid, match="together"):
         client_context(TlsOptions(clientCert=client.cert))
@@ -213,16 +255,30 @@ async def test_delivery_over_mtls_to_a_receiver_that_requires_a_client_certifica
     ca, ca_key, ca_cert = make_ca()
     receiver_cert = issue(ca_key, ca_cert, "receiver", server=True)
     client = issue(ca_key, ca_cert, "sub-crm-sync", server=False)
-    async with running_server(data_dir=tmp_path / "data") as server, \
-            mtls_receiver(receiver_cert, ca, tmp_path) as (url, seen), aiohttp.ClientSession() as s:
+    async with (
+        running_server(data_dir=tmp_path / "data") as server,
+        mtls_receiver(receiver_cert, ca, tmp_path) as (url, seen),
+        aiohttp.ClientSession() as s,
+    ):
         headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        async with s.post(f"{server.url}/v1/subscriptions", headers=headers, json={
-                "name": "mtls", "munchkinId": "123-ABC-456", "stream": "activity", "endpoint": url, "pushIntervalMs": 20,
-                "tls": {"caBundle": ca.cert, "clientCert": client.cert, "clientKey": client.key}}) as r:
+        async with s.post(
+            f"{server.url}/v1/subscriptions",
+            headers=headers,
+            json={
+                "name": "mtls",
+                "munchkinId": "123-ABC-456",
+                "stream": "activity",
+                "endpoint": url,
+                "pushIntervalMs": 20,
+                "tls": {"caBundle": ca.cert, "clientCert": client.cert, "clientKey": client.key},
+            },
+        ) as r:
             created = await r.json()
             assert r.status == 201, created
         assert created["tls"]["clientKey"] == "***" and created["tls"]["caBundle"] == ca.cert
-        async with s.post(f"{server.url}/v1/streams/activity/events", headers=headers, json=[activity(i) for i in range(3)]) as r:
+        async with s.post(
+            f"{server.url}/v1/streams/activity/events", headers=headers, json=[activity(i) for i in range(3)]
+        ) as r:
             assert r.status == 200
         await wait_until(lambda: seen, what="a delivery over mTLS")
         assert set(seen) == {"sub-crm-sync"}

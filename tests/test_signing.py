@@ -7,23 +7,19 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import stat
 from pathlib import Path
 
 import aiohttp
 import pytest
-import uvicorn
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from helpers import require_node, running_server
-from leadstream.api import keys
+from leadstream.errors import Invalid
 from leadstream.security.signing import (
     KEEP_RETIRED,
     RING_FILE,
@@ -32,11 +28,17 @@ from leadstream.security.signing import (
     hmac_headers,
     new_hmac_secret,
 )
-from leadstream.errors import Invalid, LeadstreamError
 
 VERIFY_JS = Path(__file__).parent / "node" / "verify.js"
-BODY = json.dumps([{"eventid": "e1", "type": "com.adobe.platform.marketo.activity.standard.openemail",
-                    "data": {"leadId": "1234", "activityTypeId": 10, "note": "naïve ✓"}}]).encode()
+BODY = json.dumps(
+    [
+        {
+            "eventid": "e1",
+            "type": "com.adobe.platform.marketo.activity.standard.openemail",
+            "data": {"leadId": "1234", "activityTypeId": 10, "note": "naïve ✓"},
+        }
+    ]
+).encode()
 
 
 def rsa_valid(pem: bytes, body: bytes, signature_b64: str) -> bool:
@@ -96,8 +98,10 @@ def test_both_signatures_verify_over_the_raw_body(tmp_path):
     ring = KeyRing(tmp_path)
     headers = ring.signature_headers(BODY)
     assert set(headers) == {
-        "x-adobe-digital-signature-1", "x-adobe-digital-signature-2",
-        "x-adobe-public-key1-path", "x-adobe-public-key2-path",
+        "x-adobe-digital-signature-1",
+        "x-adobe-digital-signature-2",
+        "x-adobe-public-key1-path",
+        "x-adobe-public-key2-path",
     }
     for n in (1, 2):
         pem = ring.public_pem(headers[f"x-adobe-public-key{n}-path"].removeprefix("/keys/"))
@@ -122,8 +126,10 @@ async def test_rotation_keeps_every_header_valid_over_http(key_server):
 
     # key 2 became key 1; key 2 is new
     assert after["x-adobe-public-key1-path"] == before["x-adobe-public-key2-path"]
-    assert after["x-adobe-public-key2-path"] not in (before["x-adobe-public-key1-path"],
-                                                     before["x-adobe-public-key2-path"])
+    assert after["x-adobe-public-key2-path"] not in (
+        before["x-adobe-public-key1-path"],
+        before["x-adobe-public-key2-path"],
+    )
     for body, headers in ((BODY, before), (tampered(BODY), after)):
         for n in (1, 2):
             pem = await fetch_pem(http, headers[f"x-adobe-public-key{n}-path"])  # the retired key too
@@ -177,8 +183,12 @@ def test_rotation_keeps_a_bounded_number_of_retired_keys(tmp_path):
 async def run_node(node: str, case: dict, case_file: Path, base_url: str) -> tuple[int, str]:
     case_file.write_text(json.dumps(case))
     process = await asyncio.create_subprocess_exec(
-        node, str(VERIFY_JS), str(case_file), base_url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        node,
+        str(VERIFY_JS),
+        str(case_file),
+        base_url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
     return process.returncode, output.decode()
@@ -224,8 +234,12 @@ def test_hmac_headers_verify_with_the_standardwebhooks_package():
 
 def test_hmac_matches_the_standard_webhooks_reference_vector():
     # The example in the Standard Webhooks specification / svix documentation.
-    headers = hmac_headers("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
-                           b'{"test": 2432232314}', timestamp=1614265330)
+    headers = hmac_headers(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        b'{"test": 2432232314}',
+        timestamp=1614265330,
+    )
     assert headers == {
         "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
         "webhook-timestamp": "1614265330",

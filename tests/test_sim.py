@@ -86,8 +86,12 @@ def test_email_bursts_come_in_order(records):
     sends: dict[tuple, list[int]] = defaultdict(list)
     for record in activities(records):
         if record["activityTypeId"] in order:
-            key = (record["munchkinId"], record["leadId"], record["primaryAttributeValueId"],
-                   attrs(record)["Campaign Run ID"])
+            key = (
+                record["munchkinId"],
+                record["leadId"],
+                record["primaryAttributeValueId"],
+                attrs(record)["Campaign Run ID"],
+            )
             sends[key].append(order[record["activityTypeId"]])
     complete = [ranks for ranks in sends.values() if ranks[:3] == [0, 1, 2]]
     assert len(complete) >= 20, "few emails were sent, delivered and opened"
@@ -117,7 +121,9 @@ def test_lead_changes_use_real_fields_and_chain_old_to_new(records):
             chained += 1
         last_new[key] = values["New Value"]
     assert chained > 0
-    assert {"Email Address", "Job Title", "Phone Number", "Company Name"} <= {r["primaryAttributeValue"] for r in changes}
+    assert {"Email Address", "Job Title", "Phone Number", "Company Name"} <= {
+        r["primaryAttributeValue"] for r in changes
+    }
 
 
 def test_leads_are_created_deleted_and_merged_consistently(records):
@@ -181,11 +187,18 @@ def test_same_seed_gives_byte_identical_records_and_another_seed_does_not():
 
 def test_same_seed_is_identical_across_processes():
     """String hashing differs per process: nothing may depend on set or dict-of-set order."""
-    code = "import hashlib, orjson; from leadstream.sim import Platform; " \
-           "print(hashlib.sha256(orjson.dumps(Platform(seed=3).next_records(3000))).hexdigest())"
+    code = (
+        "import hashlib, orjson; from leadstream.sim import Platform; "
+        "print(hashlib.sha256(orjson.dumps(Platform(seed=3).next_records(3000))).hexdigest())"
+    )
     digests = {
-        subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": hash_seed},
-                       capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         for hash_seed in ("1", "2")
     }
     assert digests == {hashlib.sha256(orjson.dumps(Platform(seed=3).next_records(3000))).hexdigest()}
@@ -193,10 +206,20 @@ def test_same_seed_is_identical_across_processes():
 
 def test_tenant_activity_types_are_simulated_too():
     catalog = Catalog()
-    catalog.load_activity_types("123-ABC-456", {"result": [{
-        "id": 100001, "name": "Attend Roadshow", "primaryAttribute": {"name": "Roadshow ID", "dataType": "integer"},
-        "attributes": [{"name": "City", "dataType": "string"}, {"name": "Seats", "dataType": "integer"}],
-    }]}, custom_only=True)
+    catalog.load_activity_types(
+        "123-ABC-456",
+        {
+            "result": [
+                {
+                    "id": 100001,
+                    "name": "Attend Roadshow",
+                    "primaryAttribute": {"name": "Roadshow ID", "dataType": "integer"},
+                    "attributes": [{"name": "City", "dataType": "string"}, {"name": "Seats", "dataType": "integer"}],
+                }
+            ]
+        },
+        custom_only=True,
+    )
     records = Platform(seed=1, tenants=["123-ABC-456"], catalog=catalog).next_records(6000)
     custom = [r for _, r in records if r.get("activityTypeId") == 100001]
     assert custom and all(isinstance(attrs(r)["Seats"], int) for r in custom)
@@ -216,8 +239,15 @@ def test_bad_tenant_is_refused():
 async def test_simulate_publishes_to_the_ingest_api_with_zero_rejections(tmp_path):
     progress = []
     async with running_server(data_dir=tmp_path) as server:
-        result = await simulate(server.url, ADMIN_KEY, rate=3000, duration=1.0, seed=5, batch=400,
-                                on_progress=lambda r: progress.append(r.published))
+        result = await simulate(
+            server.url,
+            ADMIN_KEY,
+            rate=3000,
+            duration=1.0,
+            seed=5,
+            batch=400,
+            on_progress=lambda r: progress.append(r.published),
+        )
         stored = await server.services.store.read(0, 100_000)
     assert result.errors == [] and result.rejected == 0
     assert result.published == 3000 == result.accepted

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,12 +12,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadstream.sources.budget import (
-    AUTH_RETRY, BACKOFF_CAP, RECOVER_AFTER, ApiBudget, BudgetLimits, ShareSpent, backoff_delay, day_start,
-    fewer_in_flight, next_reset, react,
+    AUTH_RETRY,
+    BACKOFF_CAP,
+    RECOVER_AFTER,
+    ApiBudget,
+    BudgetLimits,
+    ShareSpent,
+    backoff_delay,
+    day_start,
+    fewer_in_flight,
+    next_reset,
+    react,
 )
 from leadstream.sources.ledger import CallLimits, Granted, MemoryLedger, Refused
 from leadstream.sources.marketo.errors import (
-    AuthFailed, QuotaExhausted, RateLimited, RequestRejected, TooManyConcurrent, Transient, classify,
+    AuthFailed,
+    QuotaExhausted,
+    RateLimited,
+    RequestRejected,
+    TooManyConcurrent,
+    Transient,
+    classify,
 )
 
 MUNCHKIN = "123-ABC-456"
@@ -37,20 +52,21 @@ class FakeClock:
 
 
 # -- the Marketo day ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("day", "hours"),
-                         [((2026, 3, 7), 24), ((2026, 3, 8), 23), ((2026, 11, 1), 25), ((2026, 11, 2), 24)])
+@pytest.mark.parametrize(
+    ("day", "hours"), [((2026, 3, 7), 24), ((2026, 3, 8), 23), ((2026, 11, 1), 25), ((2026, 11, 2), 24)]
+)
 def test_a_marketo_day_runs_from_midnight_to_midnight_in_chicago(day: tuple[int, int, int], hours: int):
     midnight = chicago(*day)
     assert day_start(midnight) == midnight and day_start(midnight + 3600 * 12) == midnight
     assert next_reset(midnight) == midnight + hours * 3600  # DST days have 23 and 25 hours
     assert next_reset(midnight - 1) == midnight and day_start(midnight - 1) < midnight
-    local = datetime.fromtimestamp(next_reset(midnight), timezone.utc).astimezone(CHICAGO)
+    local = datetime.fromtimestamp(next_reset(midnight), UTC).astimezone(CHICAGO)
     assert (local.hour, local.minute) == (0, 0)
 
 
 def test_the_reset_is_at_0500_or_0600_utc():
-    assert datetime.fromtimestamp(next_reset(chicago(2026, 7, 1, 12)), timezone.utc).hour == 5  # CDT
-    assert datetime.fromtimestamp(next_reset(chicago(2026, 12, 1, 12)), timezone.utc).hour == 6  # CST
+    assert datetime.fromtimestamp(next_reset(chicago(2026, 7, 1, 12)), UTC).hour == 5  # CDT
+    assert datetime.fromtimestamp(next_reset(chicago(2026, 12, 1, 12)), UTC).hour == 6  # CST
 
 
 async def test_the_share_is_spent_then_granted_again_after_the_reset_across_a_dst_change():
@@ -79,8 +95,14 @@ async def test_the_share_is_spent_then_granted_again_after_the_reset_across_a_ds
 
 # -- the ledger ----------------------------------------------------------------------------------------
 def limits(**overrides: float) -> CallLimits:
-    values = {"calls_per_window": 3, "window_seconds": 20.0, "max_in_flight": 10, "calls_per_day": 100,
-              "day_start": 0.0, "lease_seconds": 300.0} | overrides
+    values = {
+        "calls_per_window": 3,
+        "window_seconds": 20.0,
+        "max_in_flight": 10,
+        "calls_per_day": 100,
+        "day_start": 0.0,
+        "lease_seconds": 300.0,
+    } | overrides
     return CallLimits(**values)  # type: ignore[arg-type]
 
 
@@ -281,4 +303,3 @@ def test_each_error_has_its_documented_reaction():
     assert isinstance(classify("1003", "x"), RequestRejected)
     with pytest.raises(TypeError):
         react(OSError("disk"), now=now, attempt=0, rng=rng)
-

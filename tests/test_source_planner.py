@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from leadstream.catalog import Catalog
 from leadstream.sources.planner import (
-    DELETED_LEADS, DayBudget, GroupHistory, expected_freshness, group_key, plan_polls, record_poll, type_groups,
+    DELETED_LEADS,
+    DayBudget,
+    GroupHistory,
+    expected_freshness,
+    group_key,
+    plan_polls,
+    record_poll,
+    type_groups,
 )
 
 DAY = 86_400.0
@@ -84,7 +91,10 @@ def test_the_rate_limit_caps_the_plan_late_in_the_day():
 
 @given(
     st.lists(st.tuples(st.integers(0, 12), st.integers(1, 40)), min_size=1, max_size=12),
-    st.integers(0, 60_000), st.floats(1, DAY), st.integers(1, 120_000), st.integers(1, 16),
+    st.integers(0, 60_000),
+    st.floats(1, DAY),
+    st.integers(1, 120_000),
+    st.integers(1, 16),
 )
 def test_a_plan_never_spends_past_the_share(groups_spec, calls_left, seconds_left, poll_interval_ms, max_backoff):
     groups = [GroupHistory(f"g{i}", (i + 1,), 0.0, empty_polls=e, pages=p) for i, (e, p) in enumerate(groups_spec)]

@@ -6,18 +6,19 @@ import asyncio
 
 import orjson
 
+from helpers import activity
 from leadstream.catalog import Catalog
 from leadstream.events import Validator
 from leadstream.store.sqlite import SqliteStore
-
-from helpers import activity
 
 validator = Validator(Catalog())
 
 
 def events(start: int, n: int):
-    return [validator.event("activity", orjson.dumps(activity(i, attributes=[{"name": "Blob", "value": "x" * 1500}])))
-            for i in range(start, start + n)]
+    return [
+        validator.event("activity", orjson.dumps(activity(i, attributes=[{"name": "Blob", "value": "x" * 1500}])))
+        for i in range(start, start + n)
+    ]
 
 
 async def test_concurrent_appends_share_commits_and_the_wal_stays_bounded(tmp_path):
@@ -32,7 +33,9 @@ async def test_concurrent_appends_share_commits_and_the_wal_stays_bounded(tmp_pa
         assert store.stats.jobs == 800
         assert store.stats.commits < store.stats.jobs  # concurrent appends were grouped into shared commits
         assert store.stats.checkpoints > 10
-        assert largest < 4 * 1024 * 1024, largest  # ~14 MB written, the WAL never held more than a few checkpoints' worth
+        assert largest < 4 * 1024 * 1024, (
+            largest
+        )  # ~14 MB written, the WAL never held more than a few checkpoints' worth
         assert len(await store.read(0, 100_000)) == 8000
     finally:
         await store.close()
@@ -43,6 +46,7 @@ async def test_a_failing_job_fails_alone(tmp_path):
     store = SqliteStore(tmp_path / "log.db")
     await store.open()
     try:
+
         def broken(conn):
             raise RuntimeError("boom")
 

@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 import pytest
 
-from leadstream.errors import Invalid, Unavailable
+from leadstream.errors import Conflict, Invalid, Unavailable
 from leadstream.events import Event
 from leadstream.store import Store, StoredSubscription, open_store
 from leadstream.store.base import Control
@@ -228,7 +228,7 @@ async def test_subscriptions_crud_and_state(store: Store) -> None:
     assert await store.subscriptions_revision() == 5
     assert await store.get_subscription("s1") == sub("s1", created_at=10)
 
-    with pytest.raises(Exception):
+    with pytest.raises(Conflict):
         await store.create_subscription(StoredSubscription("s1", TENANT, b"{}", b"{}", 99))
     assert await store.get_subscription("s1") == sub("s1", created_at=10)
 
@@ -447,14 +447,41 @@ async def test_purge_drops_whole_partitions(pg_url: str) -> None:
             for day, positions in days.items():
                 await conn.execute(partition_ddl(day))
                 rows = [
-                    (p, e.eventid, e.stream, e.munchkin_id, e.etype, e.type, e.id, e.time, e.data, e.key, day * DAY_MS + 1)
+                    (
+                        p,
+                        e.eventid,
+                        e.stream,
+                        e.munchkin_id,
+                        e.etype,
+                        e.type,
+                        e.id,
+                        e.time,
+                        e.data,
+                        e.key,
+                        day * DAY_MS + 1,
+                    )
                     for p, e in zip(positions, make_events(len(positions)))
                 ]
                 await conn.copy_records_to_table(
-                    "events", records=rows,
-                    columns=["position", "eventid", "stream", "munchkin_id", "etype", "type", "id", "time", "data", "key", "ingested_at"],
+                    "events",
+                    records=rows,
+                    columns=[
+                        "position",
+                        "eventid",
+                        "stream",
+                        "munchkin_id",
+                        "etype",
+                        "type",
+                        "id",
+                        "time",
+                        "data",
+                        "key",
+                        "ingested_at",
+                    ],
                 )
-            await conn.execute("UPDATE log_head SET last_position = 10, last_ingested_at = $1", (today - 1) * DAY_MS + 1)
+            await conn.execute(
+                "UPDATE log_head SET last_position = 10, last_ingested_at = $1", (today - 1) * DAY_MS + 1
+            )
             fresh = make_events(3)
             await store.append(fresh)
             assert [e.position for e in fresh] == [11, 12, 13]
@@ -574,7 +601,7 @@ V1_SETTINGS = {
     "apikeys.index": b'["k1"]',
     "audit.head": b"2",
     "audit.page.0": b'[{"seq":0,"time":"t","actor":"operator","action":"key.create","target":"k1"},'
-                    b'{"seq":1,"time":"t","actor":"operator","action":"key.revoke","target":"k1"}]',
+    b'{"seq":1,"time":"t","actor":"operator","action":"key.revoke","target":"k1"}]',
     "catalog.tenants": b'{"123-ABC-456":[{"id":100001,"name":"A"},{"id":100001,"name":"B"}]}',
     "subscriptions.revision": b"x",
 }
@@ -587,11 +614,16 @@ async def _check_upgraded(store: Store) -> None:
     assert (sub.control, sub.applied) == (Control(rev=7, pause=5, resume=7), 5)
     assert [(orjson.loads(raw)["id"], used) for raw, used in await store.api_keys()] == [("k1", 99)]
     assert [(seq, orjson.loads(raw)["action"]) for seq, raw in await store.audit_entries(None, 10)] == [
-        (1, "key.revoke"), (0, "key.create")]
+        (1, "key.revoke"),
+        (0, "key.create"),
+    ]
     catalog = await store.settings("catalog.activity.")
     assert {name: orjson.loads(value) for name, value in catalog.items()} == {
-        "catalog.activity.123-ABC-456.100001": {"id": 100001, "name": "B"}}  # the later load of a type wins
-    assert await store.get_setting("apikeys.index") is None and await store.get_setting("subscriptions.revision") is None
+        "catalog.activity.123-ABC-456.100001": {"id": 100001, "name": "B"}
+    }  # the later load of a type wins
+    assert (
+        await store.get_setting("apikeys.index") is None and await store.get_setting("subscriptions.revision") is None
+    )
     assert await store.append_audit(b'{"time":"t","actor":"a","action":"x","target":"y"}', keep=10) == 2
 
 
@@ -615,7 +647,9 @@ async def test_a_version_1_database_is_upgraded(pg_url: str) -> None:
 
     conn = await asyncpg.connect(pg_url)
     try:
-        await conn.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        await conn.execute(
+            "CREATE TABLE schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         await conn.execute(MIGRATIONS[0])
         await conn.execute("INSERT INTO schema_version (version) VALUES (1)")
         await conn.execute("INSERT INTO subscriptions VALUES ('s1', '123-ABC-456', $1, $2, 1)", V1_CONFIG, V1_STATE)

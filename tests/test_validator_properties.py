@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
 import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leadstream.catalog import Catalog
 from leadstream.events import STREAMS, RecordError, Validator
@@ -20,8 +20,24 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=20,
 )
-field_names = st.sampled_from(["munchkinId", "marketoGUID", "leadId", "activityDate", "activityTypeId", "attributes",
-                               "kind", "componentType", "eventAction", "id", "time", "apiName", "action", "updatedAt"])
+field_names = st.sampled_from(
+    [
+        "munchkinId",
+        "marketoGUID",
+        "leadId",
+        "activityDate",
+        "activityTypeId",
+        "attributes",
+        "kind",
+        "componentType",
+        "eventAction",
+        "id",
+        "time",
+        "apiName",
+        "action",
+        "updatedAt",
+    ]
+)
 record_like = st.dictionaries(field_names | st.text(max_size=8), json_values, max_size=10)
 
 
@@ -38,9 +54,12 @@ def test_arbitrary_json_is_rejected_with_a_message_or_accepted_never_a_crash(str
 
 
 munchkins = st.from_regex(r"\A[0-9]{3}-[A-Z]{3}-[0-9]{3}\Z")
-moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
-                       timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-7, minutes=-30))]))
-scalars = st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(max_size=30)
+moments = st.datetimes(
+    min_value=datetime(2000, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-7, minutes=-30))]),
+)
+scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=30)
 
 
 @st.composite
@@ -51,10 +70,16 @@ def activities(draw):
         "leadId": draw(st.integers(0, 2**53)),
         "activityDate": draw(moments).isoformat(),
         "activityTypeId": draw(st.sampled_from(TYPE_IDS)),
-        "attributes": draw(st.lists(st.fixed_dictionaries({"name": st.text(min_size=1, max_size=20), "value": scalars}), max_size=6)),
+        "attributes": draw(
+            st.lists(st.fixed_dictionaries({"name": st.text(min_size=1, max_size=20), "value": scalars}), max_size=6)
+        ),
     }
-    for name, strategy in [("id", st.integers(0, 2**53)), ("campaignId", st.integers(0, 2**31)),
-                           ("primaryAttributeValueId", st.integers(0, 2**31)), ("primaryAttributeValue", st.text(max_size=30))]:
+    for name, strategy in [
+        ("id", st.integers(0, 2**53)),
+        ("campaignId", st.integers(0, 2**31)),
+        ("primaryAttributeValueId", st.integers(0, 2**31)),
+        ("primaryAttributeValue", st.text(max_size=30)),
+    ]:
         if draw(st.booleans()):
             record[name] = draw(strategy)
     return record
@@ -64,9 +89,13 @@ def back_to_record(event) -> dict:
     """Rebuild an ingest record from the stored event: it must store to the very same bytes."""
     data = orjson.loads(event.data)
     record = {
-        "munchkinId": data["munchkinId"], "marketoGUID": event.id, "leadId": int(data["leadId"]),
-        "activityDate": data["activityDate"], "activityTypeId": data["activityTypeId"],
-        "id": data["activityLogItemId"], "primaryAttributeValueId": data["primaryAttributeValueId"],
+        "munchkinId": data["munchkinId"],
+        "marketoGUID": event.id,
+        "leadId": int(data["leadId"]),
+        "activityDate": data["activityDate"],
+        "activityTypeId": data["activityTypeId"],
+        "id": data["activityLogItemId"],
+        "primaryAttributeValueId": data["primaryAttributeValueId"],
         "primaryAttributeValue": data["primaryAttributeValue"],
         "attributes": [{"name": a["name"], "value": a["value"]} for a in data["attributes"]],
     }
@@ -93,10 +122,16 @@ def test_valid_activity_round_trips_to_the_same_stored_bytes(record):
 @given(munchkin=munchkins, component=st.sampled_from(sorted(validator.catalog.audit_components)), data=st.data())
 def test_valid_audit_round_trips(munchkin, component, data):
     action = data.draw(st.sampled_from(sorted(validator.catalog.audit_components[component])))
-    record = {"munchkinId": munchkin, "componentType": component, "eventAction": action,
-              "componentId": data.draw(st.integers(0, 10**9)), "user": data.draw(st.integers(0, 10**6)),
-              "userId": data.draw(st.emails()), "id": data.draw(st.text(min_size=1, max_size=20).filter(str.isprintable)),
-              "time": data.draw(moments).isoformat()}
+    record = {
+        "munchkinId": munchkin,
+        "componentType": component,
+        "eventAction": action,
+        "componentId": data.draw(st.integers(0, 10**9)),
+        "user": data.draw(st.integers(0, 10**6)),
+        "userId": data.draw(st.emails()),
+        "id": data.draw(st.text(min_size=1, max_size=20).filter(str.isprintable)),
+        "time": data.draw(moments).isoformat(),
+    }
     first = validator.event("audit", orjson.dumps(record))
     stored = orjson.loads(first.data)
     rebuilt = validator.event("audit", orjson.dumps({**stored, "id": first.id, "time": first.time}))

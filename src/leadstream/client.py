@@ -50,8 +50,16 @@ class Client:
         assert self._session is not None
         await self._session.close()
 
-    async def request(self, method: str, path: str, *, json: Any = None, data: bytes | None = None,
-                      headers: dict[str, str] | None = None, ok: tuple[int, ...] = ()) -> Any:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (),
+    ) -> Any:
         assert self._session is not None, "use 'async with Client(…)'"
         if json is not None:
             data, headers = orjson.dumps(json), {"Content-Type": "application/json", **(headers or {})}
@@ -72,5 +80,6 @@ class Client:
 
     async def publish(self, stream: str, body: bytes, *, ndjson: bool = False) -> dict[str, Any]:
         content_type = "application/x-ndjson" if ndjson else "application/json"
-        return await self.request("POST", f"/v1/streams/{stream}/events", data=body,
-                                  headers={"Content-Type": content_type}, ok=(422,))
+        return await self.request(
+            "POST", f"/v1/streams/{stream}/events", data=body, headers={"Content-Type": content_type}, ok=(422,)
+        )

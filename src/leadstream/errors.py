@@ -62,7 +62,9 @@ class CatalogError(Invalid):
 
 # -- msgspec's validation messages, said with the field and the value ------------------------------
 
-_FIELD_MISSING_OR_UNKNOWN = re.compile(r"Object (missing required|contains unknown) field `([^`]+)`(?: - at `\$\.?([^`]*)`)?")
+_FIELD_MISSING_OR_UNKNOWN = re.compile(
+    r"Object (missing required|contains unknown) field `([^`]+)`(?: - at `\$\.?([^`]*)`)?"
+)
 
 
 def describe_invalid(exc: msgspec.ValidationError, document: Any) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -103,7 +103,7 @@ def split_records(body: bytes, ndjson: bool) -> list[msgspec.Raw | bytes]:
             records.append(line)
     else:
         try:
-            records = _raw_list.decode(body)
+            records = list(_raw_list.decode(body))
         except msgspec.ValidationError:
             raise BadBody(
                 "the body must be a JSON array of records (or NDJSON with Content-Type: application/x-ndjson)"
@@ -193,9 +193,9 @@ def _kind(raw: bytes) -> Any:
         return None
 
 
-def _decode(cls: type, raw: bytes) -> Any:
+def _decode(cls: type[msgspec.Struct], raw: bytes) -> Any:
     try:
-        return _decoders[cls].decode(raw)
+        return _decoders[cls].decode(raw)  # type: ignore[index]  # cls is one of the record classes
     except msgspec.ValidationError as exc:
         field, sentence = describe_invalid(exc, _decoded_or_none(raw))
         raise RecordError(sentence if field else f"record: {sentence}") from None
@@ -225,7 +225,7 @@ def _utc(value: str, field: str) -> str:
         moment = msgspec.convert(value, AwareDatetime)
     except msgspec.ValidationError:
         raise RecordError(f"{field}: expected an RFC 3339 date-time with a time zone, got {value!r}") from None
-    moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    moment = moment.astimezone(UTC).replace(tzinfo=None)
     # The shortest exact form: seconds, milliseconds or microseconds.
     spec = "seconds" if not moment.microsecond else "milliseconds" if not moment.microsecond % 1000 else "microseconds"
     return moment.isoformat(timespec=spec) + "Z"
@@ -264,7 +264,8 @@ def new_eventid() -> str:
     except IndexError:
         h = os.urandom(16 * 1024).hex()
         _eventids.extend(
-            f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{_VARIANT[h[i + 16]]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"
+            f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
+            f"{_VARIANT[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
             for i in range(0, len(h), 32)
         )
         return _eventids.popleft()
@@ -353,7 +354,11 @@ class Validator:
         if known is None or known[0] is not activity:  # the entry holds its type, so ids stay unique
             if len(self._descriptions) > 4096:
                 self._descriptions.clear()
-            data_types = {activity.primary_attribute.name: activity.primary_attribute.data_type} if activity.primary_attribute else {}
+            data_types = (
+                {activity.primary_attribute.name: activity.primary_attribute.data_type}
+                if activity.primary_attribute
+                else {}
+            )
             data_types.update((name, attribute.data_type) for name, attribute in activity.attributes.items())
             known = self._descriptions[id(activity)] = (activity, activity.ce_type, data_types)
         return known[1], known[2]
@@ -413,8 +418,13 @@ class Validator:
         data["user"] = record.user
         data["userId"] = record.userId
         return self._keyed(
-            "audit", munchkin, f"{record.componentType}:{record.eventAction}",
-            audit_ce_type(record.componentType), record.id, record.time, data,
+            "audit",
+            munchkin,
+            f"{record.componentType}:{record.eventAction}",
+            audit_ce_type(record.componentType),
+            record.id,
+            record.time,
+            data,
         )
 
     def _notification(self, raw: bytes) -> Event:
@@ -433,14 +443,24 @@ class Validator:
             data["subType"] = record.subType
         data["eventAction"] = record.eventAction
         return self._keyed(
-            "notification", munchkin, record.componentType,
-            notification_ce_type(record.componentType), record.id, record.time, data,
+            "notification",
+            munchkin,
+            record.componentType,
+            notification_ce_type(record.componentType),
+            record.id,
+            record.time,
+            data,
         )
 
     @staticmethod
     def _keyed(
-        stream: str, munchkin: str, etype: str, ce_type: str,
-        given_id: int | str | None, given_time: str | None, data: dict[str, Any],
+        stream: str,
+        munchkin: str,
+        etype: str,
+        ce_type: str,
+        given_id: int | str | None,
+        given_time: str | None,
+        data: dict[str, Any],
     ) -> Event:
         """Audit and notification events: ``id`` and ``time`` are assigned when absent."""
         eventid = new_eventid()

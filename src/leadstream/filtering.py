@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import difflib
 import operator
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from leadstream.errors import Invalid
 
@@ -62,7 +63,7 @@ class Matcher:
     decoding ``data`` when the pattern does not look at it.
     """
 
-    __slots__ = ("fields", "_test")
+    __slots__ = ("_test", "fields")
 
     def __init__(self, test: Test, fields: frozenset[str]) -> None:
         self._test = test
@@ -159,9 +160,7 @@ class _Compiler:
             elif isinstance(value, list):
                 tests.append(_field(key, self.leaf(value, where)))
             else:
-                raise PatternError(
-                    where, f"must be an array of values to match or a nested object, not {_kind(value)}"
-                )
+                raise PatternError(where, f"must be an array of values to match or a nested object, not {_kind(value)}")
         if len(tests) == 1:
             return tests[0]
         every = tuple(tests)
@@ -331,8 +330,9 @@ def _anything_but(operand: Any, where: str) -> Test:
         else:
             at = f"{where}[{i}]" if isinstance(operand, list) else where
             raise PatternError(
-                at, "must be a string, a number, an array of them, or a prefix/suffix/equals-ignore-case"
-                f" object, not {_kind(value)}"
+                at,
+                "must be a string, a number, an array of them, or a prefix/suffix/equals-ignore-case"
+                f" object, not {_kind(value)}",
             )
 
     def anything_but(v: Any) -> bool:

@@ -46,9 +46,7 @@ _ADOBE_IO = (
     b'{"event_id":%b,"event":{"specversion":"1.0","id":%b,"type":%b,"source":%b,"time":%b,'
     b'"datacontenttype":"application/json","dataschema":"V1.0","data":%b},"recipient_client_id":%b}'
 )
-_LEGACY_HEAD = (
-    b'{"sourceApplication":"Marketo","munchkinId":%b,"messageId":%b,"messageCreatedDate":%b,"activities":['
-)
+_LEGACY_HEAD = b'{"sourceApplication":"Marketo","munchkinId":%b,"messageId":%b,"messageCreatedDate":%b,"activities":['
 
 
 def _is_custom_object(event: Event) -> bool:

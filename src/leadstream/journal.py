@@ -91,11 +91,15 @@ def parse_seek(value: str) -> float:
     """``-PT2H`` → 7200.0: how many seconds back. BadQuery for anything but a negative duration."""
     found = _DURATION.fullmatch(value.strip())
     if found is None or not any(found.group(unit) for unit in _SECONDS):
-        hint = " (years and months have no fixed length: use weeks or days)" if re.search(r"P\d+[YM]", value, re.I) else ""
+        hint = (
+            " (years and months have no fixed length: use weeks or days)" if re.search(r"P\d+[YM]", value, re.I) else ""
+        )
         raise BadQuery(f"seek: {value!r} is not an ISO 8601 duration such as -PT2H or -P1DT30M{hint}", field="seek")
     if found.group("sign") != "-":
         raise BadQuery(f"seek: {value!r} must be negative (a moment in the past), such as -PT2H", field="seek")
-    return sum(float(found.group(unit).replace(",", ".")) * factor for unit, factor in _SECONDS.items() if found.group(unit))
+    return sum(
+        float(found.group(unit).replace(",", ".")) * factor for unit, factor in _SECONDS.items() if found.group(unit)
+    )
 
 
 def _parse_bool(value: str, field: str) -> bool:
@@ -126,11 +130,15 @@ class Query:
             try:
                 count = int(limit)
             except ValueError:
-                raise BadQuery(f"limit: expected an integer from 1 to {MAX_LIMIT}, got {limit!r}", field="limit") from None
+                raise BadQuery(
+                    f"limit: expected an integer from 1 to {MAX_LIMIT}, got {limit!r}", field="limit"
+                ) from None
             if not 1 <= count <= MAX_LIMIT:
                 raise BadQuery(f"limit: must be from 1 to {MAX_LIMIT}, got {count}", field="limit")
         latest_on = latest is not None and _parse_bool(latest, "latest")
-        chosen = [name for name, on in (("since", since is not None), ("latest", latest_on), ("seek", seek is not None)) if on]
+        chosen = [
+            name for name, on in (("since", since is not None), ("latest", latest_on), ("seek", seek is not None)) if on
+        ]
         if len(chosen) > 1:
             raise BadQuery(f"{' and '.join(chosen)} cannot be used together: give one place to start", field=chosen[-1])
         return cls(

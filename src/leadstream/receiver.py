@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import logging
 import time
@@ -247,7 +248,7 @@ class Receiver:
     def open(self) -> None:
         if self.config.out is not None:
             self.config.out.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.config.out, "ab")
+            self._file = open(self.config.out, "ab")  # noqa: SIM115  (open for the receiver's life; closed by close())
 
     def flush(self) -> None:
         if self._file is None or not self._pending:
@@ -330,7 +331,10 @@ async def _log_requests(request: web.Request, handler: Any) -> web.StreamRespons
     if log.isEnabledFor(logging.DEBUG):
         # method, path and status only: headers carry tokens and signatures
         log.debug(
-            "%s %s -> %s in %.1f ms", request.method, request.path, response.status,
+            "%s %s -> %s in %.1f ms",
+            request.method,
+            request.path,
+            response.status,
             (time.perf_counter() - started) * 1000,
         )
     return response
@@ -348,10 +352,8 @@ def make_receiver_app(config: ReceiverConfig) -> web.Application:
         flusher = asyncio.create_task(receiver.flush_every())
         yield
         flusher.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await flusher
-        except asyncio.CancelledError:
-            pass
         receiver.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -134,10 +134,14 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
         rate_limiter=RateLimiter(settings.ingest_rate_limit, settings.ingest_burst),
         session=session,
         subscriptions=Subscriptions(
-            store, catalog, secretbox=secretbox, policy=GuardPolicy.from_settings(settings), session=session,
+            store,
+            catalog,
+            secretbox=secretbox,
+            policy=GuardPolicy.from_settings(settings),
+            session=session,
             send_sample=delivery.send_sample if delivery is not None else sample_sender(session, keyring),
             delivery=delivery,
-        ),  # fmt: skip
+        ),
         delivery=delivery,
         retention=None,
     )
@@ -151,7 +155,9 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
             # Retention counts, per subscription, the events that expire before delivery; in a
             # cluster it deletes them only once every owner has had time to count them.
             grace = cluster_grace(settings.purge_interval, settings.lease_ttl) if clustered else 0.0
-            runtime.retention = Retention(store, settings.retention, settings.purge_interval, delivery.count_expired, grace)
+            runtime.retention = Retention(
+                store, settings.retention, settings.purge_interval, delivery.count_expired, grace
+            )
             runtime.tasks.append(asyncio.create_task(runtime.retention.run(), name="retention"))
         yield runtime
     finally:

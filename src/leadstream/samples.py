@@ -33,7 +33,12 @@ _PRIMARY_LABELS: dict[str, Any] = {
     "List ID": lambda rng: rng.choice(("Webinar Attendees", "Trade Show 2026", "Newsletter")),
     "Oppty ID": lambda rng: f"{rng.choice(v.COMPANIES)} - New Business",
 }  # fmt: skip
-_CHANGED_FIELDS = {"Job Title": v.JOB_TITLES, "City": v.CITIES, "Lead Status": v.LEAD_STATUSES, "Company Name": v.COMPANIES}
+_CHANGED_FIELDS = {
+    "Job Title": v.JOB_TITLES,
+    "City": v.CITIES,
+    "Lead Status": v.LEAD_STATUSES,
+    "Company Name": v.COMPANIES,
+}
 
 
 def sample_event(catalog: Catalog, stream: str, type: str | int, munchkin_id: str, seed: int | None = None) -> Event:
@@ -103,22 +108,38 @@ def _activity(catalog: Catalog, type: str | int, munchkin_id: str, rng: random.R
         field, choices = rng.choice(sorted(_CHANGED_FIELDS.items()))
         old, new = rng.sample(choices, 2)
         record["primaryAttributeValueId"], record["primaryAttributeValue"] = rng.randint(30, 99), field
-        given = {"New Value": new, "Old Value": old, "Reason": "Changed by Smart Campaign", "Source": "Marketo Flow Action"}
+        given = {
+            "New Value": new,
+            "Old Value": old,
+            "Reason": "Changed by Smart Campaign",
+            "Source": "Marketo Flow Action",
+        }
     elif activity.id == CHANGE_SCORE:
-        old, delta = rng.randint(0, 80), rng.choice((-10, 5, 10, 25))
+        score, delta = rng.randint(0, 80), rng.choice((-10, 5, 10, 25))
         record["primaryAttributeValueId"], record["primaryAttributeValue"] = 55, "Lead Score"
-        given = {"Change Value": f"{delta:+d}", "New Value": max(0, old + delta), "Old Value": old, "Reason": "Visited pricing page"}
+        given = {
+            "Change Value": f"{delta:+d}",
+            "New Value": max(0, score + delta),
+            "Old Value": score,
+            "Reason": "Visited pricing page",
+        }
     elif activity.id == DELETE_LEAD:
-        record["primaryAttributeValueId"], record["primaryAttributeValue"] = lead_id, f"{person['First Name']} {person['Last Name']}"
+        record["primaryAttributeValueId"], record["primaryAttributeValue"] = (
+            lead_id,
+            f"{person['First Name']} {person['Last Name']}",
+        )
     elif activity.primary_attribute is not None:
         record["primaryAttributeValueId"] = rng.randint(1_000, 99_999)
         record["primaryAttributeValue"] = _primary_label(activity, rng)
     if activity.id == NEW_LEAD:
         given = {"Created Date": v.rfc3339(now)[:10], "Source Type": "Web form fillout", "Lead Source": "Website"}
-    if rng.random() < 0.5 or activity.primary_attribute and activity.primary_attribute.name == "Mailing ID":
+    if rng.random() < 0.5 or (activity.primary_attribute and activity.primary_attribute.name == "Mailing ID"):
         record["campaignId"] = rng.randint(1_000, 9_999)
     record["attributes"] = [
-        {"name": name, "value": given[name] if name in given else v.attribute_value(name, attribute.data_type, rng, now)}
+        {
+            "name": name,
+            "value": given[name] if name in given else v.attribute_value(name, attribute.data_type, rng, now),
+        }
         for name, attribute in activity.attributes.items()
     ]
     return record
@@ -180,7 +201,9 @@ def _audit(catalog: Catalog, type: str | int, munchkin_id: str, rng: random.Rand
     }
 
 
-def _notification(catalog: Catalog, type: str | int, munchkin_id: str, rng: random.Random, now: float) -> dict[str, Any]:
+def _notification(
+    catalog: Catalog, type: str | int, munchkin_id: str, rng: random.Random, now: float
+) -> dict[str, Any]:
     kind = catalog.notification_kinds.get(type) if isinstance(type, str) else None
     if kind is None:
         raise _unknown(type, f"a notification kind (one of: {', '.join(catalog.notification_kinds)})")

@@ -33,17 +33,20 @@ def free_port() -> int:
 
 
 @overload
-async def wait_until(condition: Callable[[], Awaitable[T | None]], timeout: float = ..., *, interval: float = ...,
-                     what: str = ...) -> T: ...
+async def wait_until(
+    condition: Callable[[], Awaitable[T | None]], timeout: float = ..., *, interval: float = ..., what: str = ...
+) -> T: ...
 
 
 @overload
-async def wait_until(condition: Callable[[], T | None], timeout: float = ..., *, interval: float = ...,
-                     what: str = ...) -> T: ...
+async def wait_until(
+    condition: Callable[[], T | None], timeout: float = ..., *, interval: float = ..., what: str = ...
+) -> T: ...
 
 
-async def wait_until(condition: Callable[[], object], timeout: float = 10.0, *, interval: float = 0.02,
-                     what: str = "the condition") -> object:
+async def wait_until(
+    condition: Callable[[], object], timeout: float = 10.0, *, interval: float = 0.02, what: str = "the condition"
+) -> object:
     """Poll ``condition`` (plain or async) until it returns something truthy, and return that (so
     never None).
 
@@ -85,9 +88,16 @@ class ServerProcess:
     stdout and stderr go to ``log`` (by default ``server-<port>.log`` beside ``data_dir``).
     """
 
-    def __init__(self, data_dir: Path, *args: str, port: int | None = None, key: str | None = None,
-                 env: dict[str, str] | None = None, log: Path | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *args: str,
+        port: int | None = None,
+        key: str | None = None,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.args = args
         self.port = port or free_port()
@@ -104,8 +114,18 @@ class ServerProcess:
 
     @property
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "leadstream.cli", "serve", "--data-dir", str(self.data_dir),
-                "--port", str(self.port), "--allow-private-endpoints", *self.args]
+        return [
+            sys.executable,
+            "-m",
+            "leadstream.cli",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--allow-private-endpoints",
+            *self.args,
+        ]
 
     @property
     def pid(self) -> int:
@@ -118,11 +138,12 @@ class ServerProcess:
     async def start(self, timeout: float = 30.0) -> ServerProcess:
         """Start it and return once it answers /healthz; ServerExited (with its log) if it exits first."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+        with open(self.log, "ab") as log:  # noqa: ASYNC230  (a local file, opened once; the child keeps its own copy)
             # Its own session: a Ctrl-C in the terminal reaches only the owner, which stops the server
             # when it is done with it (the demo drains first).
-            self.proc = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(  # noqa: ASYNC220  (returns at once; start() then waits on /healthz)
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         async with aiohttp.ClientSession() as session:
 
             async def healthy() -> bool:

@@ -10,20 +10,25 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from leadstream.api.audit import audit
-from leadstream.api.auth import Principal, require_operator
+from leadstream.api.auth import require_operator
 from leadstream.api.deps import Services
 from leadstream.errors import NotFound
+from leadstream.security.principals import Principal
 
 router = APIRouter(prefix="/v1/keys", tags=["api keys"])
 
 
 class NewKeyBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"name": "producer", "munchkinIds": ["123-ABC-456"], "scopes": ["ingest"]}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "producer", "munchkinIds": ["123-ABC-456"], "scopes": ["ingest"]}]},
+    )
 
     munchkinIds: list[str] = Field(min_length=1, description="the tenants the key may act for")
     scopes: list[Literal["ingest", "subscriptions", "read"]] = Field(
-        min_length=1, description="ingest: publish only; read: GET its tenants' things; subscriptions: read and change them")
+        min_length=1,
+        description="ingest: publish only; read: GET its tenants' things; subscriptions: read and change them",
+    )
     name: str = Field("", max_length=200, description="a name for people")
 
 
@@ -33,10 +38,20 @@ class NewKeyBody(BaseModel):
     summary="Create a tenant API key (the key is in this answer only)",
     responses={201: {"description": "the key record, with `key` — shown once, stored only as a hash"}},
 )
-async def create_key(services: Services, body: NewKeyBody, principal: Principal = Depends(require_operator)) -> JSONResponse:
-    record, secret = await services.api_keys.create(body.munchkinIds, list(body.scopes), name=body.name, created_by=principal.key_id)
-    await audit(services, principal, "key.create", record.id, {"name": record.name, "munchkinIds": record.munchkinIds,
-                                                              "scopes": record.scopes}, record.munchkinIds)
+async def create_key(
+    services: Services, body: NewKeyBody, principal: Principal = Depends(require_operator)
+) -> JSONResponse:
+    record, secret = await services.api_keys.create(
+        body.munchkinIds, list(body.scopes), name=body.name, created_by=principal.key_id
+    )
+    await audit(
+        services,
+        principal,
+        "key.create",
+        record.id,
+        {"name": record.name, "munchkinIds": record.munchkinIds, "scopes": record.scopes},
+        record.munchkinIds,
+    )
     return JSONResponse({**record.public(), "key": secret}, status_code=201, headers={"Cache-Control": "no-store"})
 
 
@@ -50,7 +65,7 @@ async def list_keys(
     principal: Principal = Depends(require_operator),
 ) -> dict[str, Any]:
     found = services.api_keys.find(munchkinId, includeRevoked)
-    return {"keys": [k.public() for k in found[offset:offset + limit]], "total": len(found)}
+    return {"keys": [k.public() for k in found[offset : offset + limit]], "total": len(found)}
 
 
 @router.get("/{key_id}", summary="One tenant API key")
@@ -62,7 +77,9 @@ async def get_key(services: Services, key_id: str, principal: Principal = Depend
 
 
 @router.delete("/{key_id}", summary="Revoke a tenant API key (at once on this node; within seconds on the others)")
-async def revoke_key(services: Services, key_id: str, principal: Principal = Depends(require_operator)) -> dict[str, Any]:
+async def revoke_key(
+    services: Services, key_id: str, principal: Principal = Depends(require_operator)
+) -> dict[str, Any]:
     record = await services.api_keys.revoke(key_id)
     await audit(services, principal, "key.revoke", record.id, None, record.munchkinIds)
     return record.public()

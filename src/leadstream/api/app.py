@@ -75,12 +75,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             schema["security"] = [{"bearer": []}]
             schema["paths"]["/healthz"] = {
-                "get": {"summary": "Liveness and store health (no auth)", "operationId": "healthz", "security": [],
-                        "responses": {"200": {"description": "ok"}, "503": {"description": "degraded"}}}
+                "get": {
+                    "summary": "Liveness and store health (no auth)",
+                    "operationId": "healthz",
+                    "security": [],
+                    "responses": {"200": {"description": "ok"}, "503": {"description": "degraded"}},
+                }
             }
             schema["paths"]["/metrics"] = {
-                "get": {"summary": "Prometheus metrics (no auth)", "operationId": "metrics", "security": [],
-                        "responses": {"200": {"description": "text exposition format"}}}
+                "get": {
+                    "summary": "Prometheus metrics (no auth)",
+                    "operationId": "metrics",
+                    "security": [],
+                    "responses": {"200": {"description": "text exposition format"}},
+                }
             }
             app.openapi_schema = schema
         return app.openapi_schema

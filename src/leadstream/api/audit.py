@@ -9,10 +9,11 @@ from urllib.parse import urlencode
 import msgspec
 from fastapi import APIRouter, Depends, Query
 
-from leadstream.api.auth import Principal, require_key
+from leadstream.api.auth import require_key
 from leadstream.api.deps import Services
 from leadstream.errors import NotFound
 from leadstream.runtime import Runtime
+from leadstream.security.principals import Principal
 
 
 async def audit(
@@ -31,7 +32,9 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 async def list_audit(
     services: Services,
     limit: int = Query(100, ge=1, le=1000),
-    before: int | None = Query(None, ge=0, description="continue below this sequence number (the previous page's next)"),
+    before: int | None = Query(
+        None, ge=0, description="continue below this sequence number (the previous page's next)"
+    ),
     munchkinId: str | None = Query(None, description="only entries about this tenant"),
     action: str | None = Query(None, description='an action ("subscription.pause") or a family ("subscription")'),
     principal: Principal = Depends(require_key),

@@ -6,12 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query
 
-from leadstream.api.auth import Principal, require_key
+from leadstream.api.auth import require_key
 from leadstream.api.deps import Services
 from leadstream.catalog import persistence
 from leadstream.errors import NotFound
 from leadstream.events import STREAMS
 from leadstream.samples import sampling
+from leadstream.security.principals import Principal
 from leadstream.tenants import check_munchkin_id
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
@@ -43,7 +44,9 @@ async def _load(services: Services, munchkin_id: str, document: Any, custom_only
 async def load_activity_types(
     services: Services,
     munchkinId: str,
-    document: dict[str, Any] = Body(..., examples=[{"result": [{"id": 100001, "name": "Attend Webinar", "attributes": []}]}]),
+    document: dict[str, Any] = Body(
+        ..., examples=[{"result": [{"id": 100001, "name": "Attend Webinar", "attributes": []}]}]
+    ),
     principal: Principal = Depends(require_key),
 ) -> dict[str, Any]:
     if not principal.sees(munchkinId):

@@ -20,8 +20,8 @@ from leadstream.api.auth import authenticate
 from leadstream.api.deps import runtime_of
 from leadstream.api.problems import problem
 from leadstream.errors import LeadstreamError, NotFound
-from leadstream.security.principals import restrict_to_tenants
 from leadstream.events import MAX_BODY_BYTES, MAX_RECORDS, STREAMS, TooLarge, split_records, validate_records
+from leadstream.security.principals import restrict_to_tenants
 
 JSON_TYPES = {"application/json", ""}
 INGEST_PATH = re.compile(r"/v1/streams/[^/]+/events")
@@ -70,7 +70,11 @@ async def ingest(request: Request) -> Response:
     INGEST_DUPLICATES.labels(stream).inc(len(duplicates))
     INGEST_REJECTED.labels(stream).inc(len(rejected))
     body = orjson.dumps(
-        {"accepted": accepted, "duplicates": len(duplicates), "rejected": [{"index": r.index, "errors": r.errors} for r in rejected]}
+        {
+            "accepted": accepted,
+            "duplicates": len(duplicates),
+            "rejected": [{"index": r.index, "errors": r.errors} for r in rejected],
+        }
     )
     # A request made only of duplicates is a retry that already succeeded: 200, not 422.
     status = 422 if not events and rejected else 200
@@ -146,7 +150,10 @@ OPENAPI_PATH: dict[str, Any] = {
             },
         },
         "responses": {
-            "200": {"description": "some or all records accepted", "content": {"application/json": {"schema": _result}}},
+            "200": {
+                "description": "some or all records accepted",
+                "content": {"application/json": {"schema": _result}},
+            },
             "400": {"description": "the body does not parse (the detail says where)", "content": _problem},
             "401": {"description": "no or wrong API key", "content": _problem},
             "404": {"description": "no such stream", "content": _problem},

@@ -13,11 +13,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from leadstream import journal
-from leadstream.api.auth import Principal, require_key
+from leadstream.api.auth import require_key
 from leadstream.api.deps import Services
 from leadstream.formats import event_body
-from leadstream.subscriptions.validation import decode_body
+from leadstream.security.principals import Principal
 from leadstream.subscriptions.matching import compile_matcher
+from leadstream.subscriptions.validation import decode_body
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["journal"])
 
@@ -84,7 +85,9 @@ async def get_journal(
     services: Services,
     sub_id: str,
     since: str | None = Query(None, description="a position (exclusive) from _page.last or the next link"),
-    limit: str | None = Query(None, description=f"events per page, 1 to {journal.MAX_LIMIT} (default {journal.DEFAULT_LIMIT})"),
+    limit: str | None = Query(
+        None, description=f"events per page, 1 to {journal.MAX_LIMIT} (default {journal.DEFAULT_LIMIT})"
+    ),
     latest: str | None = Query(None, description="true: start at the end of the log (only new events)"),
     seek: str | None = Query(None, description="a negative ISO 8601 duration, e.g. -PT2H: start that long ago"),
     principal: Principal = Depends(require_key),

@@ -16,9 +16,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from leadstream.api.audit import audit
-from leadstream.api.auth import Principal, require_key
+from leadstream.api.auth import require_key
 from leadstream.api.deps import Services
 from leadstream.errors import Invalid, NotFound
+from leadstream.security.principals import Principal
 from leadstream.subscriptions.config import SubscriptionConfig
 from leadstream.subscriptions.validation import decode_body
 
@@ -73,12 +74,14 @@ def _json(document: Any, status: int = 200) -> Response:
     status_code=201,
     summary="Create a subscription",
     description="Every field but name, munchkinId, stream and endpoint has the platform's default. Secrets are "
-    "stored and answered as \"***\". cloudevents and adobe_io endpoints must pass the challenge first. "
+    'stored and answered as "***". cloudevents and adobe_io endpoints must pass the challenge first. '
     f"The answer is the subscription with its live status: {STATUS_FIELDS}.",
     openapi_extra=_body(SUBSCRIPTION_SCHEMA, EXAMPLE, "The subscription (SPEC §3)"),
     responses={201: {"description": "Created"}, 422: {"description": "A field is not valid (problem+json naming it)"}},
 )
-async def create_subscription(request: Request, services: Services, principal: Principal = Depends(require_key)) -> Response:
+async def create_subscription(
+    request: Request, services: Services, principal: Principal = Depends(require_key)
+) -> Response:
     document = decode_body(await request.body())
     munchkin = document.get("munchkinId")
     if isinstance(munchkin, str) and not principal.sees(munchkin):
@@ -113,8 +116,10 @@ async def get_subscription(services: Services, sub_id: str, principal: Principal
     "/{sub_id}",
     summary="Change a subscription's settings",
     description="Fields given replace the stored ones (munchkinId and stream cannot change; startAt applies at "
-    "creation only). Secrets sent back as \"***\" are kept. The batch in flight keeps its id.",
-    openapi_extra=_body({"type": "object", "description": "any fields of the subscription"}, {"batchSize": 200}, "Fields to change"),
+    'creation only). Secrets sent back as "***" are kept. The batch in flight keeps its id.',
+    openapi_extra=_body(
+        {"type": "object", "description": "any fields of the subscription"}, {"batchSize": 200}, "Fields to change"
+    ),
 )
 async def patch_subscription(
     request: Request, services: Services, sub_id: str, principal: Principal = Depends(require_key)
@@ -154,11 +159,16 @@ async def _act(services: Services, principal: Principal, sub_id: str, action: st
     description="A time before the oldest retained event replays everything retained; a position older than "
     "the oldest retained one is 410 Gone. The batch in flight is dropped.",
     openapi_extra=_body(
-        {"type": "object", "required": ["from"], "properties": {"from": {"oneOf": [
-            {"type": "string", "format": "date-time"}, {"type": "integer", "minimum": 0}]}}},
+        {
+            "type": "object",
+            "required": ["from"],
+            "properties": {
+                "from": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer", "minimum": 0}]}
+            },
+        },
         {"from": "2026-11-28T10:00:00Z"},
         "Where to start again",
-    ),  # fmt: skip
+    ),
     responses={410: {"description": "The position has expired"}},
 )
 async def replay_subscription(

@@ -22,8 +22,14 @@ if TYPE_CHECKING:
 SCENARIO_NAMES = ("ingest", "e2e", "fanout", "latency", "idle", "backlog")
 
 
-def run_bench(quick: bool, json_path: Path | None, plot_path: Path | None, scenarios: list[str] | None,
-              *, durations: Durations | None = None) -> int:
+def run_bench(
+    quick: bool,
+    json_path: Path | None,
+    plot_path: Path | None,
+    scenarios: list[str] | None,
+    *,
+    durations: Durations | None = None,
+) -> int:
     """Run the benchmark; print the table; write ``json_path`` and ``plot_path`` if given.
 
     ``scenarios``: a subset of ``SCENARIO_NAMES`` (default: all, in that order). ``durations``
@@ -46,8 +52,14 @@ def run_bench(quick: bool, json_path: Path | None, plot_path: Path | None, scena
         return 130
 
 
-async def _run(quick: bool, chosen: list[str], json_path: Path | None, plot_path: Path | None, console: Console,
-               durations: Durations | None) -> int:
+async def _run(
+    quick: bool,
+    chosen: list[str],
+    json_path: Path | None,
+    plot_path: Path | None,
+    console: Console,
+    durations: Durations | None,
+) -> int:
     from leadstream.bench.harness import Bench, Sink
     from leadstream.bench.report import machine, plot, table, to_json
     from leadstream.bench.scenarios import SCENARIOS, memory, steps

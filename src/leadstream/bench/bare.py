@@ -23,7 +23,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -68,7 +68,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 class Log:
     """Appends on one writer thread: whatever queued up meanwhile is one transaction, one fsync."""
 
-    def __init__(self, path: Path, on_commit: callable | None = None) -> None:  # type: ignore[valid-type]
+    def __init__(self, path: Path, on_commit: Callable[[], object] | None = None) -> None:
         self.conn = _connect(path)
         self.conn.executescript(SCHEMA)
         self.conn.execute("PRAGMA synchronous=FULL")
@@ -100,8 +100,10 @@ class Log:
             conn.execute("BEGIN IMMEDIATE")
             for rows, _ in group:
                 before = conn.total_changes
-                conn.executemany("INSERT OR IGNORE INTO events (key, data, ingested_at) VALUES (?, ?, ?)",
-                                 [(key, data, now) for key, data in rows])
+                conn.executemany(
+                    "INSERT OR IGNORE INTO events (key, data, ingested_at) VALUES (?, ?, ?)",
+                    [(key, data, now) for key, data in rows],
+                )
                 stored.append(conn.total_changes - before)
             conn.execute("COMMIT")
             for (_, future), count in zip(group, stored):
@@ -123,7 +125,9 @@ def _settle(future: asyncio.Future[int], count: int) -> None:
 class Deliverer:
     """Reads the log once from the last position sent and POSTs each batch to every endpoint."""
 
-    def __init__(self, path: Path, endpoints: list[str], batch: int, interval_ms: int, wake: asyncio.Event | None) -> None:
+    def __init__(
+        self, path: Path, endpoints: list[str], batch: int, interval_ms: int, wake: asyncio.Event | None
+    ) -> None:
         self.path, self.endpoints, self.batch, self.interval = path, endpoints, batch, interval_ms / 1000
         self.wake = wake  # set on every commit when ingest is in the same process; else poll
         self.conn: sqlite3.Connection | None = None
@@ -169,7 +173,7 @@ class Deliverer:
                     await response.read()
                     if response.status < 300:
                         return
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(0.1)
 
@@ -188,7 +192,9 @@ def ingest_app(path: Path, deliver: dict | None) -> Starlette:  # type: ignore[t
             rows.append((f"{record.munchkinId}/{record.marketoGUID}", bytes(raw)))
         stored = await state["log"].append(rows) if rows else 0
         body = {"accepted": stored, "duplicates": len(rows) - stored, "rejected": rejected}
-        return Response(orjson.dumps(body), status_code=200 if stored or not rejected else 422, media_type="application/json")
+        return Response(
+            orjson.dumps(body), status_code=200 if stored or not rejected else 422, media_type="application/json"
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -205,8 +211,16 @@ def ingest_app(path: Path, deliver: dict | None) -> Starlette:  # type: ignore[t
 
 async def _serve_ingest(args: argparse.Namespace) -> None:
     deliver = {"endpoints": args.to, "batch": args.batch, "interval_ms": args.interval_ms} if args.to else None
-    config = uvicorn.Config(ingest_app(Path(args.db), deliver), host="127.0.0.1", port=args.port, loop="none",
-                            http="httptools", access_log=False, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        ingest_app(Path(args.db), deliver),
+        host="127.0.0.1",
+        port=args.port,
+        loop="none",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -102,10 +102,24 @@ class Durations:
     @classmethod
     def for_run(cls, quick: bool) -> Durations:
         if quick:
-            return cls(warmup=0.5, window=2.0, backlog=200_000, bare_backlog=200_000, idle_subscriptions=1000,
-                       idle_window=2.0, both_bare_variants=False)
-        return cls(warmup=3.0, window=15.0, backlog=10_000_000, bare_backlog=2_000_000, idle_subscriptions=1000,
-                   idle_window=5.0, both_bare_variants=True)
+            return cls(
+                warmup=0.5,
+                window=2.0,
+                backlog=200_000,
+                bare_backlog=200_000,
+                idle_subscriptions=1000,
+                idle_window=2.0,
+                both_bare_variants=False,
+            )
+        return cls(
+            warmup=3.0,
+            window=15.0,
+            backlog=10_000_000,
+            bare_backlog=2_000_000,
+            idle_subscriptions=1000,
+            idle_window=5.0,
+            both_bare_variants=True,
+        )
 
 
 class Server(ServerProcess):
@@ -113,8 +127,12 @@ class Server(ServerProcess):
     scenarios need."""
 
     def __init__(self, bench: Bench, name: str) -> None:
-        super().__init__(bench.workdir / f"leadstream-{name}", key="bench-" + secrets.token_urlsafe(16),
-                         env={"LEADSTREAM_LOG_FORMAT": "json"}, log=bench.workdir / f"leadstream-{name}.log")
+        super().__init__(
+            bench.workdir / f"leadstream-{name}",
+            key="bench-" + secrets.token_urlsafe(16),
+            env={"LEADSTREAM_LOG_FORMAT": "json"},
+            log=bench.workdir / f"leadstream-{name}.log",
+        )
         self.bench = bench
 
     async def start(self, timeout: float = 30.0) -> Server:
@@ -135,11 +153,20 @@ class Server(ServerProcess):
     async def require_subscriptions(self) -> None:
         status, _ = await self.call("GET", "/v1/subscriptions")
         if status in (404, 405):
-            raise Skipped("the server has no subscriptions API yet (GET /v1/subscriptions answers %d)" % status)
+            raise Skipped(f"the server has no subscriptions API yet (GET /v1/subscriptions answers {status})")
 
     async def subscribe(self, name: str, endpoint: str, **settings: Any) -> str:
-        body = {"name": name, "munchkinId": self.bench.munchkin, "stream": "activity", "endpoint": endpoint,
-                "eventTypes": ["*"], "format": "legacy", "auth": {"type": "none"}, "startAt": "now", **settings}
+        body = {
+            "name": name,
+            "munchkinId": self.bench.munchkin,
+            "stream": "activity",
+            "endpoint": endpoint,
+            "eventTypes": ["*"],
+            "format": "legacy",
+            "auth": {"type": "none"},
+            "startAt": "now",
+            **settings,
+        }
         status, answer = await self.call("POST", "/v1/subscriptions", body)
         if status != 201:
             raise PartFailed(f"POST /v1/subscriptions answered {status}: {answer!r:.500}")
@@ -222,7 +249,9 @@ class Bench:
 
     munchkin = "123-ABC-456"
 
-    def __init__(self, quick: bool, console: Console, *, durations: Durations | None = None, keep: bool = False) -> None:
+    def __init__(
+        self, quick: bool, console: Console, *, durations: Durations | None = None, keep: bool = False
+    ) -> None:
         self.quick = quick
         self.durations = durations or Durations.for_run(quick)
         self.console = console
@@ -239,8 +268,13 @@ class Bench:
         self.started = time.time()
         self._tags = 0
         self.progress = Progress(
-            TextColumn("[bold]{task.fields[step]:<34}"), BarColumn(bar_width=30), TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(), TextColumn("{task.fields[live]}"), console=console, transient=False,
+            TextColumn("[bold]{task.fields[step]:<34}"),
+            BarColumn(bar_width=30),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[live]}"),
+            console=console,
+            transient=False,
         )
         self.task = self.progress.add_task("bench", total=1, step="starting", live="")
 
@@ -266,8 +300,9 @@ class Bench:
             self._forget(server.data_dir)
 
     @contextlib.asynccontextmanager
-    async def bare(self, name: str, endpoints: list[str], *, processes: int, interval_ms: int = 50,
-                   deliver: bool = True) -> AsyncIterator[BareLoop]:
+    async def bare(
+        self, name: str, endpoints: list[str], *, processes: int, interval_ms: int = 50, deliver: bool = True
+    ) -> AsyncIterator[BareLoop]:
         """The bare loop: ingest and delivery in one process, or in two (``processes=2``)."""
         loop = BareLoop(self, name, endpoints, processes, interval_ms)
         try:
@@ -285,8 +320,17 @@ class Bench:
         self._tags += 1
         return f"r{secrets.token_hex(3)}{self._tags}"
 
-    async def load(self, url: str, key: str = "", *, duration: float = 0.0, count: int = 0, rate: float = 0.0,
-                   batch: int = 1000, connections: int = 4) -> Part:
+    async def load(
+        self,
+        url: str,
+        key: str = "",
+        *,
+        duration: float = 0.0,
+        count: int = 0,
+        rate: float = 0.0,
+        batch: int = 1000,
+        connections: int = 4,
+    ) -> Part:
         args = ["--url", url, "--tag", self.tag(), "--batch", str(batch), "--connections", str(connections)]
         if key:
             args += ["--key", key]
@@ -331,14 +375,26 @@ class Bench:
             sample = self.monitor.samples[-1] if self.monitor.samples else None
             elapsed = now - previous_t
             ingested_rate = max(0, accepted - previous_accepted) / elapsed if accepted >= previous_accepted else 0.0
-            delivered_rate = (delivered - previous_delivered) / elapsed if delivered >= previous_delivered else delivered / elapsed
-            self.points.append(Point(
-                now, ingested_rate, delivered_rate,
-                sum(v for k, v in sample.cpu.items() if k in ("server", "bare-ingest", "bare-deliver")) if sample else 0.0,
-                sum(v for k, v in sample.rss.items() if k in ("server", "bare-ingest", "bare-deliver")) / 2**20 if sample else 0.0,
-                sample.others if sample else 0.0,
-            ))
-            self.progress.update(self.task, live=f"ingest {ingested_rate:>9,.0f}/s  delivered {delivered_rate:>9,.0f}/s")
+            delivered_rate = (
+                (delivered - previous_delivered) / elapsed if delivered >= previous_delivered else delivered / elapsed
+            )
+            self.points.append(
+                Point(
+                    now,
+                    ingested_rate,
+                    delivered_rate,
+                    sum(v for k, v in sample.cpu.items() if k in ("server", "bare-ingest", "bare-deliver"))
+                    if sample
+                    else 0.0,
+                    sum(v for k, v in sample.rss.items() if k in ("server", "bare-ingest", "bare-deliver")) / 2**20
+                    if sample
+                    else 0.0,
+                    sample.others if sample else 0.0,
+                )
+            )
+            self.progress.update(
+                self.task, live=f"ingest {ingested_rate:>9,.0f}/s  delivered {delivered_rate:>9,.0f}/s"
+            )
             previous_t, previous_delivered, previous_accepted = now, delivered, accepted
 
     @contextlib.asynccontextmanager
@@ -387,7 +443,14 @@ class BareLoop:
         self.url = f"http://127.0.0.1:{(await part.first_line())['port']}"
 
     async def start_delivery(self) -> None:
-        part = Part.module("bare-deliver", "leadstream.bench.bare", "deliver", "--db", str(self.db), *self._targets(),
-                           log=self.db.parent / "deliver.log")
+        part = Part.module(
+            "bare-deliver",
+            "leadstream.bench.bare",
+            "deliver",
+            "--db",
+            str(self.db),
+            *self._targets(),
+            log=self.db.parent / "deliver.log",
+        )
         self.parts.append(await self.bench.monitor_part(part))
         await part.first_line()

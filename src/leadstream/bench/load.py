@@ -63,7 +63,7 @@ class Load:
                     else:
                         self.failed += size
                         self._note(f"{response.status}: {answer[:200]!r}")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 self.failed += size
                 self._note(f"{type(exc).__name__}: {exc}")
 
@@ -72,8 +72,13 @@ class Load:
             self.errors.append(error)
 
     def report(self, done: bool = False) -> None:
-        line: dict[str, object] = {"t": time.time_ns() // 1000, "sent": self.sent, "accepted": self.accepted, "failed": self.failed,
-                "requests": self.requests}
+        line: dict[str, object] = {
+            "t": time.time_ns() // 1000,
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "failed": self.failed,
+            "requests": self.requests,
+        }
         if done:
             line.update(done=True, errors=self.errors)
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
@@ -85,7 +90,9 @@ class Load:
         connector = aiohttp.TCPConnector(limit=self.args.connections)
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            workers = [asyncio.create_task(self._connection(session, start, deadline)) for _ in range(self.args.connections)]
+            workers = [
+                asyncio.create_task(self._connection(session, start, deadline)) for _ in range(self.args.connections)
+            ]
             reporting = asyncio.create_task(self._report_every(self.args.report))
             await asyncio.gather(*workers)
             reporting.cancel()

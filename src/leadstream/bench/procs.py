@@ -62,7 +62,7 @@ class Part:
 
     async def start(self) -> Part:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+        with open(self.log, "ab") as log:  # noqa: ASYNC230  (a local file, opened once; the child keeps its own copy)
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv,
                 stdout=asyncio.subprocess.PIPE,
@@ -122,7 +122,7 @@ class Part:
             self.proc.send_signal(signal.SIGTERM)
         try:
             await self.wait(grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
             await self.wait()

@@ -37,10 +37,14 @@ GUID_FIELD = b'"marketoGUID":"'
 def body(tag: str, first: int, count: int, sent_us: int | None = None) -> bytes:
     """A JSON array of ``count`` records numbered from ``first``, all stamped with ``sent_us``."""
     stamp = b"%s-%d-" % (tag.encode(), sent_us if sent_us is not None else time.time_ns() // 1000)
-    return b"[" + b",".join(
-        _RECORD % (stamp + b"%d" % n, b"%d" % (1_000_000_000 + n), b"%d" % (10_000 + n % 50_000))
-        for n in range(first, first + count)
-    ) + b"]"
+    return (
+        b"["
+        + b",".join(
+            _RECORD % (stamp + b"%d" % n, b"%d" % (1_000_000_000 + n), b"%d" % (10_000 + n % 50_000))
+            for n in range(first, first + count)
+        )
+        + b"]"
+    )
 
 
 def record_size() -> int:

@@ -6,7 +6,7 @@ import os
 import platform
 import sqlite3
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "cpu_model": model,
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
@@ -57,8 +57,9 @@ def _number(value: float | None, unit: str) -> str:
     return f"{value:,.0f}"
 
 
-def table(figures: list[Figure], info: dict[str, Any], console: Console, seconds: float, quick: bool,
-          points: list[Point]) -> None:
+def table(
+    figures: list[Figure], info: dict[str, Any], console: Console, seconds: float, quick: bool, points: list[Point]
+) -> None:
     t = Table(title=f"leadstream bench{' --quick' if quick else ''} — {info['date']}", title_justify="left")
     t.add_column("scenario")
     t.add_column("figure")
@@ -73,9 +74,15 @@ def table(figures: list[Figure], info: dict[str, Any], console: Console, seconds
         ok = f.meets_target
         mark = "[green]✓[/green]" if ok else "[red]✗[/red]" if ok is False else ""
         t.add_row(
-            f.scenario, f.metric, f.unit, _number(f.leadstream, f.unit),
-            _number(f.bare.get("1 process"), f.unit), _number(f.bare.get("2 processes"), f.unit),
-            f"{f.ratio:.2f}×" if f.ratio is not None else "—", f.target.replace(">=", "≥").replace("<=", "≤"), mark,
+            f.scenario,
+            f.metric,
+            f.unit,
+            _number(f.leadstream, f.unit),
+            _number(f.bare.get("1 process"), f.unit),
+            _number(f.bare.get("2 processes"), f.unit),
+            f"{f.ratio:.2f}×" if f.ratio is not None else "—",
+            f.target.replace(">=", "≥").replace("<=", "≤"),
+            mark,
         )
     console.print(t)
     for f in figures:
@@ -84,8 +91,10 @@ def table(figures: list[Figure], info: dict[str, Any], console: Console, seconds
     others = [p.other_cpu for p in points]
     busy = sum(others) / len(others) if others else 0.0
     if busy > 15:
-        console.print(f"[yellow]other work used {busy:.0f}% of a core on average during the run "
-                      f"(peak {max(others):.0f}%): the figures are lower than this machine can do[/yellow]")
+        console.print(
+            f"[yellow]other work used {busy:.0f}% of a core on average during the run "
+            f"(peak {max(others):.0f}%): the figures are lower than this machine can do[/yellow]"
+        )
     console.print(
         f"[dim]{info['cpu_model']}, {info['logical_cores']} cores, {info['memory_gb']} GB; Python {info['python']}, "
         f"SQLite {info['sqlite']}; {info['os']}; run took {seconds:.0f} s[/dim]"
@@ -144,8 +153,9 @@ def plot(path: Path, bench: Bench) -> str | None:
         delays.legend(loc="upper right", fontsize=8)
     delays.set_ylabel("ingest → delivered, ms (1 s buckets)")
     server.plot(xs, [p.server_cpu for p in bench.points], label="server CPU %", lw=1, color="tab:red")
-    server.plot(xs, [p.other_cpu for p in bench.points], label="other work on the machine, CPU %", lw=0.8,
-                color="0.6", ls="--")
+    server.plot(
+        xs, [p.other_cpu for p in bench.points], label="other work on the machine, CPU %", lw=0.8, color="0.6", ls="--"
+    )
     server.set_ylabel("CPU, % of a core")
     server.legend(loc="upper left", fontsize=8)
     memory = server.twinx()
@@ -155,8 +165,16 @@ def plot(path: Path, bench: Bench) -> str | None:
     for i, span in enumerate(bench.spans):
         for axis in (rates, delays, server):
             axis.axvspan(span.start - t0, span.end - t0, color="0.92" if i % 2 else "0.97", zorder=0)
-        rates.annotate(span.name, (span.start - t0, 1.0), xycoords=("data", "axes fraction"), rotation=90,
-                       fontsize=7, va="top", ha="left", color="0.35")
+        rates.annotate(
+            span.name,
+            (span.start - t0, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            va="top",
+            ha="left",
+            color="0.35",
+        )
     fig.suptitle(f"leadstream bench{' --quick' if bench.quick else ''}", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

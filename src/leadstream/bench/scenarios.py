@@ -63,8 +63,9 @@ async def _sustained(bench: Bench, sink: Sink, url: str, key: str, prefix: str, 
             return await sink.total(prefix) >= expected
 
         try:
-            await wait_until(all_there, 30 if bench.quick else 180, interval=0.05,
-                             what="the sink to receive every accepted event")
+            await wait_until(
+                all_there, 30 if bench.quick else 180, interval=0.05, what="the sink to receive every accepted event"
+            )
             caught_up = time.monotonic() - stop
         except TimeoutError:
             pass
@@ -81,7 +82,8 @@ async def _sustained(bench: Bench, sink: Sink, url: str, key: str, prefix: str, 
         "cpu_percent": cpu,
         # CPU time per event is steadier than a rate when other work shares the machine.
         "cpu_us_per_event": {role: round(percent * 1e4 / rate, 1) for role, percent in cpu.items() if role != "other"}
-        if (rate := delivered / subscriptions if subscriptions else ingested) else {},
+        if (rate := delivered / subscriptions if subscriptions else ingested)
+        else {},
     }
     return Sustained(ingested, delivered, caught_up, max(0, expected - received), detail)
 
@@ -107,8 +109,9 @@ async def _end_to_end(bench: Bench, sink: Sink, name: str, subscriptions: int, f
         async with bench.leadstream(name) as server:
             await server.require_subscriptions()
             for i in range(subscriptions):
-                await server.subscribe(f"{name}-{i}", sink.endpoint(f"{name}-{i}"), batchSize=BATCH_SIZE,
-                                       pushIntervalMs=PUSH_INTERVAL_MS)
+                await server.subscribe(
+                    f"{name}-{i}", sink.endpoint(f"{name}-{i}"), batchSize=BATCH_SIZE, pushIntervalMs=PUSH_INTERVAL_MS
+                )
             result = await _sustained(bench, sink, server.url, server.key, f"{name}-", subscriptions)
             figure.leadstream = result.delivered
             figure.detail["leadstream"] = result.detail
@@ -120,7 +123,10 @@ async def _end_to_end(bench: Bench, sink: Sink, name: str, subscriptions: int, f
     bench.advance()
     for processes in _variants(bench):
         endpoints = [sink.endpoint(f"bare-{i}") for i in range(subscriptions)]
-        async with bench.span(f"{name} · bare {processes}p", sink), bench.bare(name, endpoints, processes=processes) as loop:
+        async with (
+            bench.span(f"{name} · bare {processes}p", sink),
+            bench.bare(name, endpoints, processes=processes) as loop,
+        ):
             result = await _sustained(bench, sink, loop.url, "", "bare-", subscriptions)
             figure.bare[_label(processes)] = result.delivered
             figure.detail[f"bare {_label(processes)}"] = result.detail
@@ -143,8 +149,9 @@ async def fan_out(bench: Bench, sink: Sink) -> list[Figure]:
 async def _offered(bench: Bench, sink: Sink, url: str, key: str, prefix: str) -> dict[str, Any]:
     """Offer LATENCY_RATE events/s; the delays (ms) of the events received after the warm-up."""
     d = bench.durations
-    run = await bench.finish_load(await bench.load(url, key, duration=d.warmup + d.window, rate=LATENCY_RATE,
-                                                   batch=100, connections=8))
+    run = await bench.finish_load(
+        await bench.load(url, key, duration=d.warmup + d.window, rate=LATENCY_RATE, batch=100, connections=8)
+    )
     since = run.lines[0]["t"] + int(d.warmup * 1e6)
 
     async def all_there() -> bool:
@@ -170,8 +177,9 @@ async def latency(bench: Bench, sink: Sink) -> list[Figure]:
     async def leadstream() -> None:
         async with bench.leadstream("latency") as server:
             await server.require_subscriptions()
-            await server.subscribe("lat-0", sink.endpoint("lat-0", timed=True), batchSize=BATCH_SIZE,
-                                   pushIntervalMs=PUSH_INTERVAL_MS)
+            await server.subscribe(
+                "lat-0", sink.endpoint("lat-0", timed=True), batchSize=BATCH_SIZE, pushIntervalMs=PUSH_INTERVAL_MS
+            )
             delays = await _offered(bench, sink, server.url, server.key, "lat-")
             for figure, key in zip(figures, ("p50", "p99", "max")):
                 figure.leadstream = delays[key]
@@ -181,9 +189,12 @@ async def latency(bench: Bench, sink: Sink) -> list[Figure]:
         await _skippable(p50, leadstream(), also=figures[1:])
     bench.advance()
     for processes in _variants(bench):
-        async with bench.span(f"latency · bare {processes}p", sink), \
-                bench.bare("latency", [sink.endpoint("bare-0", timed=True)], processes=processes,
-                           interval_ms=PUSH_INTERVAL_MS) as loop:
+        async with (
+            bench.span(f"latency · bare {processes}p", sink),
+            bench.bare(
+                "latency", [sink.endpoint("bare-0", timed=True)], processes=processes, interval_ms=PUSH_INTERVAL_MS
+            ) as loop,
+        ):
             delays = await _offered(bench, sink, loop.url, "", "bare-")
             for figure, key in zip(figures, ("p50", "p99", "max")):
                 figure.bare[_label(processes)] = delays[key]
@@ -195,8 +206,15 @@ async def latency(bench: Bench, sink: Sink) -> list[Figure]:
 async def idle(bench: Bench, sink: Sink) -> list[Figure]:
     """(4) 1,000 subscriptions, every one live (each received a probe), then no traffic: server CPU."""
     n = bench.durations.idle_subscriptions
-    figure = Figure("idle", f"server CPU, {n:,} idle subscriptions", "% of a core", None, target="<= 5",
-                    higher_is_better=False, note="the bare loop has no subscriptions to keep")
+    figure = Figure(
+        "idle",
+        f"server CPU, {n:,} idle subscriptions",
+        "% of a core",
+        None,
+        target="<= 5",
+        higher_is_better=False,
+        note="the bare loop has no subscriptions to keep",
+    )
 
     async def leadstream() -> None:
         async with bench.leadstream("idle") as server:
@@ -224,9 +242,12 @@ async def idle(bench: Bench, sink: Sink) -> list[Figure]:
             await asyncio.sleep(bench.durations.idle_window)
             seconds = time.time() - since
             figure.leadstream = 100.0 * (cpu_seconds(server) - used) / seconds
-            figure.detail["leadstream"] = {"create_s": round(created, 2), "probe_delivered_s": round(probed, 2),
-                                           "window_s": round(seconds, 2),
-                                           "cpu_percent": bench.monitor.cpu_between(since, time.time())}
+            figure.detail["leadstream"] = {
+                "create_s": round(created, 2),
+                "probe_delivered_s": round(probed, 2),
+                "window_s": round(seconds, 2),
+                "cpu_percent": bench.monitor.cpu_between(since, time.time()),
+            }
 
     async with bench.span("idle · leadstream", sink):
         await _skippable(figure, leadstream())
@@ -238,21 +259,32 @@ async def backlog(bench: Bench, sink: Sink) -> list[Figure]:
     """(5) A paused subscription with N events; resume: drain rate, and the others' latency meanwhile."""
     n = bench.durations.backlog
     drain = Figure("backlog", f"drain of a {n:,}-event backlog", "events/s", None, target=">= 50000")
-    others = Figure("backlog", f"others' p99 during the drain ({STEADY_RATE:,}/s)", "ms", None,
-                    higher_is_better=False, note="bare loop: every endpoint is in lockstep, so there are no 'others'")
+    others = Figure(
+        "backlog",
+        f"others' p99 during the drain ({STEADY_RATE:,}/s)",
+        "ms",
+        None,
+        higher_is_better=False,
+        note="bare loop: every endpoint is in lockstep, so there are no 'others'",
+    )
 
     async def leadstream() -> None:
         async with bench.leadstream("backlog") as server:
             await server.require_subscriptions()
-            paused = await server.subscribe("backlog", sink.endpoint("backlog"), batchSize=BATCH_SIZE,
-                                            pushIntervalMs=PUSH_INTERVAL_MS)
+            paused = await server.subscribe(
+                "backlog", sink.endpoint("backlog"), batchSize=BATCH_SIZE, pushIntervalMs=PUSH_INTERVAL_MS
+            )
             await server.action(paused, "pause")
             bench.step(f"backlog · leadstream: fill {n:,}")
             fill = await bench.finish_load(await bench.load(server.url, server.key, count=n), timeout=3600)
             fill_rate = fill.rate(fill.lines[0]["t"], fill.lines[-1]["t"])
             for i in range(3):
-                await server.subscribe(f"other-{i}", sink.endpoint(f"other-{i}", timed=True), batchSize=BATCH_SIZE,
-                                       pushIntervalMs=PUSH_INTERVAL_MS)
+                await server.subscribe(
+                    f"other-{i}",
+                    sink.endpoint(f"other-{i}", timed=True),
+                    batchSize=BATCH_SIZE,
+                    pushIntervalMs=PUSH_INTERVAL_MS,
+                )
             bench.step("backlog · leadstream: drain")
             result = await _drain_beside_others(bench, sink, server, paused, fill.accepted)
             drain.leadstream = result["drain_per_s"]
@@ -264,8 +296,10 @@ async def backlog(bench: Bench, sink: Sink) -> list[Figure]:
     bench.advance()
 
     m = min(n, bench.durations.bare_backlog)
-    async with bench.span("backlog · bare 2p", sink), bench.bare("backlog", [sink.endpoint("bare-0")], processes=2,
-                                                                deliver=False) as loop:
+    async with (
+        bench.span("backlog · bare 2p", sink),
+        bench.bare("backlog", [sink.endpoint("bare-0")], processes=2, deliver=False) as loop,
+    ):
         bench.step(f"backlog · bare: fill {m:,}")
         fill = await bench.finish_load(await bench.load(loop.url, count=m), timeout=3600)
         bench.step("backlog · bare: drain")
@@ -277,8 +311,11 @@ async def backlog(bench: Bench, sink: Sink) -> list[Figure]:
 
         done = await wait_until(drained, 600, interval=0.05, what="the bare loop to drain its backlog")
         drain.bare["2 processes"] = fill.accepted / ((done - resumed) / 1e6)
-        drain.detail["bare 2 processes"] = {"backlog": fill.accepted, "drain_s": round((done - resumed) / 1e6, 2),
-                                            "fill_per_s": round(fill.rate(fill.lines[0]["t"], fill.lines[-1]["t"]))}
+        drain.detail["bare 2 processes"] = {
+            "backlog": fill.accepted,
+            "drain_s": round((done - resumed) / 1e6, 2),
+            "fill_per_s": round(fill.rate(fill.lines[0]["t"], fill.lines[-1]["t"])),
+        }
         if m != n:
             drain.note = f"bare loop measured on a {m:,}-event backlog (a rate; saves minutes)"
     bench.advance()
@@ -287,8 +324,9 @@ async def backlog(bench: Bench, sink: Sink) -> list[Figure]:
 
 async def _drain_beside_others(bench: Bench, sink: Sink, server: Server, paused: str, backlog: int) -> dict[str, Any]:
     baseline_s = 1.5 if bench.quick else 5.0
-    steady = await bench.load(server.url, server.key, rate=STEADY_RATE, batch=100, connections=2,
-                              duration=baseline_s + 3600)
+    steady = await bench.load(
+        server.url, server.key, rate=STEADY_RATE, batch=100, connections=2, duration=baseline_s + 3600
+    )
     try:
         await steady.first_line()
         await asyncio.sleep(baseline_s)
@@ -305,9 +343,14 @@ async def _drain_beside_others(bench: Bench, sink: Sink, server: Server, paused:
         await steady.stop()
         bench.loads.remove(steady)
     seconds = (done - resumed) / 1e6
-    return {"backlog": backlog, "drain_s": round(seconds, 2), "drain_per_s": backlog / seconds,
-            "before": before, "during": during,
-            "cpu_percent": bench.monitor.cpu_between(resumed / 1e6, done / 1e6)}
+    return {
+        "backlog": backlog,
+        "drain_s": round(seconds, 2),
+        "drain_per_s": backlog / seconds,
+        "before": before,
+        "during": during,
+        "cpu_percent": bench.monitor.cpu_between(resumed / 1e6, done / 1e6),
+    }
 
 
 async def _skippable(figure: Figure, work: Awaitable[None], also: Sequence[Figure] = ()) -> None:

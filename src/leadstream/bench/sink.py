@@ -31,10 +31,10 @@ class Tally:
     """What one subscription received: per batch (time, events) and, in lat mode, per event delays."""
 
     count: int = 0
-    batch_at: array = field(default_factory=lambda: array("q"))  # µs, ascending
-    batch_total: array = field(default_factory=lambda: array("q"))  # running count after each batch
-    event_at: array = field(default_factory=lambda: array("q"))  # lat mode: µs per event
-    delay_ms: array = field(default_factory=lambda: array("f"))
+    batch_at: array[int] = field(default_factory=lambda: array("q"))  # µs, ascending
+    batch_total: array[int] = field(default_factory=lambda: array("q"))  # running count after each batch
+    event_at: array[int] = field(default_factory=lambda: array("q"))  # lat mode: µs per event
+    delay_ms: array[float] = field(default_factory=lambda: array("f"))
 
     def received_between(self, since: int, until: int) -> int:
         """Events whose batch arrived in [since, until)."""
@@ -80,7 +80,11 @@ class Sink:
 
     async def stats(self, request: web.Request) -> web.Response:
         subs = {
-            name: {"count": t.count, "first": t.batch_at[0] if t.batch_at else None, "last": t.batch_at[-1] if t.batch_at else None}
+            name: {
+                "count": t.count,
+                "first": t.batch_at[0] if t.batch_at else None,
+                "last": t.batch_at[-1] if t.batch_at else None,
+            }
             for name, t in self.tallies.items()
         }
         return _json({"total": sum(t.count for t in self.tallies.values()), "subs": subs})
@@ -142,7 +146,13 @@ def _percentiles(delays: np.ndarray) -> dict[str, Any]:
     if not len(delays):
         return {"events": 0, "p50": None, "p90": None, "p99": None, "max": None}
     p50, p90, p99 = np.percentile(delays, [50, 90, 99])
-    return {"events": int(len(delays)), "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(delays.max())}
+    return {
+        "events": len(delays),
+        "p50": float(p50),
+        "p90": float(p90),
+        "p99": float(p99),
+        "max": float(delays.max()),
+    }
 
 
 def _json(value: Any) -> web.Response:

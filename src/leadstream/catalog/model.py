@@ -194,7 +194,7 @@ class Catalog:
         """
         entries = response.get("result") if isinstance(response, dict) else response
         if not isinstance(entries, list) or not entries:
-            raise CatalogError("expected {\"result\": [activity types…]} with at least one type")
+            raise CatalogError('expected {"result": [activity types…]} with at least one type')
         parsed = [parse_activity_type(raw, f"result[{i}]") for i, raw in enumerate(entries)]
         if custom_only:
             for i, t in enumerate(parsed):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,12 +11,13 @@ from leadstream.bench import SCENARIO_NAMES, run_bench
 
 def bench(
     quick: bool = typer.Option(False, "--quick", help="a short run (under a minute)"),
-    json_path: Optional[Path] = typer.Option(None, "--json", metavar="FILE",
-                                             help="write the figures to this JSON file"),
-    plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE",
-                                        help="draw throughput and latency over time (PNG; needs matplotlib)"),
-    scenario: Optional[list[str]] = typer.Option(
-        None, "--scenario", metavar="NAME", help=f"run only these scenarios (repeatable): {', '.join(SCENARIO_NAMES)}"),
+    json_path: Path | None = typer.Option(None, "--json", metavar="FILE", help="write the figures to this JSON file"),
+    plot: Path | None = typer.Option(
+        None, "--plot", metavar="FILE", help="draw throughput and latency over time (PNG; needs matplotlib)"
+    ),
+    scenario: list[str] | None = typer.Option(
+        None, "--scenario", metavar="NAME", help=f"run only these scenarios (repeatable): {', '.join(SCENARIO_NAMES)}"
+    ),
 ) -> None:
     """Measure throughput, latency, idle cost, backlog drain and memory on this machine (SPEC §9)."""
     raise typer.Exit(run_bench(quick, json_path, plot, scenario or None))

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from leadstream.cli.client import JSON, KEY, SERVER, request, show
 
-COLUMNS = {"activity": ["id", "name", "type"], "audit": ["component", "actions", "type"],
-           "notification": ["kind", "name", "type"]}
+COLUMNS = {
+    "activity": ["id", "name", "type"],
+    "audit": ["component", "actions", "type"],
+    "notification": ["kind", "name", "type"],
+}
 
 
 def catalog(
     stream: str = typer.Argument("activity", metavar="STREAM", help="activity, audit or notification"),
-    munchkin: Optional[str] = typer.Option(None, "--munchkin", metavar="MUNCHKIN-ID",
-                                           help="a tenant: show (or load into) its own types"),
-    load: Optional[Path] = typer.Option(None, exists=True, metavar="FILE",
-                                        help="load a Get Activity Types response (JSON) for --munchkin"),
+    munchkin: str | None = typer.Option(
+        None, "--munchkin", metavar="MUNCHKIN-ID", help="a tenant: show (or load into) its own types"
+    ),
+    load: Path | None = typer.Option(
+        None, exists=True, metavar="FILE", help="load a Get Activity Types response (JSON) for --munchkin"
+    ),
     custom: bool = typer.Option(False, help="with --load: register custom activity types (ids >= 100000)"),
-    server: str = SERVER, key: Optional[str] = KEY, as_json: bool = JSON,
+    server: str = SERVER,
+    key: str | None = KEY,
+    as_json: bool = JSON,
 ) -> None:
     """Show the catalog of a stream, or load a tenant's activity types."""
     if load:

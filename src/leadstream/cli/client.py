@@ -15,8 +15,13 @@ from rich.table import Table
 from leadstream.client import DEFAULT_URL, LOCAL_KEY_FILE, ApiError, Client, operator_key
 
 SERVER = typer.Option(DEFAULT_URL, "--server", envvar="LEADSTREAM_URL", metavar="URL", help="leadstream's base URL")
-KEY = typer.Option(None, "--key", envvar="LEADSTREAM_ADMIN_KEY", metavar="KEY",
-                   help=f"API key (default: the operator key in ./{LOCAL_KEY_FILE})")
+KEY = typer.Option(
+    None,
+    "--key",
+    envvar="LEADSTREAM_ADMIN_KEY",
+    metavar="KEY",
+    help=f"API key (default: the operator key in ./{LOCAL_KEY_FILE})",
+)
 JSON = typer.Option(False, "--json", help="print JSON for scripts instead of a table")
 
 

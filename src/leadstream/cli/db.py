@@ -13,8 +13,9 @@ db = CommandGroup(help="The PostgreSQL database of a cluster.")
 
 @db.command("upgrade")
 def upgrade(
-    database_url: str = typer.Option(..., "--database-url", envvar="LEADSTREAM_DATABASE_URL", metavar="URL",
-                                     help="postgresql://…"),
+    database_url: str = typer.Option(
+        ..., "--database-url", envvar="LEADSTREAM_DATABASE_URL", metavar="URL", help="postgresql://…"
+    ),
 ) -> None:
     """Create or migrate the schema (idempotent; nodes also do it on start)."""
     from leadstream.errors import Unavailable

@@ -81,23 +81,48 @@ def received_identity(line: dict[str, Any]) -> tuple[bool, str]:
 def demo_subscriptions(fail_for: float) -> list[DemoSubscription]:
     # Intervals shrunk so that a whole retry → pause → probe → recover cycle fits in the run, each
     # state lasting long enough (≥ 1 s) for the live view, which polls every 0.5 s, to show it.
-    fast = {"munchkinId": TENANT, "batchSize": 200, "pushIntervalMs": 250, "retryIntervalMs": 1000,
-            "retryAttempts": 2, "probeIntervalMs": 1500, "timeoutMs": 5000}
-    tenant_activity = lambda stream, r: stream == "activity" and r["munchkinId"] == TENANT  # noqa: E731
+    fast = {
+        "munchkinId": TENANT,
+        "batchSize": 200,
+        "pushIntervalMs": 250,
+        "retryIntervalMs": 1000,
+        "retryAttempts": 2,
+        "probeIntervalMs": 1500,
+        "timeoutMs": 5000,
+    }
+
+    def tenant_activity(stream: str, record: dict[str, Any]) -> bool:
+        return stream == "activity" and record["munchkinId"] == TENANT
+
     return [
         DemoSubscription(
             "legacy + OAuth2",
-            {**fast, "name": "crm-sync", "stream": "activity", "format": "legacy", "customObjects": True,
-             "auth": {"type": "oauth2", "tokenUrl": "{token_url}", "clientId": OAUTH_CLIENT[0],
-                      "clientSecret": OAUTH_CLIENT[1]}},
+            {
+                **fast,
+                "name": "crm-sync",
+                "stream": "activity",
+                "format": "legacy",
+                "customObjects": True,
+                "auth": {
+                    "type": "oauth2",
+                    "tokenUrl": "{token_url}",
+                    "clientId": OAUTH_CLIENT[0],
+                    "clientSecret": OAUTH_CLIENT[1],
+                },
+            },
             tenant_activity,
             {"token": OAUTH_TOKEN},
         ),
         DemoSubscription(
             "cloudevents + token, fails a while",
-            {**fast, "name": "email-analytics", "stream": "activity", "format": "cloudevents",
-             "eventTypes": EMAIL_TYPES,
-             "auth": {"type": "token", "token": BEARER_TOKEN}},
+            {
+                **fast,
+                "name": "email-analytics",
+                "stream": "activity",
+                "format": "cloudevents",
+                "eventTypes": EMAIL_TYPES,
+                "auth": {"type": "token", "token": BEARER_TOKEN},
+            },
             lambda stream, r: tenant_activity(stream, r) and r.get("activityTypeId") in EMAIL_TYPES,
             {"token": BEARER_TOKEN, "fail_for": fail_for, "status": 503},
         ),
@@ -152,9 +177,14 @@ def view(subs: list[DemoSubscription], sim: SimResult | None, phase: str) -> Gro
     for sub in subs:
         state = sub.status.get("state", "…")
         reason = f" ({sub.status['pausedReason']})" if sub.status.get("pausedReason") else ""
-        table.add_row(sub.label, Text(state + reason, style=colors.get(state, "")),
-                      str(sub.status.get("delivered", 0)), str(sub.status.get("pending", 0)),
-                      f"{sub.status.get('lagSeconds') or 0:.1f}", (sub.status.get("lastError") or "")[:60])
+        table.add_row(
+            sub.label,
+            Text(state + reason, style=colors.get(state, "")),
+            str(sub.status.get("delivered", 0)),
+            str(sub.status.get("pending", 0)),
+            f"{sub.status.get('lagSeconds') or 0:.1f}",
+            (sub.status.get("lastError") or "")[:60],
+        )
     published = sim.published if sim else 0
     return Group(Text(f"{phase} — published {published} events", style="bold"), table)
 
@@ -180,8 +210,10 @@ def check(sub: DemoSubscription) -> list[str]:
             custom, ident = received_identity(orjson.loads(raw))
             (got_custom if custom else got).append(ident)
     problems = []
-    for what, expected, received in (("events", sub.expected, got),
-                                     ("custom objects", sub.expected_custom, got_custom)):
+    for what, expected, received in (
+        ("events", sub.expected, got),
+        ("custom objects", sub.expected_custom, got_custom),
+    ):
         if received == expected:
             continue
         missing = set(expected) - set(received)
@@ -198,8 +230,9 @@ def check(sub: DemoSubscription) -> list[str]:
 # -- the run ---------------------------------------------------------------------------------------------
 
 
-async def run_demo(duration: float = 60.0, rate: float = 200.0, seed: int = 0, keep: bool = False,
-                   console: Console | None = None) -> int:
+async def run_demo(
+    duration: float = 60.0, rate: float = 200.0, seed: int = 0, keep: bool = False, console: Console | None = None
+) -> int:
     console = console or Console()
     work = Path(tempfile.mkdtemp(prefix="leadstream-demo-"))
     server = ServerProcess(work / "store", "--retention", "1h", log=work / "server.log")
@@ -228,8 +261,18 @@ async def run_demo(duration: float = 60.0, rate: float = 200.0, seed: int = 0, k
                 nonlocal sim
                 sim = result
 
-            publisher = asyncio.create_task(simulate(server.url, server.key, rate=rate, duration=duration, seed=seed,
-                                                     on_progress=progress, on_published=published, stop=stop))
+            publisher = asyncio.create_task(
+                simulate(
+                    server.url,
+                    server.key,
+                    rate=rate,
+                    duration=duration,
+                    seed=seed,
+                    on_progress=progress,
+                    on_published=published,
+                    stop=stop,
+                )
+            )
             interrupted = False
             with Live(view(subs, sim, "publishing"), console=console, refresh_per_second=4) as live:
                 try:
@@ -245,8 +288,10 @@ async def run_demo(duration: float = 60.0, rate: float = 200.0, seed: int = 0, k
                 async def drained() -> bool:
                     await poll_status(client, subs)
                     live.update(view(subs, sim, "draining"))
-                    return all(s.status.get("pending") == 0 and s.status.get("state") == "active" and not check(s)
-                               for s in subs)
+                    return all(
+                        s.status.get("pending") == 0 and s.status.get("state") == "active" and not check(s)
+                        for s in subs
+                    )
 
                 with contextlib.suppress(TimeoutError):  # not drained in a minute: the check says what is missing
                     await wait_until(drained, 60, interval=0.5, what="every subscription to drain")
@@ -276,17 +321,22 @@ def report(console: Console, subs: list[DemoSubscription], sim: SimResult | None
         states = " → ".join(sub.states_seen)
         total = len(sub.expected) + len(sub.expected_custom)
         mark = "[green]✔[/green]" if not problems else "[red]✘[/red]"
-        console.print(f"{mark} {sub.label}: {total} events expected, states seen: {states}"
-                      + (f" — {'; '.join(problems)}" if problems else ""))
+        console.print(
+            f"{mark} {sub.label}: {total} events expected, states seen: {states}"
+            + (f" — {'; '.join(problems)}" if problems else "")
+        )
     if sim is not None and sim.rejected:
         failures += 1
         console.print(f"[red]✘ the server rejected {sim.rejected} simulated records[/red]")
     if failures:
-        console.print("[bold red]the check failed: some events were lost, duplicated into the wrong place "
-                      "or out of order[/bold red]")
+        console.print(
+            "[bold red]the check failed: some events were lost, duplicated into the wrong place "
+            "or out of order[/bold red]"
+        )
         return 1
-    console.print("[bold green]every published event reached each matching subscription, in order, "
-                  "none lost[/bold green]")
+    console.print(
+        "[bold green]every published event reached each matching subscription, in order, none lost[/bold green]"
+    )
     return 0
 
 

@@ -54,6 +54,7 @@ class CommandGroup(typer.Typer):
         # rich markup, said explicitly: help texts escape "\[default: …]" the same on every typer version
         super().__init__(cls=_Group, help=help, no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
 
-    def command(self, name: str | None = None, *, cls: type[TyperCommand] | None = None,
-                **kwargs: Any) -> Callable[[CommandFunctionType], CommandFunctionType]:
+    def command(
+        self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
+    ) -> Callable[[CommandFunctionType], CommandFunctionType]:
         return super().command(name, cls=cls or _Command, **kwargs)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,17 +17,20 @@ from leadstream.cli.client import KEY, SERVER, echo_json, request
 from leadstream.cli.group import DEFAULTS, CommandGroup
 
 keys = CommandGroup(help="Signing keys and API keys.")
-DATA_DIR = typer.Option(DEFAULTS.data_dir, envvar="LEADSTREAM_DATA_DIR", metavar="DIR",
-                        help="the server's data directory")
+DATA_DIR = typer.Option(
+    DEFAULTS.data_dir, envvar="LEADSTREAM_DATA_DIR", metavar="DIR", help="the server's data directory"
+)
 
 
 @keys.command("create")
 def create(
-    munchkin: list[str] = typer.Option(..., "--munchkin", metavar="MUNCHKIN-ID",
-                                       help="a tenant the key acts for (repeatable)"),
+    munchkin: list[str] = typer.Option(
+        ..., "--munchkin", metavar="MUNCHKIN-ID", help="a tenant the key acts for (repeatable)"
+    ),
     scope: list[str] = typer.Option(..., "--scope", metavar="SCOPE", help="ingest, subscriptions or read (repeatable)"),
     name: str = typer.Option("", metavar="NAME", help="a name for people"),
-    server: str = SERVER, key: Optional[str] = KEY,
+    server: str = SERVER,
+    key: str | None = KEY,
 ) -> None:
     """Create a tenant API key; it is printed once and stored only as a hash."""
     created = request(server, key, "POST", "/v1/keys", {"munchkinIds": munchkin, "scopes": scope, "name": name})
@@ -38,8 +40,9 @@ def create(
 
 @keys.command("list")
 def list_keys(
-    munchkin: Optional[str] = typer.Option(None, "--munchkin", metavar="MUNCHKIN-ID", help="only this tenant's keys"),
-    server: str = SERVER, key: Optional[str] = KEY,
+    munchkin: str | None = typer.Option(None, "--munchkin", metavar="MUNCHKIN-ID", help="only this tenant's keys"),
+    server: str = SERVER,
+    key: str | None = KEY,
 ) -> None:
     """List tenant API keys (never the keys themselves)."""
     query = f"?munchkinId={munchkin}" if munchkin else ""
@@ -47,8 +50,11 @@ def list_keys(
 
 
 @keys.command("revoke")
-def revoke(key_id: str = typer.Argument(..., metavar="KEY-ID", help="the key's id (not the key)"),
-           server: str = SERVER, key: Optional[str] = KEY) -> None:
+def revoke(
+    key_id: str = typer.Argument(..., metavar="KEY-ID", help="the key's id (not the key)"),
+    server: str = SERVER,
+    key: str | None = KEY,
+) -> None:
     """Revoke a tenant API key."""
     echo_json(request(server, key, "DELETE", f"/v1/keys/{key_id}"))
 
@@ -64,17 +70,28 @@ def new_master() -> None:
 @keys.command("rotate-master")
 def rotate_master_command(
     data_dir: Path = DATA_DIR,
-    database_url: Optional[str] = typer.Option(None, envvar="LEADSTREAM_DATABASE_URL", metavar="URL",
-                                               help="the cluster's database (postgresql://…), instead of --data-dir"),
-    new_key: Optional[str] = typer.Option(None, "--new-key", envvar="LEADSTREAM_NEW_MASTER_KEY", metavar="KEY",
-                                          help="the new key (required when the current one is in "
-                                               "LEADSTREAM_MASTER_KEY)"),
+    database_url: str | None = typer.Option(
+        None,
+        envvar="LEADSTREAM_DATABASE_URL",
+        metavar="URL",
+        help="the cluster's database (postgresql://…), instead of --data-dir",
+    ),
+    new_key: str | None = typer.Option(
+        None,
+        "--new-key",
+        envvar="LEADSTREAM_NEW_MASTER_KEY",
+        metavar="KEY",
+        help="the new key (required when the current one is in LEADSTREAM_MASTER_KEY)",
+    ),
 ) -> None:
     """Re-seal every stored secret with a new master key (run it with the server stopped)."""
     current = os.environ.get("LEADSTREAM_MASTER_KEY")
     if current and not new_key:
-        typer.echo("error: the master key comes from LEADSTREAM_MASTER_KEY: give --new-key (make one with "
-                   "`leadstream keys new-master`), then set LEADSTREAM_MASTER_KEY to it", err=True)
+        typer.echo(
+            "error: the master key comes from LEADSTREAM_MASTER_KEY: give --new-key (make one with "
+            "`leadstream keys new-master`), then set LEADSTREAM_MASTER_KEY to it",
+            err=True,
+        )
         raise typer.Exit(1)
     changed, key_id = asyncio.run(_rotate_master(data_dir, database_url, current, new_key))
     typer.echo(f"re-sealed the secrets of {changed} subscriptions with master key {key_id}")
@@ -82,8 +99,9 @@ def rotate_master_command(
         typer.echo("now set LEADSTREAM_MASTER_KEY to the new key on every node and restart")
 
 
-async def _rotate_master(data_dir: Path, database_url: str | None, current: str | None,
-                         new_key: str | None) -> tuple[int, str]:
+async def _rotate_master(
+    data_dir: Path, database_url: str | None, current: str | None, new_key: str | None
+) -> tuple[int, str]:
     from leadstream.security.secretbox import KEY_FILE, SecretBox, new_master_key, rotate_master, write_key_file
     from leadstream.store import open_store
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import msgspec
 import typer
@@ -32,7 +32,7 @@ async def publish_file(client: Client, path: Path, stream: str, batch: int = BAT
     with Progress(transient=True, disable=len(records) <= batch) as progress:
         task = progress.add_task(f"publishing {path.name}", total=len(records))
         for start in range(0, len(records), batch):
-            chunk = records[start:start + batch]
+            chunk = records[start : start + batch]
             result = await client.publish(stream, b"[" + b",".join(chunk) + b"]")
             total["accepted"] += result["accepted"]
             total["duplicates"] += result["duplicates"]
@@ -42,11 +42,14 @@ async def publish_file(client: Client, path: Path, stream: str, batch: int = BAT
 
 
 def publish(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="FILE",
-                                help="a JSON array of records, or NDJSON (one record a line)"),
+    file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, metavar="FILE", help="a JSON array of records, or NDJSON (one record a line)"
+    ),
     stream: str = typer.Option("activity", metavar="STREAM", help="activity, audit or notification"),
     batch: int = typer.Option(BATCH, metavar="N", help=f"records per request (at most {MAX_RECORDS:,})"),
-    server: str = SERVER, key: Optional[str] = KEY, as_json: bool = JSON,
+    server: str = SERVER,
+    key: str | None = KEY,
+    as_json: bool = JSON,
 ) -> None:
     """Publish records from a file; prints accepted, duplicates and every rejection with its reason."""
     result = call(server, key, lambda client: publish_file(client, file, stream, batch))

@@ -4,7 +4,7 @@ the rest of the LEADSTREAM_* environment, so each default lives in one place."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -25,47 +25,84 @@ def _flag_default(name: str, on: bool) -> str:
 
 
 def serve(
-    data_dir: Optional[Path] = typer.Option(
-        None, envvar="LEADSTREAM_DATA_DIR", metavar="DIR",
-        help=with_default("where the embedded store keeps its files", DEFAULTS.data_dir)),
-    host: Optional[str] = typer.Option(None, envvar="LEADSTREAM_HOST", metavar="ADDRESS",
-                                       help=with_default("the address to listen on", DEFAULTS.host)),
-    port: Optional[int] = typer.Option(None, envvar="LEADSTREAM_PORT", metavar="PORT",
-                                       help=with_default("the port to listen on", DEFAULTS.port)),
-    retention: Optional[str] = typer.Option(None, envvar="LEADSTREAM_RETENTION", metavar="DURATION",
-                                            help=with_default("how long events are kept: 7d, 12h, 30m, 45s",
-                                                              duration_text(DEFAULTS.retention))),
-    purge_interval: Optional[str] = typer.Option(
-        None, envvar="LEADSTREAM_PURGE_INTERVAL", metavar="DURATION",
+    data_dir: Path | None = typer.Option(
+        None,
+        envvar="LEADSTREAM_DATA_DIR",
+        metavar="DIR",
+        help=with_default("where the embedded store keeps its files", DEFAULTS.data_dir),
+    ),
+    host: str | None = typer.Option(
+        None, envvar="LEADSTREAM_HOST", metavar="ADDRESS", help=with_default("the address to listen on", DEFAULTS.host)
+    ),
+    port: int | None = typer.Option(
+        None, envvar="LEADSTREAM_PORT", metavar="PORT", help=with_default("the port to listen on", DEFAULTS.port)
+    ),
+    retention: str | None = typer.Option(
+        None,
+        envvar="LEADSTREAM_RETENTION",
+        metavar="DURATION",
+        help=with_default("how long events are kept: 7d, 12h, 30m, 45s", duration_text(DEFAULTS.retention)),
+    ),
+    purge_interval: str | None = typer.Option(
+        None,
+        envvar="LEADSTREAM_PURGE_INTERVAL",
+        metavar="DURATION",
         help=f"how often expired events are purged (default: {duration_text(DEFAULTS.purge_interval)}, "
-             "or retention/10 if shorter)"),
-    allow_private_endpoints: Optional[bool] = typer.Option(
-        None, "--allow-private-endpoints/--no-allow-private-endpoints", envvar="LEADSTREAM_ALLOW_PRIVATE_ENDPOINTS",
-        help=with_default("allow endpoints on loopback/private addresses (demo, tests)",
-                          _flag_default("allow-private-endpoints", DEFAULTS.allow_private_endpoints))),
-    database_url: Optional[str] = typer.Option(None, envvar="LEADSTREAM_DATABASE_URL", metavar="URL",
-                                               help="postgresql://… to run as a node of a cluster"),
-    log_format: Optional[str] = typer.Option(None, envvar="LEADSTREAM_LOG_FORMAT", metavar="FORMAT",
-                                             help=with_default("console or json", DEFAULTS.log_format)),
-    tls_cert: Optional[Path] = typer.Option(None, envvar="LEADSTREAM_TLS_CERT", metavar="PEM",
-                                            help="serve HTTPS: the certificate (PEM, chain allowed)"),
-    tls_key: Optional[Path] = typer.Option(None, envvar="LEADSTREAM_TLS_KEY", metavar="PEM",
-                                           help="serve HTTPS: its private key (PEM)"),
-    allow_cidr: Optional[list[str]] = typer.Option(
-        None, "--allow-cidr", metavar="CIDR",
+        "or retention/10 if shorter)",
+    ),
+    allow_private_endpoints: bool | None = typer.Option(
+        None,
+        "--allow-private-endpoints/--no-allow-private-endpoints",
+        envvar="LEADSTREAM_ALLOW_PRIVATE_ENDPOINTS",
+        help=with_default(
+            "allow endpoints on loopback/private addresses (demo, tests)",
+            _flag_default("allow-private-endpoints", DEFAULTS.allow_private_endpoints),
+        ),
+    ),
+    database_url: str | None = typer.Option(
+        None, envvar="LEADSTREAM_DATABASE_URL", metavar="URL", help="postgresql://… to run as a node of a cluster"
+    ),
+    log_format: str | None = typer.Option(
+        None,
+        envvar="LEADSTREAM_LOG_FORMAT",
+        metavar="FORMAT",
+        help=with_default("console or json", DEFAULTS.log_format),
+    ),
+    tls_cert: Path | None = typer.Option(
+        None, envvar="LEADSTREAM_TLS_CERT", metavar="PEM", help="serve HTTPS: the certificate (PEM, chain allowed)"
+    ),
+    tls_key: Path | None = typer.Option(
+        None, envvar="LEADSTREAM_TLS_KEY", metavar="PEM", help="serve HTTPS: its private key (PEM)"
+    ),
+    allow_cidr: list[str] | None = typer.Option(
+        None,
+        "--allow-cidr",
+        metavar="CIDR",
         help="allow endpoints in this private range (repeatable), e.g. 10.20.0.0/16 "
-             "\\[env var: LEADSTREAM_ALLOWED_CIDRS, comma-separated]"),
-    delivery_process: Optional[bool] = typer.Option(
-        None, "--delivery-process", envvar="LEADSTREAM_DELIVERY_PROCESS",
-        help="deliver from a second process, so that a node uses two cores (embedded store)"),
+        "\\[env var: LEADSTREAM_ALLOWED_CIDRS, comma-separated]",
+    ),
+    delivery_process: bool | None = typer.Option(
+        None,
+        "--delivery-process",
+        envvar="LEADSTREAM_DELIVERY_PROCESS",
+        help="deliver from a second process, so that a node uses two cores (embedded store)",
+    ),
 ) -> None:
     """Run the server: ingest, admin, journal and delivery."""
     from leadstream.server import serve as run
 
     options: dict[str, Any] = {
-        "data_dir": data_dir, "host": host, "port": port, "retention": retention, "purge_interval": purge_interval,
-        "allow_private_endpoints": allow_private_endpoints, "database_url": database_url, "log_format": log_format,
-        "tls_cert": tls_cert, "tls_key": tls_key, "allowed_cidrs": allow_cidr or None,
+        "data_dir": data_dir,
+        "host": host,
+        "port": port,
+        "retention": retention,
+        "purge_interval": purge_interval,
+        "allow_private_endpoints": allow_private_endpoints,
+        "database_url": database_url,
+        "log_format": log_format,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "allowed_cidrs": allow_cidr or None,
         "delivery_process": delivery_process,
     }
     settings = Settings(**{name: value for name, value in options.items() if value is not None})

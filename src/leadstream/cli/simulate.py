@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -19,16 +19,20 @@ def simulate(
     duration: float = typer.Option(30.0, metavar="SECONDS", help="how long to publish"),
     seed: int = SEED,
     batch: int = typer.Option(500, metavar="N", help="records per request"),
-    server: str = SERVER, key: Optional[str] = KEY, as_json: bool = JSON,
+    server: str = SERVER,
+    key: str | None = KEY,
+    as_json: bool = JSON,
 ) -> None:
     """Publish realistic traffic of a simulated platform (several tenants, every stream)."""
-    from leadstream.sim.publish import PublishError, simulate as run
+    from leadstream.sim.publish import PublishError
+    from leadstream.sim.publish import simulate as run
 
     stop = asyncio.Event()
 
     async def go() -> Any:
-        task = asyncio.create_task(run(server, operator_key(key) or "", rate=rate, duration=duration, seed=seed,
-                                       batch=batch, stop=stop))
+        task = asyncio.create_task(
+            run(server, operator_key(key) or "", rate=rate, duration=duration, seed=seed, batch=batch, stop=stop)
+        )
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:  # Ctrl-C: stop and report what was published
@@ -44,7 +48,9 @@ def simulate(
     if as_json:
         echo_json(summary)
         return
-    typer.echo(f"published {summary['published']} records in {summary['elapsed']} s: accepted {summary['accepted']}, "
-               f"duplicates {summary['duplicates']}, rejected {summary['rejected']}")
+    typer.echo(
+        f"published {summary['published']} records in {summary['elapsed']} s: accepted {summary['accepted']}, "
+        f"duplicates {summary['duplicates']}, rejected {summary['rejected']}"
+    )
     for error in summary["errors"]:
         typer.echo(f"  {error}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -21,42 +21,62 @@ SUBSCRIPTION_ID = typer.Argument(..., metavar="ID", help="the subscription id")
 @subscriptions.command("create")
 def create(
     name: str = typer.Option(..., metavar="NAME", help="a name for people"),
-    munchkin: str = typer.Option(..., "--munchkin", metavar="MUNCHKIN-ID",
-                                 help="the tenant's Munchkin ID (123-ABC-456)"),
+    munchkin: str = typer.Option(
+        ..., "--munchkin", metavar="MUNCHKIN-ID", help="the tenant's Munchkin ID (123-ABC-456)"
+    ),
     stream: str = typer.Option(..., metavar="STREAM", help="activity, audit or notification"),
     endpoint: str = typer.Option(..., metavar="URL", help="the URL events are POSTed to"),
-    event_type: list[str] = typer.Option(["*"], "--event-type", metavar="TYPE",
-                                         help="activity type id or name, audit component[:action], notification kind; "
-                                              "repeatable"),
-    format: Optional[str] = typer.Option(None, metavar="FORMAT", help="legacy, cloudevents or adobe_io"),
-    token: Optional[str] = typer.Option(None, metavar="TOKEN", help="send Authorization: Bearer TOKEN"),
-    oauth_token_url: Optional[str] = typer.Option(None, metavar="URL", help="OAuth2 client credentials: token URL"),
-    client_id: Optional[str] = typer.Option(None, metavar="ID", help="OAuth2 client credentials: client id"),
-    client_secret: Optional[str] = typer.Option(None, envvar="LEADSTREAM_CLIENT_SECRET", metavar="SECRET",
-                                                help="OAuth2 client credentials: client secret"),
+    event_type: list[str] = typer.Option(
+        ["*"],
+        "--event-type",
+        metavar="TYPE",
+        help="activity type id or name, audit component[:action], notification kind; repeatable",
+    ),
+    format: str | None = typer.Option(None, metavar="FORMAT", help="legacy, cloudevents or adobe_io"),
+    token: str | None = typer.Option(None, metavar="TOKEN", help="send Authorization: Bearer TOKEN"),
+    oauth_token_url: str | None = typer.Option(None, metavar="URL", help="OAuth2 client credentials: token URL"),
+    client_id: str | None = typer.Option(None, metavar="ID", help="OAuth2 client credentials: client id"),
+    client_secret: str | None = typer.Option(
+        None, envvar="LEADSTREAM_CLIENT_SECRET", metavar="SECRET", help="OAuth2 client credentials: client secret"
+    ),
     custom_objects: bool = typer.Option(False, help="also deliver custom-object changes (activity stream)"),
-    settings_file: Optional[Path] = typer.Option(None, "--from-file", metavar="FILE",
-                                                 help="JSON with any further fields of SPEC §3"),
-    server: str = SERVER, key: Optional[str] = KEY, as_json: bool = JSON,
+    settings_file: Path | None = typer.Option(
+        None, "--from-file", metavar="FILE", help="JSON with any further fields of SPEC §3"
+    ),
+    server: str = SERVER,
+    key: str | None = KEY,
+    as_json: bool = JSON,
 ) -> None:
     """Create a subscription."""
     body: dict[str, Any] = json.loads(settings_file.read_text()) if settings_file else {}
-    body.update(name=name, munchkinId=munchkin, stream=stream, endpoint=endpoint, customObjects=custom_objects,
-                eventTypes=[int(t) if t.isdigit() else t for t in event_type])
+    body.update(
+        name=name,
+        munchkinId=munchkin,
+        stream=stream,
+        endpoint=endpoint,
+        customObjects=custom_objects,
+        eventTypes=[int(t) if t.isdigit() else t for t in event_type],
+    )
     if format:
         body["format"] = format
     if token:
         body["auth"] = {"type": "token", "token": token}
     elif oauth_token_url:
-        body["auth"] = {"type": "oauth2", "tokenUrl": oauth_token_url, "clientId": client_id,
-                        "clientSecret": client_secret}
+        body["auth"] = {
+            "type": "oauth2",
+            "tokenUrl": oauth_token_url,
+            "clientId": client_id,
+            "clientSecret": client_secret,
+        }
     show(request(server, key, "POST", "/v1/subscriptions", body), as_json, title="created")
 
 
 @subscriptions.command("list")
 def list_subscriptions(
-    munchkin: Optional[str] = typer.Option(None, "--munchkin", metavar="MUNCHKIN-ID", help="only this tenant's"),
-    server: str = SERVER, key: Optional[str] = KEY, as_json: bool = JSON,
+    munchkin: str | None = typer.Option(None, "--munchkin", metavar="MUNCHKIN-ID", help="only this tenant's"),
+    server: str = SERVER,
+    key: str | None = KEY,
+    as_json: bool = JSON,
 ) -> None:
     """List subscriptions (of one tenant with --munchkin)."""
     query = f"?munchkinId={munchkin}" if munchkin else ""
@@ -75,8 +95,9 @@ def list_subscriptions(
 def _one(method: str, suffix: str, help_text: str) -> Callable[..., None]:
     """A command that sends ``method`` to one subscription (``suffix`` after its path) and shows the answer."""
 
-    def command(subscription_id: str = SUBSCRIPTION_ID, server: str = SERVER, key: Optional[str] = KEY,
-                as_json: bool = JSON) -> None:
+    def command(
+        subscription_id: str = SUBSCRIPTION_ID, server: str = SERVER, key: str | None = KEY, as_json: bool = JSON
+    ) -> None:
         path = f"/v1/subscriptions/{subscription_id}{suffix}"
         show(request(server, key, method, path, {} if method == "POST" else None), as_json)
 
@@ -94,7 +115,9 @@ subscriptions.command("delete")(_one("DELETE", "", "Deprovision: delivery stops 
 def replay(
     subscription_id: str = SUBSCRIPTION_ID,
     from_: str = typer.Option(..., "--from", metavar="TIME|POSITION", help="RFC 3339 time or a log position"),
-    server: str = SERVER, key: Optional[str] = KEY, as_json: bool = JSON,
+    server: str = SERVER,
+    key: str | None = KEY,
+    as_json: bool = JSON,
 ) -> None:
     """Move the cursor back (within retention) and deliver again from there."""
     start: Any = int(from_) if from_.isdigit() else from_
@@ -105,7 +128,9 @@ def replay(
 def attempts(
     subscription_id: str = SUBSCRIPTION_ID,
     limit: int = typer.Option(20, metavar="N", help="how many attempts, newest first"),
-    server: str = SERVER, key: Optional[str] = KEY, as_json: bool = JSON,
+    server: str = SERVER,
+    key: str | None = KEY,
+    as_json: bool = JSON,
 ) -> None:
     """The delivery attempt log, newest first."""
     found = request(server, key, "GET", f"/v1/subscriptions/{subscription_id}/attempts?limit={limit}")

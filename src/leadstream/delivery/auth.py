@@ -96,12 +96,14 @@ class OAuth2ClientCredentials:
             async with session.post(self.token_url, data=form, headers=self._headers, timeout=self.timeout) as response:
                 body = await response.read()
                 status = response.status
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise self._error(f"no answer within {self.timeout.total:g} s") from None
         except aiohttp.ClientConnectorError as exc:
             # "connection refused" rather than asyncio's "Connect call failed (…)"; DNS errors have their own text
             error = exc.os_error
-            raise self._error(os.strerror(error.errno).lower() if (error.errno or 0) > 0 else str(error)) from None
+            raise self._error(
+                os.strerror(error.errno).lower() if error.errno is not None and error.errno > 0 else str(error)
+            ) from None
         except aiohttp.ClientError as exc:
             raise self._error(f"{type(exc).__name__}: {exc}") from None
         if not 200 <= status < 300:

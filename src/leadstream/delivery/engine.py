@@ -90,7 +90,9 @@ class DeliveryEngine:
             state_log = StateLog(options.state_log)
             await state_log.adopt(self.store, state_log.recover())  # what the last run saved last
             state_log.open()
-        self.shared = Shared(self.store, self.tail, self.session, self.keyring, state_log, options.attempts_kept, self.leases)
+        self.shared = Shared(
+            self.store, self.tail, self.session, self.keyring, state_log, options.attempts_kept, self.leases
+        )
         await self.leases.renew()
         for stored in await self.store.list_subscriptions():
             if self.leases.mine(stored.id):
@@ -153,7 +155,9 @@ class DeliveryEngine:
         """Deliver a subscription from what was last saved, with the admin changes not applied yet."""
         config = unseal(stored.config, self.secretbox)
         state = rules.decode(stored.state)
-        sender = Sender(self.shared, stored.id, config, state, self._matcher(config, stored.id, state), applied=stored.applied)
+        sender = Sender(
+            self.shared, stored.id, config, state, self._matcher(config, stored.id, state), applied=stored.applied
+        )
         self.senders[stored.id] = sender
         await self._apply(sender, stored)
         return sender
@@ -213,7 +217,8 @@ class DeliveryEngine:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.options.follow_interval)
-            woken, _ = self._wake.is_set(), self._wake.clear()
+            woken = self._wake.is_set()
+            self._wake.clear()
             try:
                 revision = await self.store.subscriptions_revision()  # read before the subscriptions: no change missed
                 if revision == seen and not woken and not self.leases.due:

@@ -37,15 +37,24 @@ class Answer:
 
 
 async def post(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], timeout: float,
-    *, ssl: ssl_module.SSLContext | bool = True,
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    *,
+    ssl: ssl_module.SSLContext | bool = True,
 ) -> Answer:
     """POST ``body``; ``timeout`` seconds for everything, connecting included. ``ssl``: the
     subscription's TLS context (its own CA, a client certificate), or True for the defaults."""
     started = time.perf_counter()
     try:
         async with session.post(
-            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False,
+            url,
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
             ssl=ssl,
         ) as response:
             status = response.status
@@ -59,7 +68,9 @@ async def post(
         return Answer(error=f"timed out after {timeout * 1000:.0f} ms", duration=time.perf_counter() - started)
     except aiohttp.ClientConnectorError as exc:
         reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
-        return Answer(error=f"cannot connect to {exc.host}:{exc.port}: {reason}", duration=time.perf_counter() - started)
+        return Answer(
+            error=f"cannot connect to {exc.host}:{exc.port}: {reason}", duration=time.perf_counter() - started
+        )
     except aiohttp.ClientError as exc:
         return Answer(error=f"{type(exc).__name__}: {exc}".rstrip(": "), duration=time.perf_counter() - started)
     except OSError as exc:  # e.g. the outbound guard

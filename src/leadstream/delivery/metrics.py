@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-DELIVERED = Counter(
-    "leadstream_delivered_events", "Events delivered with a 2xx answer", ["subscription"]
-)
+DELIVERED = Counter("leadstream_delivered_events", "Events delivered with a 2xx answer", ["subscription"])
 FAILED_ATTEMPTS = Counter(
-    "leadstream_delivery_failed_attempts", "Delivery attempts that failed (connection, timeout, non-2xx)", ["subscription"]
+    "leadstream_delivery_failed_attempts",
+    "Delivery attempts that failed (connection, timeout, non-2xx)",
+    ["subscription"],
 )
 DEAD_LETTERED = Counter(
     "leadstream_dead_lettered_events", "Events an endpoint refused for good (413 on a single event)", ["subscription"]
@@ -41,7 +41,9 @@ class _LagCollector:
 
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily(
-            "leadstream_delivery_lag_seconds", "Age of the oldest undelivered event, per subscription", labels=["subscription"]
+            "leadstream_delivery_lag_seconds",
+            "Age of the oldest undelivered event, per subscription",
+            labels=["subscription"],
         )
         for source in list(self.sources):
             for subscription, lag in source.lags():  # type: ignore[attr-defined]
@@ -53,4 +55,4 @@ class _LagCollector:
 
 
 LAG = _LagCollector()
-REGISTRY.register(LAG)  # type: ignore[arg-type]
+REGISTRY.register(LAG)

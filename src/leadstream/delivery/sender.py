@@ -95,7 +95,9 @@ class Sender:
         self.endpoint = Endpoint(self.id, config, self.shared.session, self.shared.keyring)
         self.format = config.body_format
         self.single = config.delivery == "single"
-        self.timing = Timing(config.retryAttempts, config.retryIntervalMs, config.probeIntervalMs, config.pushIntervalMs)
+        self.timing = Timing(
+            config.retryAttempts, config.retryIntervalMs, config.probeIntervalMs, config.pushIntervalMs
+        )
         self.size_cap: int | None = None  # learned from 413 answers: bodies above it were refused
 
     def apply(self, control: Control, config: SubscriptionConfig, matcher: Callable[[], Matcher]) -> bool:
@@ -229,7 +231,9 @@ class Sender:
             await self.shared.tail.wait(self.key, self.scanned, timeout)
 
     def _full(self) -> bool:
-        return len(self.buffer) >= (1 if self.single else self.config.batchSize) or self.buffer_bytes >= self._byte_cap()
+        return (
+            len(self.buffer) >= (1 if self.single else self.config.batchSize) or self.buffer_bytes >= self._byte_cap()
+        )
 
     def _byte_cap(self) -> int:
         cap = self.config.maxBatchBytes if self.size_cap is None else min(self.config.maxBatchBytes, self.size_cap)
@@ -332,7 +336,9 @@ class Sender:
         self.size_cap = half_body if self.size_cap is None else min(self.size_cap, half_body)
         if len(batch.events) == 1:
             event = batch.events[0]
-            await self.shared.store.dead_letter(self.id, event, f"HTTP 413 for a single event of {len(batch.body or b'')} bytes")
+            await self.shared.store.dead_letter(
+                self.id, event, f"HTTP 413 for a single event of {len(batch.body or b'')} bytes"
+            )
             self.state.deadLettered += 1
             metrics.DEAD_LETTERED.labels(self.id).inc()
             self.state.cursor = max(self.state.cursor, batch.upto)
@@ -377,7 +383,9 @@ class Sender:
         }
         if note:
             doc["note"] = note
-        self.shared.spawn(self.shared.store.record_attempt(self.id, _attempt_encoder.encode(doc), self.shared.attempts_kept))
+        self.shared.spawn(
+            self.shared.store.record_attempt(self.id, _attempt_encoder.encode(doc), self.shared.attempts_kept)
+        )
 
     # -- retention ----------------------------------------------------------------------------------
 

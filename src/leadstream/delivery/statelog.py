@@ -8,7 +8,8 @@ a process crash; like the store's ``save_state``, not a power loss), and the sto
 latest state of each subscription once a second (``checkpoint``).
 
 Files: ``<directory>/delivery-state.<n>.log``, one JSON line per save (the state, and the control
-revision it reflects), the newest line of a subscription wins. A checkpoint starts a new file, writes what the old one held to the store, then
+revision it reflects), the newest line of a subscription wins. A checkpoint starts a new file,
+writes what the old one held to the store, then
 deletes it; after a crash, ``recover`` replays whatever files are left, oldest first. A torn last
 line (power loss) is skipped. For one node only: a cluster keeps its states in the shared store.
 """

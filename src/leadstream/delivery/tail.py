@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
@@ -151,10 +152,8 @@ class LogTail:
         waiter = self._waiters.get(key)
         if waiter is None or waiter.done():
             waiter = self._waiters[key] = asyncio.get_running_loop().create_future()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            pass
 
     def _has(self, key: Key, after: int) -> bool:
         for chunk in reversed(self._chunks):

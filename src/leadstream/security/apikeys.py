@@ -47,9 +47,14 @@ class ApiKey(msgspec.Struct, omit_defaults=True):
     def public(self) -> dict[str, object]:
         """What the API shows: everything but the hash."""
         return {
-            "id": self.id, "name": self.name, "munchkinIds": self.munchkinIds, "scopes": self.scopes,
-            "createdAt": rfc3339(self.createdAt), "createdBy": self.createdBy,
-            "lastUsedAt": rfc3339(self.lastUsedAt), "revokedAt": rfc3339(self.revokedAt),
+            "id": self.id,
+            "name": self.name,
+            "munchkinIds": self.munchkinIds,
+            "scopes": self.scopes,
+            "createdAt": rfc3339(self.createdAt),
+            "createdBy": self.createdBy,
+            "lastUsedAt": rfc3339(self.lastUsedAt),
+            "revokedAt": rfc3339(self.revokedAt),
         }
 
 

@@ -20,7 +20,9 @@ KEEP = 100_000
 SCAN_ROWS = 10_000  # entries looked at per request at most, when a filter matches rarely
 REDACTED = "***"
 # Field names whose values are secrets wherever they appear (compared lower-cased, without _ and -).
-SECRET_NAMES = frozenset({"token", "clientsecret", "hmacsecret", "secret", "password", "key", "apikey", "clientkey", "authorization"})
+SECRET_NAMES = frozenset(
+    {"token", "clientsecret", "hmacsecret", "secret", "password", "key", "apikey", "clientkey", "authorization"}
+)
 SECRET_PREFIXES = ("lst_", "lsk_", "whsec_")
 
 
@@ -39,7 +41,9 @@ def redact(value: Any) -> Any:
     ciphertext or look like our keys and HMAC secrets."""
     if isinstance(value, dict):
         return {
-            k: REDACTED if _secret_name(k) and v not in (None, "", False, True) and not isinstance(v, (dict, list)) else redact(v)
+            k: REDACTED
+            if _secret_name(k) and v not in (None, "", False, True) and not isinstance(v, (dict, list))
+            else redact(v)
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -65,13 +69,20 @@ class AuditLog:
     async def record(
         self, actor_key_id: str, action: str, target: str, changes: Any = None, munchkin_ids: list[str] | None = None
     ) -> AuditEntry:
-        entry = AuditEntry(rfc3339(now_ms()) or "", actor_key_id, action, target, sorted(munchkin_ids or []), redact(changes))
+        entry = AuditEntry(
+            rfc3339(now_ms()) or "", actor_key_id, action, target, sorted(munchkin_ids or []), redact(changes)
+        )
         entry.seq = await self.store.append_audit(_encoder.encode(entry), self.keep)
         return entry
 
     async def entries(
-        self, *, limit: int = 100, before: int | None = None, tenants: frozenset[str] | None = None,
-        munchkin_id: str | None = None, action: str | None = None,
+        self,
+        *,
+        limit: int = 100,
+        before: int | None = None,
+        tenants: frozenset[str] | None = None,
+        munchkin_id: str | None = None,
+        action: str | None = None,
     ) -> tuple[list[AuditEntry], int | None]:
         """Newest first: up to ``limit`` entries below ``before`` that ``tenants`` may see (None:
         every tenant's), and where to continue (None: the end)."""

@@ -103,7 +103,9 @@ class GuardPolicy:
         if self.allow_private:
             return True
         ip = ipaddress.ip_address(address.split("%", 1)[0])
-        return refusal(ip) is None or any(ip in network for network in self.allowed_cidrs if ip.version == network.version)
+        return refusal(ip) is None or any(
+            ip in network for network in self.allowed_cidrs if ip.version == network.version
+        )
 
     def check(self, address: str) -> None:
         """Raise ``BlockedAddress`` unless connecting to ``address`` is allowed."""

@@ -10,9 +10,6 @@ import time
 from dataclasses import dataclass, field
 
 
-
-
-
 @dataclass(slots=True)
 class TokenBucket:
     rate: float  # tokens per second

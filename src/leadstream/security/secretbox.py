@@ -92,7 +92,7 @@ class SecretBox:
         """Open a sealed value; a value without the prefix (stored before encryption) comes back as is."""
         if not is_sealed(value):
             return value
-        kid, _, body = value[len(PREFIX):].partition(":")
+        kid, _, body = value[len(PREFIX) :].partition(":")
         aead = self._openers.get(kid)
         if aead is None:
             raise SecretBoxError(

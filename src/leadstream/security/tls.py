@@ -70,4 +70,6 @@ def _load_client_pair(context: ssl.SSLContext, cert: str, key: str) -> None:
         try:
             context.load_cert_chain(paths[0], paths[1])
         except (ssl.SSLError, ValueError):
-            raise Invalid("tls.clientCert/clientKey: not a matching PEM certificate and private key", field="tls.clientCert") from None
+            raise Invalid(
+                "tls.clientCert/clientKey: not a matching PEM certificate and private key", field="tls.clientCert"
+            ) from None

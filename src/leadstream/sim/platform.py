@@ -18,19 +18,19 @@ import itertools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
-from datetime import datetime, timezone
 from typing import Any
 
 from leadstream.catalog import Catalog, NotificationKind
-from leadstream.events import MUNCHKIN_RE
 from leadstream.sim import values as v
+from leadstream.tenants import MUNCHKIN_RE
 
 Record = tuple[str, dict[str, Any]]  # (stream, ingest record)
 Build = Callable[[float], Record | None]
 
 DEFAULT_TENANTS = ("123-ABC-456", "234-BCD-567", "345-CDE-678")
-DEFAULT_START = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
+DEFAULT_START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 LEADS_PER_TENANT = 400
 MIN_LEADS = 50  # deletes and merges stop here, so every tenant keeps traffic
 MAX_LEADS = 5_000  # past this a new lead pushes an old one out (memory stays flat on long runs)
@@ -50,8 +50,16 @@ HAND_BUILT = {1, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 22, 27, 32, 37}
 
 # lead fields as Change Data Value names them, with the field ids of a typical instance
 FIELD_IDS = {
-    "Email Address": 48, "First Name": 31, "Last Name": 33, "Job Title": 36, "Company Name": 47,
-    "Phone Number": 42, "City": 39, "Lead Status": 90, "Lead Score": 55, "Unsubscribed": 70,
+    "Email Address": 48,
+    "First Name": 31,
+    "Last Name": 33,
+    "Job Title": 36,
+    "Company Name": 47,
+    "Phone Number": 42,
+    "City": 39,
+    "Lead Status": 90,
+    "Lead Score": 55,
+    "Unsubscribed": 70,
 }
 CHANGE_SOURCES = ("Web form fillout", "Web service API", "Marketo Flow Action", "Lead Database", "Salesforce")
 
@@ -77,13 +85,22 @@ class CustomRecord:
 
 def _car(rng: random.Random) -> dict[str, Any]:
     make, model = rng.choice((("Volvo", "XC40"), ("Toyota", "Corolla"), ("Tesla", "Model 3"), ("Fiat", "500e")))
-    return {"vin": f"{rng.getrandbits(68):017X}"[:17], "make": make, "model": model,
-            "year": rng.randint(2015, 2026), "color": rng.choice(("red", "blue", "white", "black", "green"))}
+    return {
+        "vin": f"{rng.getrandbits(68):017X}"[:17],
+        "make": make,
+        "model": model,
+        "year": rng.randint(2015, 2026),
+        "color": rng.choice(("red", "blue", "white", "black", "green")),
+    }
 
 
 def _subscription(rng: random.Random) -> dict[str, Any]:
-    return {"plan": rng.choice(("starter", "growth", "enterprise")), "seats": rng.randint(1, 250),
-            "status": rng.choice(("trial", "active")), "monthlyPrice": round(rng.uniform(19, 4900), 2)}
+    return {
+        "plan": rng.choice(("starter", "growth", "enterprise")),
+        "seats": rng.randint(1, 250),
+        "status": rng.choice(("trial", "active")),
+        "monthlyPrice": round(rng.uniform(19, 4900), 2),
+    }
 
 
 CUSTOM_OBJECTS: dict[str, Callable[[random.Random], dict[str, Any]]] = {"car_c": _car, "subscription_c": _subscription}
@@ -101,17 +118,32 @@ class Tenant:
         for _ in range(LEADS_PER_TENANT):
             self.add(Lead(self.reserve_lead_id(), v.person(rng)))
         host = munchkin_id.lower().replace("-", "")
-        self.users = [(rng.randint(100, 9_999), f"{name.lower()}@{host}.example") for name in rng.sample(v.FIRST_NAMES, 6)]
+        self.users = [
+            (rng.randint(100, 9_999), f"{name.lower()}@{host}.example") for name in rng.sample(v.FIRST_NAMES, 6)
+        ]
         self.users += [(rng.randint(100, 9_999), f"{rng.getrandbits(32):08x}@{host}.mktorest.com") for _ in range(2)]
-        self.mailings = [(rng.randint(1_000, 99_999), f"{program}.{email}") for program, email in (
-            ("2026-11 Newsletter", "Newsletter Email"), ("Webinar - Data Streams", "Invitation"),
-            ("Webinar - Data Streams", "Reminder"), ("Onboarding Nurture", "Welcome Email"),
-            ("Product Update 3.2", "Announcement"), ("Black Friday", "Offer Email"))]
+        self.mailings = [
+            (rng.randint(1_000, 99_999), f"{program}.{email}")
+            for program, email in (
+                ("2026-11 Newsletter", "Newsletter Email"),
+                ("Webinar - Data Streams", "Invitation"),
+                ("Webinar - Data Streams", "Reminder"),
+                ("Onboarding Nurture", "Welcome Email"),
+                ("Product Update 3.2", "Announcement"),
+                ("Black Friday", "Offer Email"),
+            )
+        ]
         self.campaigns = [rng.randint(1_000, 9_999) for _ in range(8)]
         self.programs = [rng.randint(1_000, 9_999) for _ in range(5)]
         self.pages = {path: rng.randint(1_000, 9_999) for path in v.PAGES}
-        self.forms = [(rng.randint(1_000, 9_999), name) for name in ("Contact Us", "Webinar Registration", "Free Trial", "Newsletter Signup")]
-        self.lists = [(rng.randint(1_000, 9_999), name) for name in ("Webinar Attendees", "Trade Show 2026", "Newsletter", "Imported Leads")]
+        self.forms = [
+            (rng.randint(1_000, 9_999), name)
+            for name in ("Contact Us", "Webinar Registration", "Free Trial", "Newsletter Signup")
+        ]
+        self.lists = [
+            (rng.randint(1_000, 9_999), name)
+            for name in ("Webinar Attendees", "Trade Show 2026", "Newsletter", "Imported Leads")
+        ]
         self.custom_records: dict[str, list[CustomRecord]] = {name: [] for name in CUSTOM_OBJECTS}
         self._component_ids: dict[str, list[int]] = {}
 
@@ -291,35 +323,66 @@ class Platform:
             path = rng.choice(v.PAGES)
             page_id = tenant.pages[path]
             engine, query = rng.choice(v.SEARCH) if "google" in referrer or "duckduckgo" in referrer else ("", "")
-            visit = {**browser, "Webpage URL": v.url(rng, path), "Referrer URL": referrer,
-                     "Search Engine": engine, "Search Query": query, "Personalized URL": False}
-            self._activity_at(moment, tenant, lead.id, VISIT_WEBPAGE, primary=(page_id, f"www.example.com{path}"), given=visit)
+            visit = {
+                **browser,
+                "Webpage URL": v.url(rng, path),
+                "Referrer URL": referrer,
+                "Search Engine": engine,
+                "Search Query": query,
+                "Personalized URL": False,
+            }
+            self._activity_at(
+                moment, tenant, lead.id, VISIT_WEBPAGE, primary=(page_id, f"www.example.com{path}"), given=visit
+            )
             referrer = v.url(rng, path)
             if rng.random() < 0.25:
                 click = {**browser, "Referrer URL": referrer, "Webpage ID": page_id}
-                self._activity_at(moment + self._after(1, 20), tenant, lead.id, CLICK_LINK,
-                                  primary=(rng.randint(1_000, 99_999), v.url(rng)), given=click)
+                self._activity_at(
+                    moment + self._after(1, 20),
+                    tenant,
+                    lead.id,
+                    CLICK_LINK,
+                    primary=(rng.randint(1_000, 99_999), v.url(rng)),
+                    given=click,
+                )
         if rng.random() < 0.15:
             form_id, form = rng.choice(tenant.forms)
             fields = lead.fields
-            submitted = {**browser, "Referrer URL": referrer, "Webpage ID": tenant.pages["/contact"],
-                         "Form Fields": f"Email={fields['Email Address']}&FirstName={fields['First Name']}"
-                                        f"&LastName={fields['Last Name']}&Company={fields['Company Name']}"}
-            self._activity_at(moment + self._after(10, 90), tenant, lead.id, FILL_OUT_FORM,
-                              primary=(form_id, f"{form} Form"), given=submitted)
+            submitted = {
+                **browser,
+                "Referrer URL": referrer,
+                "Webpage ID": tenant.pages["/contact"],
+                "Form Fields": f"Email={fields['Email Address']}&FirstName={fields['First Name']}"
+                f"&LastName={fields['Last Name']}&Company={fields['Company Name']}",
+            }
+            self._activity_at(
+                moment + self._after(10, 90),
+                tenant,
+                lead.id,
+                FILL_OUT_FORM,
+                primary=(form_id, f"{form} Form"),
+                given=submitted,
+            )
 
     def _email_campaign(self, tenant: Tenant, moment: float) -> None:
         """One send to a handful of leads: Send → Delivered → Open → Click, some bounce or unsubscribe."""
         rng = self._rng
         mailing = rng.choice(tenant.mailings)
         campaign_id = rng.choice(tenant.campaigns)
-        common = {"Campaign Run ID": rng.randint(1_000, 99_999), "Choice Number": 0, "Has Predictive": False,
-                  "Step ID": rng.randint(1, 40), "Test Variant": 0}
+        common = {
+            "Campaign Run ID": rng.randint(1_000, 99_999),
+            "Choice Number": 0,
+            "Has Predictive": False,
+            "Step ID": rng.randint(1, 40),
+            "Test Variant": 0,
+        }
 
         def email(at: float, lead_id: int, type_id: int, extra: dict[str, Any] | None = None) -> None:
             known = self.catalog.activity_type(tenant.munchkin_id, type_id).attributes  # type: ignore[union-attr]
             given = {name: value for name, value in {**common, **(extra or {})}.items() if name in known}
-            self._activity_at(at, tenant, lead_id, type_id, primary=mailing, campaign_id=campaign_id, given=given, fill=False)
+            self._activity_at(
+                at, tenant, lead_id, type_id, primary=mailing, campaign_id=campaign_id, given=given, fill=False
+            )
 
         recipients = rng.sample(tenant.leads, min(len(tenant.leads), rng.randint(3, 20)))
         for lead in recipients:
@@ -328,10 +391,14 @@ class Platform:
             fate = rng.random()
             if fate < 0.06:
                 hard = fate < 0.03
-                bounce = {"Email": lead.fields["Email Address"], "Category": "1" if hard else "4",
-                          "Subcategory": "1003" if hard else "2001",
-                          "Details": "550 5.1.1 Recipient address rejected: User unknown" if hard
-                          else "452 4.2.2 Mailbox full, try again later"}
+                bounce = {
+                    "Email": lead.fields["Email Address"],
+                    "Category": "1" if hard else "4",
+                    "Subcategory": "1003" if hard else "2001",
+                    "Details": "550 5.1.1 Recipient address rejected: User unknown"
+                    if hard
+                    else "452 4.2.2 Mailbox full, try again later",
+                }
                 kind = EMAIL_BOUNCED if hard else EMAIL_BOUNCED_SOFT
                 email(moment + self._after(1, 10), lead.id, kind, bounce)
                 continue
@@ -340,31 +407,68 @@ class Platform:
             if rng.random() >= 0.35:
                 continue
             device, platform, mobile = rng.choice(v.DEVICES)
-            reader = {"Device": device, "Platform": platform, "Is Mobile Device": mobile, "Is Bot Activity": False,
-                      "Bot Activity Pattern": "N/A", "User Agent": rng.choice(v.USER_AGENTS)}
+            reader = {
+                "Device": device,
+                "Platform": platform,
+                "Is Mobile Device": mobile,
+                "Is Bot Activity": False,
+                "Bot Activity Pattern": "N/A",
+                "User Agent": rng.choice(v.USER_AGENTS),
+            }
             opened = delivered + self._after(5, 90)
             email(opened, lead.id, OPEN_EMAIL, reader)
             if rng.random() < 0.3:
-                click = {**reader, "Link": v.url(rng), "Link ID": str(rng.randint(1_000, 99_999)), "Is Predictive": False}
+                click = {
+                    **reader,
+                    "Link": v.url(rng),
+                    "Link ID": str(rng.randint(1_000, 99_999)),
+                    "Is Predictive": False,
+                }
                 email(opened + self._after(2, 60), lead.id, CLICK_EMAIL, click)
             if rng.random() < 0.05:
-                leaving = {"Client IP Address": v.ip(rng), "User Agent": reader["User Agent"], "Query Parameters": "",
-                           "Referrer URL": "", "Webform ID": rng.randint(1_000, 9_999), "Webpage ID": rng.randint(1_000, 9_999),
-                           "Form Fields": f"Email={lead.fields['Email Address']}&Unsubscribed=yes"}
+                leaving = {
+                    "Client IP Address": v.ip(rng),
+                    "User Agent": reader["User Agent"],
+                    "Query Parameters": "",
+                    "Referrer URL": "",
+                    "Webform ID": rng.randint(1_000, 9_999),
+                    "Webpage ID": rng.randint(1_000, 9_999),
+                    "Form Fields": f"Email={lead.fields['Email Address']}&Unsubscribed=yes",
+                }
                 unsubscribed = opened + self._after(5, 60)
                 email(unsubscribed, lead.id, UNSUBSCRIBE_EMAIL, leaving)
-                self._at(unsubscribed + 0.5, lambda now, lead_id=lead.id: self._change_field(
-                    tenant, lead_id, now, "Unsubscribed", "true", "Marketo Flow Action", campaign_id))
+                self._at(unsubscribed + 0.5, self._field_change(tenant, lead.id, "Unsubscribed", "true", campaign_id))
+
+    def _field_change(self, tenant: Tenant, lead_id: int, name: str, new: str, campaign_id: int) -> Build:
+        """A Change Data Value made by a flow action, built when its moment comes."""
+
+        def build(moment: float) -> Record | None:
+            return self._change_field(tenant, lead_id, moment, name, new, "Marketo Flow Action", campaign_id)
+
+        return build
 
     def _lead_change(self, tenant: Tenant, moment: float) -> None:
         rng = self._rng
         lead = tenant.pick(rng)
-        name = rng.choice(("Email Address", "Job Title", "Lead Score", "Phone Number", "Company Name", "City", "Lead Status"))
-        self._at(moment, lambda now: self._change_field(
-            tenant, lead.id, now, name, None, rng.choice(CHANGE_SOURCES), rng.choice(tenant.campaigns)))
+        name = rng.choice(
+            ("Email Address", "Job Title", "Lead Score", "Phone Number", "Company Name", "City", "Lead Status")
+        )
+        self._at(
+            moment,
+            lambda now: self._change_field(
+                tenant, lead.id, now, name, None, rng.choice(CHANGE_SOURCES), rng.choice(tenant.campaigns)
+            ),
+        )
 
     def _change_field(
-        self, tenant: Tenant, lead_id: int, moment: float, name: str, new: str | None, source: str, campaign_id: int,
+        self,
+        tenant: Tenant,
+        lead_id: int,
+        moment: float,
+        name: str,
+        new: str | None,
+        source: str,
+        campaign_id: int,
     ) -> Record | None:
         """Change Data Value (13): the field name is the primary attribute value."""
         lead = tenant.get(lead_id)
@@ -377,18 +481,33 @@ class Platform:
         if new == old:
             return None
         lead.fields[name] = new
-        given = {"New Value": new, "Old Value": old, "Source": source,
-                 "Reason": {"Web form fillout": "Form fill", "Web service API": "API call",
-                            "Marketo Flow Action": "Changed by Smart Campaign", "Lead Database": "Manual edit",
-                            "Salesforce": "Synced from Salesforce"}[source]}
+        given = {
+            "New Value": new,
+            "Old Value": old,
+            "Source": source,
+            "Reason": {
+                "Web form fillout": "Form fill",
+                "Web service API": "API call",
+                "Marketo Flow Action": "Changed by Smart Campaign",
+                "Lead Database": "Manual edit",
+                "Salesforce": "Synced from Salesforce",
+            }[source],
+        }
         if source == "Web service API":
             given["API Method Name"] = "syncLead"
             given["Request Id"] = f"{rng.getrandbits(16):x}#{rng.getrandbits(40):x}"
         if source == "Lead Database":
             given["Modifying User"] = rng.choice(tenant.users)[1]
-        return self._activity(tenant, lead_id, moment, CHANGE_DATA_VALUE, primary=(FIELD_IDS[name], name),
-                              campaign_id=campaign_id if source == "Marketo Flow Action" else None,
-                              given=given, fill=False)
+        return self._activity(
+            tenant,
+            lead_id,
+            moment,
+            CHANGE_DATA_VALUE,
+            primary=(FIELD_IDS[name], name),
+            campaign_id=campaign_id if source == "Marketo Flow Action" else None,
+            given=given,
+            fill=False,
+        )
 
     def _new_value(self, name: str, lead: Lead) -> str:
         rng = self._rng
@@ -418,10 +537,17 @@ class Platform:
         if source == "Web form fillout":
             given |= {"Form Name": f"{rng.choice(tenant.forms)[1]} Form", "Lead Source": "Website"}
         elif source == "List import":
-            given |= {"List Name": rng.choice(tenant.lists)[1], "Lead Source": "Trade Show", "Modifying User": rng.choice(tenant.users)[1]}
+            given |= {
+                "List Name": rng.choice(tenant.lists)[1],
+                "Lead Source": "Trade Show",
+                "Modifying User": rng.choice(tenant.users)[1],
+            }
         elif source == "Web service API":
-            given |= {"API Method Name": "syncLead", "Lead Source": "Partner",
-                      "Request Id": f"{rng.getrandbits(16):x}#{rng.getrandbits(40):x}"}
+            given |= {
+                "API Method Name": "syncLead",
+                "Lead Source": "Partner",
+                "Request Id": f"{rng.getrandbits(16):x}#{rng.getrandbits(40):x}",
+            }
         else:
             given |= {"SFDC Type": "Lead", "Lead Source": "Salesforce"}
 
@@ -434,7 +560,9 @@ class Platform:
             self._delete_lead(tenant, moment + 0.001)
         if rng.random() < 0.5:
             listed = rng.choice(tenant.lists)
-            self._activity_at(moment + self._after(1, 30), tenant, lead.id, ADD_TO_LIST, primary=listed, given={"Source": source})
+            self._activity_at(
+                moment + self._after(1, 30), tenant, lead.id, ADD_TO_LIST, primary=listed, given={"Source": source}
+            )
 
     def _delete_lead(self, tenant: Tenant, moment: float) -> None:
         lead_id = tenant.pick(self._rng).id
@@ -458,14 +586,23 @@ class Platform:
             winner = tenant.get(winner_id)
             if winner is None or tenant.get(loser_id) is None or len(tenant.leads) <= MIN_LEADS:
                 return None
-            given: dict[str, Any] = {"Merge IDs": [loser_id], "Master Updated": rng.random() < 0.5,
-                                     "Merged in Sales": False, "Merge Source": source}
+            given: dict[str, Any] = {
+                "Merge IDs": [loser_id],
+                "Master Updated": rng.random() < 0.5,
+                "Merged in Sales": False,
+                "Merge Source": source,
+            }
             if source == "Web service API":
-                given |= {"API Method Name": "mergeLead", "Request Id": f"{rng.getrandbits(16):x}#{rng.getrandbits(40):x}"}
+                given |= {
+                    "API Method Name": "mergeLead",
+                    "Request Id": f"{rng.getrandbits(16):x}#{rng.getrandbits(40):x}",
+                }
             else:
                 given["Modifying User"] = rng.choice(tenant.users)[1]
             tenant.remove(loser_id)
-            return self._activity(tenant, winner_id, now, MERGE_LEADS, primary=(winner_id, winner.name), given=given, fill=False)
+            return self._activity(
+                tenant, winner_id, now, MERGE_LEADS, primary=(winner_id, winner.name), given=given, fill=False
+            )
 
         self._at(moment, merged)
 
@@ -484,8 +621,16 @@ class Platform:
             new = max(0, old + delta)
             lead.fields["Lead Score"] = str(new)
             given = {"Change Value": f"{delta:+d}", "New Value": new, "Old Value": old, "Reason": reason}
-            return self._activity(tenant, lead_id, now, CHANGE_SCORE, primary=(FIELD_IDS["Lead Score"], "Lead Score"),
-                                  campaign_id=campaign_id, given=given, fill=False)
+            return self._activity(
+                tenant,
+                lead_id,
+                now,
+                CHANGE_SCORE,
+                primary=(FIELD_IDS["Lead Score"], "Lead Score"),
+                campaign_id=campaign_id,
+                given=given,
+                fill=False,
+            )
 
         self._at(moment, scored)
 
@@ -499,8 +644,10 @@ class Platform:
         primary: tuple[int | str | None, Any] = (None, None)
         if activity.primary_attribute is not None:
             label = activity.primary_attribute.name.removesuffix(" ID").removesuffix(" Name")
-            primary = (rng.randint(1_000, 99_999) if activity.primary_attribute.data_type == "integer" else v.guid(rng)[:8],
-                       f"{rng.choice(v.WORDS).title()} {label}")
+            primary = (
+                rng.randint(1_000, 99_999) if activity.primary_attribute.data_type == "integer" else v.guid(rng)[:8],
+                f"{rng.choice(v.WORDS).title()} {label}",
+            )
         campaign_id = rng.choice(tenant.campaigns) if rng.random() < 0.5 else None
         self._activity_at(moment, tenant, lead_id, type_id, primary=primary, campaign_id=campaign_id)
 
@@ -513,7 +660,7 @@ class Platform:
         api_name = rng.choice(sorted(CUSTOM_OBJECTS))
         pool = tenant.custom_records[api_name]
         draw = rng.random()
-        if len(pool) < 3 or draw < 0.35 and len(pool) < MAX_CUSTOM_RECORDS:
+        if len(pool) < 3 or (draw < 0.35 and len(pool) < MAX_CUSTOM_RECORDS):
             record = CustomRecord(api_name, v.guid(rng), tenant.pick(rng).id, CUSTOM_OBJECTS[api_name](rng))
             pool.append(record)
             action = "create"
@@ -588,23 +735,43 @@ class Platform:
             case "campaign_abort":
                 return {"campaignId": rng.choice(tenant.campaigns), "userId": rng.choice(tenant.users)[1]}
             case "campaign_failure":
-                return {"campaignId": rng.choice(tenant.campaigns), "reason": rng.choice((
-                    "Email 'Offer Email' is not approved", "Smart list references a deleted list",
-                    "Webhook 'CRM sync' returned 500"))}
+                return {
+                    "campaignId": rng.choice(tenant.campaigns),
+                    "reason": rng.choice(
+                        (
+                            "Email 'Offer Email' is not approved",
+                            "Smart list references a deleted list",
+                            "Webhook 'CRM sync' returned 500",
+                        )
+                    ),
+                }
             case "program_exhausted":
                 return {"programId": rng.choice(tenant.programs), "exhaustedCount": rng.randint(1, 500)}
             case "salesforce_sync_failure":
-                code, message = rng.choice((("INVALID_EMAIL_ADDRESS", "invalid email address"),
-                                            ("REQUIRED_FIELD_MISSING", "Required fields are missing: [Company]"),
-                                            ("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record")))
+                code, message = rng.choice(
+                    (
+                        ("INVALID_EMAIL_ADDRESS", "invalid email address"),
+                        ("REQUIRED_FIELD_MISSING", "Required fields are missing: [Company]"),
+                        ("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record"),
+                    )
+                )
                 return {"errorCode": code, "message": message, "leadId": tenant.pick(rng).id}
             case "test_group":
-                return {"programId": rng.choice(tenant.programs), "winner": rng.choice(("Variant A", "Variant B", "Control"))}
+                return {
+                    "programId": rng.choice(tenant.programs),
+                    "winner": rng.choice(("Variant A", "Variant B", "Control")),
+                }
             case "web_services":
                 services = ("Get Leads", "Sync Leads", "Get Lead Activities", "Bulk Extract", "Get Lead Changes")
-                return {"dailyQuota": 50_000, "percent": rng.choice((80, 90, 100)),
-                        "serviceNames": sorted(rng.sample(services, rng.randint(1, 3)))}
+                return {
+                    "dailyQuota": 50_000,
+                    "percent": rng.choice((80, 90, 100)),
+                    "serviceNames": sorted(rng.sample(services, rng.randint(1, 3))),
+                }
         # a kind added to the catalog later: values from its declared field types
-        generic = {"number": lambda: rng.randint(1, 10_000), "boolean": lambda: rng.random() < 0.5,
-                   "array<string>": lambda: [rng.choice(v.WORDS)]}
+        generic: dict[str, Callable[[], Any]] = {
+            "number": lambda: rng.randint(1, 10_000),
+            "boolean": lambda: rng.random() < 0.5,
+            "array<string>": lambda: [rng.choice(v.WORDS)],
+        }
         return {name: generic.get(type_, lambda: rng.choice(v.WORDS))() for name, type_ in kind.event_action.items()}

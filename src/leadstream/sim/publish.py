@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -54,9 +55,14 @@ class SimResult:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "published": self.published, "accepted": self.accepted, "duplicates": self.duplicates,
-            "rejected": self.rejected, "requests": self.requests, "elapsed": round(self.elapsed, 3),
-            "streams": {s: vars(c) for s, c in self.streams.items()}, "errors": self.errors,
+            "published": self.published,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "requests": self.requests,
+            "elapsed": round(self.elapsed, 3),
+            "streams": {s: vars(c) for s, c in self.streams.items()},
+            "errors": self.errors,
         }
 
 
@@ -100,10 +106,8 @@ async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
     if stop is None:
         await asyncio.sleep(seconds)
         return
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 async def simulate(
@@ -132,7 +136,7 @@ async def simulate(
     if rate <= 0 or duration <= 0:
         raise ValueError("rate and duration must be positive")
     batch = max(1, min(batch, MAX_RECORDS))
-    platform = Platform(seed, tenants, start=datetime.now(timezone.utc).replace(microsecond=0), events_per_second=rate)
+    platform = Platform(seed, tenants, start=datetime.now(UTC).replace(microsecond=0), events_per_second=rate)
     total = max(1, round(rate * duration))
     result = SimResult()
     url = server.rstrip("/") + "/v1/streams/{}/events"

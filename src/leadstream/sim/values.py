@@ -7,30 +7,118 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-FIRST_NAMES = ("Ada", "Ben", "Chloé", "Dmitri", "Elena", "Farah", "Gus", "Hana", "Ivan", "Jia", "Kofi", "Lena",
-               "Mateo", "Nora", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Vera", "Wei", "Yusuf", "Zoe")
-LAST_NAMES = ("Adler", "Brooks", "Castillo", "Dubois", "Eriksen", "Fischer", "García", "Hughes", "Ito", "Jensen",
-              "Kowalski", "Larsen", "Moreau", "Nakamura", "Okafor", "Patel", "Rossi", "Schmidt", "Tanaka", "Varga")
-COMPANIES = ("Acme Corp", "Globex", "Initech", "Umbrella Health", "Stark Logistics", "Wayne Foods", "Hooli",
-             "Vandelay Industries", "Soylent Labs", "Tyrell Systems", "Cyberdyne Retail", "Wonka Confections")
-JOB_TITLES = ("Marketing Manager", "VP Marketing", "Demand Generation Lead", "CMO", "Marketing Operations Analyst",
-              "Sales Director", "Account Executive", "Product Marketing Manager", "Growth Engineer", "CTO")
+FIRST_NAMES = (
+    "Ada",
+    "Ben",
+    "Chloé",
+    "Dmitri",
+    "Elena",
+    "Farah",
+    "Gus",
+    "Hana",
+    "Ivan",
+    "Jia",
+    "Kofi",
+    "Lena",
+    "Mateo",
+    "Nora",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tariq",
+    "Uma",
+    "Vera",
+    "Wei",
+    "Yusuf",
+    "Zoe",
+)
+LAST_NAMES = (
+    "Adler",
+    "Brooks",
+    "Castillo",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "García",
+    "Hughes",
+    "Ito",
+    "Jensen",
+    "Kowalski",
+    "Larsen",
+    "Moreau",
+    "Nakamura",
+    "Okafor",
+    "Patel",
+    "Rossi",
+    "Schmidt",
+    "Tanaka",
+    "Varga",
+)
+COMPANIES = (
+    "Acme Corp",
+    "Globex",
+    "Initech",
+    "Umbrella Health",
+    "Stark Logistics",
+    "Wayne Foods",
+    "Hooli",
+    "Vandelay Industries",
+    "Soylent Labs",
+    "Tyrell Systems",
+    "Cyberdyne Retail",
+    "Wonka Confections",
+)
+JOB_TITLES = (
+    "Marketing Manager",
+    "VP Marketing",
+    "Demand Generation Lead",
+    "CMO",
+    "Marketing Operations Analyst",
+    "Sales Director",
+    "Account Executive",
+    "Product Marketing Manager",
+    "Growth Engineer",
+    "CTO",
+)
 CITIES = ("Berlin", "Lisbon", "Austin", "Toronto", "Singapore", "Sydney", "Dublin", "São Paulo", "Osaka", "Nairobi")
 LEAD_STATUSES = ("New", "Working", "Nurturing", "Marketing Qualified", "Sales Accepted", "Disqualified")
 
 USER_AGENTS = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",  # noqa: E501
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36",
 )
-DEVICES = (("iPhone", "iOS", True), ("Android", "Android", True), ("Desktop", "Windows", False), ("Mac", "Mac OS", False))
-PAGES = ("/", "/pricing", "/product/data-streams", "/blog/real-time-marketing", "/customers", "/webinars",
-         "/docs/getting-started", "/contact", "/about", "/careers")
-REFERRERS = ("https://www.google.com/", "https://www.linkedin.com/", "https://news.ycombinator.com/", "", "https://duckduckgo.com/")
+DEVICES = (
+    ("iPhone", "iOS", True),
+    ("Android", "Android", True),
+    ("Desktop", "Windows", False),
+    ("Mac", "Mac OS", False),
+)
+PAGES = (
+    "/",
+    "/pricing",
+    "/product/data-streams",
+    "/blog/real-time-marketing",
+    "/customers",
+    "/webinars",
+    "/docs/getting-started",
+    "/contact",
+    "/about",
+    "/careers",
+)
+REFERRERS = (
+    "https://www.google.com/",
+    "https://www.linkedin.com/",
+    "https://news.ycombinator.com/",
+    "",
+    "https://duckduckgo.com/",
+)
 SEARCH = (("Google", "marketing data streams"), ("Bing", "real time lead activity"), ("DuckDuckGo", "webhook marketo"))
 SOCIAL_NETWORKS = ("LinkedIn", "Facebook", "Twitter", "Xing")
 WORDS = ("alpha", "beacon", "cobalt", "delta", "ember", "falcon", "granite", "harbor", "iris", "juniper", "kestrel")
@@ -42,7 +130,7 @@ def guid(rng: random.Random) -> str:
 
 
 def rfc3339(moment: float, *, ms: bool = False) -> str:
-    when = datetime.fromtimestamp(moment, timezone.utc)
+    when = datetime.fromtimestamp(moment, UTC)
     if ms:
         return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")

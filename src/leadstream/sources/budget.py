@@ -27,16 +27,22 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, time as day_time, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import time as day_time
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from leadstream.errors import LeadstreamError
 from leadstream.sources.ledger import CallLedger, CallLimits, Granted
 from leadstream.sources.marketo.errors import (
-    AuthFailed, MarketoError, QuotaExhausted, RateLimited, TooManyConcurrent, Transient,
+    AuthFailed,
+    MarketoError,
+    QuotaExhausted,
+    RateLimited,
+    TooManyConcurrent,
+    Transient,
 )
 
 MARKETO_DAY = ZoneInfo("America/Chicago")
@@ -49,13 +55,13 @@ SourceState = Literal["running", "throttled", "quota_exhausted", "failing"]
 # -- pure rules ------------------------------------------------------------------------------------
 def day_start(now: float) -> float:
     """Epoch seconds of 00:00 America/Chicago on the Marketo day of ``now``."""
-    local = datetime.fromtimestamp(now, timezone.utc).astimezone(MARKETO_DAY)
+    local = datetime.fromtimestamp(now, UTC).astimezone(MARKETO_DAY)
     return datetime.combine(local.date(), day_time(0), MARKETO_DAY).timestamp()
 
 
 def next_reset(now: float) -> float:
     """Epoch seconds of the next 00:00 America/Chicago (23 or 25 hours after the last one on DST days)."""
-    local = datetime.fromtimestamp(now, timezone.utc).astimezone(MARKETO_DAY)
+    local = datetime.fromtimestamp(now, UTC).astimezone(MARKETO_DAY)
     return datetime.combine(local.date() + timedelta(days=1), day_time(0), MARKETO_DAY).timestamp()
 
 
@@ -94,8 +100,10 @@ class ShareSpent(LeadstreamError):
     title = "Too Many Requests"
 
     def __init__(self, munchkin_id: str, calls: int, resets_at: float) -> None:
-        super().__init__(f"{munchkin_id}: today's share of the API quota ({calls} calls) is spent until "
-                         f"{datetime.fromtimestamp(resets_at, timezone.utc):%Y-%m-%dT%H:%M:%SZ}")
+        super().__init__(
+            f"{munchkin_id}: today's share of the API quota ({calls} calls) is spent until "
+            f"{datetime.fromtimestamp(resets_at, UTC):%Y-%m-%dT%H:%M:%SZ}"
+        )
         self.resets_at = resets_at
 
 
@@ -188,8 +196,14 @@ class ApiBudget:
 
     def _call_limits(self, now: float) -> CallLimits:
         limits = self.limits
-        return CallLimits(limits.calls_per_20s, limits.window_seconds, self.max_in_flight, limits.calls_per_day,
-                          day_start(now), self.lease_seconds)
+        return CallLimits(
+            limits.calls_per_20s,
+            limits.window_seconds,
+            self.max_in_flight,
+            limits.calls_per_day,
+            day_start(now),
+            self.lease_seconds,
+        )
 
     def call(self) -> AbstractAsyncContextManager[Granted]:
         return self._call()
@@ -219,10 +233,8 @@ class ApiBudget:
 
     async def _wait(self, seconds: float) -> None:
         """Sleep, or less when a call of this node finishes (calls of other nodes are seen at the next ask)."""
-        try:
+        with suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
 
     async def _settle(self, granted: Granted, error: BaseException | None) -> None:
         now = self.clock()
@@ -249,5 +261,13 @@ class ApiBudget:
     async def status(self) -> BudgetStatus:
         now = self.clock()
         usage = await self.ledger.usage(self.munchkin_id, now, self._call_limits(now))
-        return BudgetStatus(usage.today, self.limits.calls_per_day, next_reset(now), usage.in_flight, usage.in_window,
-                            self.max_in_flight, usage.blocked_until, usage.blocked_reason)
+        return BudgetStatus(
+            usage.today,
+            self.limits.calls_per_day,
+            next_reset(now),
+            usage.in_flight,
+            usage.in_window,
+            self.max_in_flight,
+            usage.blocked_until,
+            usage.blocked_reason,
+        )

@@ -48,7 +48,7 @@ def type_groups(type_ids: Iterable[int], size: int = MAX_TYPE_IDS) -> list[tuple
     if not 1 <= size <= MAX_TYPE_IDS:
         raise ValueError(f"size: between 1 and {MAX_TYPE_IDS} type ids per group, got {size}")
     ids = sorted(set(type_ids) - {DELETE_LEAD})
-    return [tuple(ids[i:i + size]) for i in range(0, len(ids), size)]
+    return [tuple(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
 def group_key(type_ids: Sequence[int]) -> str:

@@ -68,7 +68,15 @@ class StoredSubscription:
         return cls(row[0], row[1], bytes(row[2]), bytes(row[3]), row[4], Control(*row[5:12]), row[12])
 
     def row(self) -> tuple[Any, ...]:
-        return (self.id, self.munchkin_id, self.config, self.state, self.created_at, *self.control.values(), self.applied)
+        return (
+            self.id,
+            self.munchkin_id,
+            self.config,
+            self.state,
+            self.created_at,
+            *self.control.values(),
+            self.applied,
+        )
 
 
 def number_fresh(events: Iterable[Event], seen: set[str], last: int, now_ms: int) -> tuple[list[int], list[Event], int]:
@@ -227,7 +235,9 @@ class Store(abc.ABC):
         """Oldest first (created_at, then id)."""
 
     @abc.abstractmethod
-    async def update_control(self, sub_id: str, control: Control, *, expected_rev: int, config: bytes | None = None) -> bool:
+    async def update_control(
+        self, sub_id: str, control: Control, *, expected_rev: int, config: bytes | None = None
+    ) -> bool:
         """Compare-and-set: store ``control`` (and ``config``, when given) only if the stored
         control revision is still ``expected_rev``. False when another writer came first."""
 

@@ -36,11 +36,12 @@ backoff, and ``healthy()`` is False until it succeeds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -150,7 +151,8 @@ MIGRATIONS = [
     CREATE TABLE api_keys (id text PRIMARY KEY, record bytea NOT NULL, used_at bigint NOT NULL DEFAULT 0);
     INSERT INTO api_keys (id, record, used_at)
         SELECT substr(k.name, 8), k.value,
-               coalesce((SELECT convert_from(u.value, 'UTF8')::bigint FROM settings u WHERE u.name = k.name || '.used'), 0)
+               coalesce((SELECT convert_from(u.value, 'UTF8')::bigint FROM settings u
+                         WHERE u.name = k.name || '.used'), 0)
         FROM settings k WHERE k.name LIKE 'apikey.%' AND k.name NOT LIKE '%.used';
     CREATE TABLE audit (seq bigserial PRIMARY KEY, entry bytea NOT NULL);
     INSERT INTO audit (seq, entry)
@@ -158,7 +160,8 @@ MIGRATIONS = [
         FROM settings, jsonb_array_elements(convert_from(settings.value, 'UTF8')::jsonb) AS e
         WHERE settings.name LIKE 'audit.page.%'
         ON CONFLICT DO NOTHING;
-    SELECT setval(pg_get_serial_sequence('audit', 'seq'), (SELECT max(seq) FROM audit)) WHERE EXISTS (SELECT FROM audit);
+    SELECT setval(pg_get_serial_sequence('audit', 'seq'), (SELECT max(seq) FROM audit))
+        WHERE EXISTS (SELECT FROM audit);
     INSERT INTO settings (name, value)
         SELECT DISTINCT ON (name) name, value FROM (
             SELECT 'catalog.activity.' || tenant.key || '.' || (entry.value ->> 'id') AS name,
@@ -176,7 +179,19 @@ MIGRATIONS = [
 SCHEMA_VERSION = len(MIGRATIONS)
 SUBSCRIPTION_SELECT = f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions"
 
-EVENT_COLUMNS = ("position", "eventid", "stream", "munchkin_id", "etype", "type", "id", "time", "data", "key", "ingested_at")
+EVENT_COLUMNS = (
+    "position",
+    "eventid",
+    "stream",
+    "munchkin_id",
+    "etype",
+    "type",
+    "id",
+    "time",
+    "data",
+    "key",
+    "ingested_at",
+)
 # Reads skip the key (only ingest needs it): '' stands in its place, keeping Event(*row) positional.
 READ_COLUMNS = "eventid, stream, munchkin_id, etype, type, id, time, data, '', position, ingested_at"
 MAX_GROUP_EVENTS = 20_000
@@ -196,11 +211,11 @@ CONNECTION_ERRORS = (
 
 def partition_name(day: int) -> str:
     """The partition holding ingest day ``day`` (days since the epoch, UTC): ``events_p20261128``."""
-    return "events_p" + datetime.fromtimestamp(day * 86_400, timezone.utc).strftime("%Y%m%d")
+    return "events_p" + datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y%m%d")
 
 
 def partition_day(name: str) -> int:
-    return int(datetime.strptime(name[len("events_p") :], "%Y%m%d").replace(tzinfo=timezone.utc).timestamp()) // 86_400
+    return int(datetime.strptime(name[len("events_p") :], "%Y%m%d").replace(tzinfo=UTC).timestamp()) // 86_400
 
 
 def partition_ddl(day: int) -> str:
@@ -223,7 +238,8 @@ async def _migrate(conn: asyncpg.Connection) -> int:
         current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
         if current > SCHEMA_VERSION:
             raise RuntimeError(
-                f"the database schema is at version {current}; this leadstream knows up to {SCHEMA_VERSION}: upgrade leadstream"
+                f"the database schema is at version {current}; this leadstream knows up to {SCHEMA_VERSION}: "
+                "upgrade leadstream"
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
             await conn.execute(MIGRATIONS[version - 1])
@@ -447,13 +463,19 @@ class PostgresStore(Store):
             for job in group:
                 dups, fresh, position = number_fresh(job.events, seen, position, at)
                 duplicates.append(dups)
-                rows += [(e.position, e.eventid, e.stream, e.munchkin_id, e.etype, e.type, e.id, e.time, e.data, e.key, at)
-                         for e in fresh]  # fmt: skip
+                rows += [
+                    (e.position, e.eventid, e.stream, e.munchkin_id, e.etype, e.type, e.id, e.time, e.data, e.key, at)
+                    for e in fresh
+                ]
             if rows:
                 await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
                 await conn.execute(
-                    "WITH head AS (UPDATE log_head SET last_position = $1, last_ingested_at = $2) SELECT pg_notify($3, $4)",
-                    position, at, self._channel, str(position),
+                    "WITH head AS (UPDATE log_head SET last_position = $1, last_ingested_at = $2) "
+                    "SELECT pg_notify($3, $4)",
+                    position,
+                    at,
+                    self._channel,
+                    str(position),
                 )
         self._days.add(day)
         return duplicates, position
@@ -462,7 +484,7 @@ class PostgresStore(Store):
     async def read(
         self, after: int, limit: int, *, stream: str | None = None, munchkin_id: str | None = None
     ) -> list[Event]:
-        where, params = "position > $1", [after]
+        where, params = "position > $1", list[Any]([after])
         if stream is not None:
             params.append(stream)
             where += f" AND stream = ${len(params)}"
@@ -475,7 +497,7 @@ class PostgresStore(Store):
         return [Event(*row) for row in rows]
 
     async def last_position(self) -> int:
-        position = await self._run(lambda conn: conn.fetchval("SELECT last_position FROM log_head"))
+        position: int = await self._run(lambda conn: conn.fetchval("SELECT last_position FROM log_head"))
         self._head.advance(position)
         return position
 
@@ -517,10 +539,8 @@ class PostgresStore(Store):
                 remaining = deadline - self._loop.time()
                 if remaining <= 0 or self._closed:
                     return last
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter, min(remaining, self._poll_interval))
-                except TimeoutError:
-                    pass
 
     async def _listen_loop(self) -> None:
         """Keep one connection LISTENing; reconnect with backoff when it drops."""
@@ -534,7 +554,7 @@ class PostgresStore(Store):
                 delay = min(delay * 2, 5.0)
                 continue
             try:
-                conn.add_termination_listener(lambda _conn: lost.set())
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(self._channel, self._on_notify)
                 delay = 0.05
                 self._head.wake()  # events may have come while we were not listening
@@ -571,10 +591,8 @@ class PostgresStore(Store):
     async def _maintenance_loop(self) -> None:
         while not self._closed:
             await asyncio.sleep(self._maintenance_interval)
-            try:
+            with contextlib.suppress(Unavailable):  # the next round tries again
                 await self._ensure_partitions()
-            except Unavailable:
-                pass  # the next round tries again
 
     @staticmethod
     async def _partitions(conn: asyncpg.Connection) -> list[str]:
@@ -641,21 +659,27 @@ class PostgresStore(Store):
 
     async def list_subscriptions(self, munchkin_id: str | None = None) -> list[StoredSubscription]:
         where, params = ("WHERE munchkin_id = $1", [munchkin_id]) if munchkin_id is not None else ("", [])
-        rows = await self._run(lambda conn: conn.fetch(f"{SUBSCRIPTION_SELECT} {where} ORDER BY created_at, id", *params))
+        rows = await self._run(
+            lambda conn: conn.fetch(f"{SUBSCRIPTION_SELECT} {where} ORDER BY created_at, id", *params)
+        )
         return [StoredSubscription.from_row(row) for row in rows]
 
-    async def update_control(self, sub_id: str, control: Control, *, expected_rev: int, config: bytes | None = None) -> bool:
+    async def update_control(
+        self, sub_id: str, control: Control, *, expected_rev: int, config: bytes | None = None
+    ) -> bool:
         values: list[Any] = [*control.values()]
         sets = ", ".join(f"{column} = ${i}" for i, column in enumerate(CONTROL_COLUMNS, 1))
         if config is not None:
             values.append(config)
             sets += f", config = ${len(values)}"
         sql = f"UPDATE subscriptions SET {sets} WHERE id = ${len(values) + 1} AND control_rev = ${len(values) + 2}"
-        status = await self._run(lambda conn: conn.execute(sql, *values, sub_id, expected_rev))
+        status: str = await self._run(lambda conn: conn.execute(sql, *values, sub_id, expected_rev))
         return status == "UPDATE 1"
 
     async def save_state(self, sub_id: str, state: bytes, applied: int) -> None:
-        await self._relaxed("UPDATE subscriptions SET state = $1, applied_rev = $2 WHERE id = $3", state, applied, sub_id)
+        await self._relaxed(
+            "UPDATE subscriptions SET state = $1, applied_rev = $2 WHERE id = $3", state, applied, sub_id
+        )
 
     async def subscriptions_revision(self) -> int:
         return await self._run(lambda conn: conn.fetchval("SELECT coalesce(max(control_rev), 0) FROM subscriptions"))
@@ -681,7 +705,8 @@ class PostgresStore(Store):
                 await conn.execute(
                     "INSERT INTO nodes (node_id, seen_at) VALUES ($1, $2) "
                     "ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at",
-                    node_id, now,
+                    node_id,
+                    now,
                 )
                 await conn.execute("DELETE FROM nodes WHERE seen_at < $1", now - 10 * ttl_ms)
                 live = await conn.fetchval("SELECT count(*) FROM nodes WHERE seen_at > $1", now - ttl_ms)
@@ -689,18 +714,23 @@ class PostgresStore(Store):
                 share = math.ceil(total / live)
                 held = await conn.fetch(
                     "SELECT sub_id FROM leases WHERE node_id = $1 AND expires_at > $2 ORDER BY sub_id LIMIT $3",
-                    node_id, now, share,
+                    node_id,
+                    now,
+                    share,
                 )
                 free = await conn.fetch(
                     "SELECT s.id FROM subscriptions s LEFT JOIN leases l ON l.sub_id = s.id "
                     "WHERE l.sub_id IS NULL OR l.expires_at <= $1 ORDER BY s.id LIMIT $2",
-                    now, share - len(held),
+                    now,
+                    share - len(held),
                 )
                 mine = [row[0] for row in held] + [row[0] for row in free]
                 await conn.execute(
                     "INSERT INTO leases (sub_id, node_id, expires_at) SELECT unnest($1::text[]), $2, $3 "
                     "ON CONFLICT (sub_id) DO UPDATE SET node_id = excluded.node_id, expires_at = excluded.expires_at",
-                    mine, node_id, now + ttl_ms,
+                    mine,
+                    node_id,
+                    now + ttl_ms,
                 )
             return set(mine)
 
@@ -713,12 +743,16 @@ class PostgresStore(Store):
             "WITH added AS (INSERT INTO attempts (sub_id, doc) VALUES ($1, $2)) "
             "DELETE FROM attempts WHERE sub_id = $1 AND seq <= "
             "(SELECT seq FROM attempts WHERE sub_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET $3)",
-            sub_id, attempt, max(keep - 1, 0),
+            sub_id,
+            attempt,
+            max(keep - 1, 0),
         )
 
     async def list_attempts(self, sub_id: str, limit: int) -> list[bytes]:
         rows = await self._run(
-            lambda conn: conn.fetch("SELECT doc FROM attempts WHERE sub_id = $1 ORDER BY seq DESC LIMIT $2", sub_id, limit)
+            lambda conn: conn.fetch(
+                "SELECT doc FROM attempts WHERE sub_id = $1 ORDER BY seq DESC LIMIT $2", sub_id, limit
+            )
         )
         return [row[0] for row in rows]
 
@@ -728,7 +762,10 @@ class PostgresStore(Store):
             lambda conn: conn.execute(
                 "INSERT INTO dead_letters (sub_id, position, event, reason) VALUES ($1, $2, $3, $4) "
                 "ON CONFLICT (sub_id, position) DO UPDATE SET event = excluded.event, reason = excluded.reason",
-                sub_id, event.position, blob, reason,
+                sub_id,
+                event.position,
+                blob,
+                reason,
             )
         )
 
@@ -743,12 +780,16 @@ class PostgresStore(Store):
     # -- API keys and the audit trail ----------------------------------------------------------------
     async def create_api_key(self, key_id: str, record: bytes) -> None:
         try:
-            await self._run(lambda conn: conn.execute("INSERT INTO api_keys (id, record) VALUES ($1, $2)", key_id, record))
+            await self._run(
+                lambda conn: conn.execute("INSERT INTO api_keys (id, record) VALUES ($1, $2)", key_id, record)
+            )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"an API key with id {key_id!r} exists already") from None
 
     async def update_api_key(self, key_id: str, record: bytes) -> bool:
-        status = await self._run(lambda conn: conn.execute("UPDATE api_keys SET record = $1 WHERE id = $2", record, key_id))
+        status: str = await self._run(
+            lambda conn: conn.execute("UPDATE api_keys SET record = $1 WHERE id = $2", record, key_id)
+        )
         return status == "UPDATE 1"
 
     async def api_keys(self) -> list[tuple[bytes, int]]:
@@ -758,15 +799,18 @@ class PostgresStore(Store):
     async def mark_api_keys_used(self, used: dict[str, int]) -> None:
         if used:
             await self._relaxed(
-                "UPDATE api_keys SET used_at = greatest(used_at, u.at) FROM unnest($1::text[], $2::bigint[]) AS u(id, at) "
-                "WHERE api_keys.id = u.id",
-                list(used), list(used.values()),
+                "UPDATE api_keys SET used_at = greatest(used_at, u.at) "
+                "FROM unnest($1::text[], $2::bigint[]) AS u(id, at) WHERE api_keys.id = u.id",
+                list(used),
+                list(used.values()),
             )
 
     async def append_audit(self, entry: bytes, keep: int) -> int:
         async def run(conn: asyncpg.Connection) -> int:
             seq: int = await conn.fetchval("INSERT INTO audit (entry) VALUES ($1) RETURNING seq", entry)
-            await conn.execute("DELETE FROM audit WHERE seq <= $1", seq - keep)  # by the primary key: the oldest one or none
+            await conn.execute(
+                "DELETE FROM audit WHERE seq <= $1", seq - keep
+            )  # by the primary key: the oldest one or none
             return seq
 
         return await self._run(run)
@@ -775,7 +819,8 @@ class PostgresStore(Store):
         rows = await self._run(
             lambda conn: conn.fetch(
                 "SELECT seq, entry FROM audit WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
-                before if before is not None else 2**62, limit,
+                before if before is not None else 2**62,
+                limit,
             )
         )
         return [(row[0], row[1]) for row in rows]
@@ -787,13 +832,17 @@ class PostgresStore(Store):
     async def put_setting(self, name: str, value: bytes) -> None:
         await self._run(
             lambda conn: conn.execute(
-                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                name, value,
+                "INSERT INTO settings (name, value) VALUES ($1, $2) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                name,
+                value,
             )
         )
 
     async def settings(self, prefix: str) -> dict[str, bytes]:
         rows = await self._run(
-            lambda conn: conn.fetch("SELECT name, value FROM settings WHERE starts_with(name, $1) ORDER BY name", prefix)
+            lambda conn: conn.fetch(
+                "SELECT name, value FROM settings WHERE starts_with(name, $1) ORDER BY name", prefix
+            )
         )
         return {row[0]: row[1] for row in rows}

@@ -17,6 +17,7 @@ rarer (and larger), so that its writes (delivery states, attempts) hardly keep i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import queue
 import sqlite3
@@ -27,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from msgspec.structs import astuple
@@ -44,6 +45,8 @@ from leadstream.store.base import (
     number_fresh,
     settle,
 )
+
+T = TypeVar("T")
 
 # Each migration brings the file from the version before it (PRAGMA user_version) to its own.
 MIGRATIONS = [
@@ -121,7 +124,8 @@ MIGRATIONS = [
         SELECT json_extract(e.value, '$.seq'), CAST(json_remove(e.value, '$.seq') AS BLOB)
         FROM meta, json_each(CAST(meta.value AS TEXT)) AS e WHERE meta.name LIKE 'setting:audit.page.%' ORDER BY 1;
     INSERT OR REPLACE INTO meta (name, value)
-        SELECT 'setting:catalog.activity.' || tenant.key || '.' || json_extract(entry.value, '$.id'), CAST(entry.value AS BLOB)
+        SELECT 'setting:catalog.activity.' || tenant.key || '.' || json_extract(entry.value, '$.id'),
+               CAST(entry.value AS BLOB)
         FROM meta, json_each(CAST(meta.value AS TEXT)) AS tenant, json_each(tenant.value) AS entry
         WHERE meta.name = 'setting:catalog.tenants';
     DELETE FROM meta WHERE name LIKE 'setting:apikey%' OR name LIKE 'setting:audit.%'
@@ -164,7 +168,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if current == 0 and conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone():
         current = 1  # made before versions were recorded
     if current > SCHEMA_VERSION:
-        raise RuntimeError(f"{conn}: the data directory is at schema version {current}; this leadstream knows up to {SCHEMA_VERSION}")
+        raise RuntimeError(
+            f"{conn}: the data directory is at schema version {current}; this leadstream knows up to {SCHEMA_VERSION}"
+        )
     for version in range(current + 1, SCHEMA_VERSION + 1):
         conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]}; PRAGMA user_version = {version}; COMMIT;")
 
@@ -291,16 +297,18 @@ class SqliteStore(Store):
         large, TRUNCATE waits for them briefly so that the file cannot grow without bound."""
         self.stats.unwritten = 0
         self.stats.checkpoints += 1
-        busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        _busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         wal = self.path.with_name(self.path.name + "-wal")
         size = wal.stat().st_size if wal.exists() else 0
         if truncate or (done < log_pages and size > WAL_LIMIT_BYTES):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def _write(self, run: Callable[[sqlite3.Connection], Any], *, durable: bool = False, written: int = 0) -> asyncio.Future[Any]:
+    def _write(
+        self, run: Callable[[sqlite3.Connection], T], *, durable: bool = False, written: int = 0
+    ) -> asyncio.Future[T]:
         if self._closed:
             raise Unavailable("the store is closed")
-        future = self._loop.create_future()
+        future: asyncio.Future[T] = self._loop.create_future()
         self._jobs.put(_Job(run, future, durable, written))
         return future
 
@@ -364,7 +372,7 @@ class SqliteStore(Store):
     async def read(
         self, after: int, limit: int, *, stream: str | None = None, munchkin_id: str | None = None
     ) -> list[Event]:
-        where, params = "position > ?", [after]
+        where, params = "position > ?", list[Any]([after])
         if stream is not None:
             where += " AND stream = ?"
             params.append(stream)
@@ -406,11 +414,8 @@ class SqliteStore(Store):
 
     async def wait_for_events(self, after: int, timeout: float) -> int:
         if self._head.position <= after and timeout > 0:
-            with self._head.waiter(self._loop) as waiter:
-                try:
-                    await asyncio.wait_for(waiter, timeout)
-                except TimeoutError:
-                    pass
+            with self._head.waiter(self._loop) as waiter, contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, timeout)
         return self._head.position
 
     # -- retention ----------------------------------------------------------------------------------
@@ -419,17 +424,21 @@ class SqliteStore(Store):
             "SELECT max(position) FROM (SELECT position FROM events WHERE ingested_at < ? ORDER BY position LIMIT ?)",
             [before_ms, limit],
         )
-        return rows[0][0]
+        return int(rows[0][0]) if rows[0][0] is not None else None
 
     async def _delete_through(self, position: int) -> int:
-        return await self._write(lambda conn: conn.execute("DELETE FROM events WHERE position <= ?", (position,)).rowcount)
+        return await self._write(
+            lambda conn: conn.execute("DELETE FROM events WHERE position <= ?", (position,)).rowcount
+        )
 
     # -- subscriptions ------------------------------------------------------------------------------
     async def create_subscription(self, sub: StoredSubscription) -> None:
         marks = ",".join("?" * len(SUBSCRIPTION_COLUMNS))
         try:
             await self._write(
-                lambda conn: conn.execute(f"INSERT INTO subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES ({marks})", sub.row()),
+                lambda conn: conn.execute(
+                    f"INSERT INTO subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES ({marks})", sub.row()
+                ),
                 durable=True,
             )
         except sqlite3.IntegrityError:
@@ -444,7 +453,9 @@ class SqliteStore(Store):
         rows = await self._query(f"{SUBSCRIPTION_SELECT} {where} ORDER BY created_at, id", params)
         return [StoredSubscription.from_row(row) for row in rows]
 
-    async def update_control(self, sub_id: str, control: Control, *, expected_rev: int, config: bytes | None = None) -> bool:
+    async def update_control(
+        self, sub_id: str, control: Control, *, expected_rev: int, config: bytes | None = None
+    ) -> bool:
         sets = ", ".join(f"{column} = ?" for column in CONTROL_COLUMNS)
         values: list[Any] = list(control.values())
         if config is not None:
@@ -459,7 +470,9 @@ class SqliteStore(Store):
 
     async def save_state(self, sub_id: str, state: bytes, applied: int) -> None:
         await self._write(
-            lambda conn: conn.execute("UPDATE subscriptions SET state = ?, applied_rev = ? WHERE id = ?", (state, applied, sub_id))
+            lambda conn: conn.execute(
+                "UPDATE subscriptions SET state = ?, applied_rev = ? WHERE id = ?", (state, applied, sub_id)
+            )
         )
 
     async def subscriptions_revision(self) -> int:
@@ -469,7 +482,7 @@ class SqliteStore(Store):
     # -- attempts and dead letters ------------------------------------------------------------------------
     async def record_attempt(self, sub_id: str, attempt: bytes, keep: int = 1000) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            seq = conn.execute("INSERT INTO attempts (sub_id, doc) VALUES (?, ?)", (sub_id, attempt)).lastrowid
+            seq = conn.execute("INSERT INTO attempts (sub_id, doc) VALUES (?, ?)", (sub_id, attempt)).lastrowid or 0
             if seq % 64 == 0:  # trim now and then, not on every insert
                 conn.execute(
                     "DELETE FROM attempts WHERE sub_id = ? AND seq <= "
@@ -502,7 +515,10 @@ class SqliteStore(Store):
     # -- API keys and the audit trail ----------------------------------------------------------------
     async def create_api_key(self, key_id: str, record: bytes) -> None:
         try:
-            await self._write(lambda conn: conn.execute("INSERT INTO api_keys (id, record) VALUES (?, ?)", (key_id, record)), durable=True)
+            await self._write(
+                lambda conn: conn.execute("INSERT INTO api_keys (id, record) VALUES (?, ?)", (key_id, record)),
+                durable=True,
+            )
         except sqlite3.IntegrityError:
             raise Conflict(f"an API key with id {key_id!r} exists already") from None
 
@@ -513,27 +529,34 @@ class SqliteStore(Store):
         return bool(await self._write(run, durable=True))
 
     async def api_keys(self) -> list[tuple[bytes, int]]:
-        return [(bytes(record), used) for record, used in await self._query("SELECT record, used_at FROM api_keys ORDER BY id")]
+        return [
+            (bytes(record), used)
+            for record, used in await self._query("SELECT record, used_at FROM api_keys ORDER BY id")
+        ]
 
     async def mark_api_keys_used(self, used: dict[str, int]) -> None:
         if used:
             await self._write(
                 lambda conn: conn.executemany(
-                    "UPDATE api_keys SET used_at = max(used_at, ?) WHERE id = ?", [(at, key_id) for key_id, at in used.items()]
+                    "UPDATE api_keys SET used_at = max(used_at, ?) WHERE id = ?",
+                    [(at, key_id) for key_id, at in used.items()],
                 )
             )
 
     async def append_audit(self, entry: bytes, keep: int) -> int:
         def run(conn: sqlite3.Connection) -> int:
             seq = conn.execute("INSERT INTO audit (entry) VALUES (?)", (entry,)).lastrowid or 0
-            conn.execute("DELETE FROM audit WHERE seq <= ?", (seq - keep,))  # by the primary key: the oldest one or none
+            conn.execute(
+                "DELETE FROM audit WHERE seq <= ?", (seq - keep,)
+            )  # by the primary key: the oldest one or none
             return seq
 
         return int(await self._write(run, durable=True))
 
     async def audit_entries(self, before: int | None, limit: int) -> list[tuple[int, bytes]]:
         rows = await self._query(
-            "SELECT seq, entry FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT ?", [before if before is not None else 2**62, limit]
+            "SELECT seq, entry FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+            [before if before is not None else 2**62, limit],
         )
         return [(seq, bytes(entry)) for seq, entry in rows]
 
@@ -550,7 +573,9 @@ class SqliteStore(Store):
 
     async def settings(self, prefix: str) -> dict[str, bytes]:
         start = f"setting:{prefix}"
-        rows = await self._query("SELECT name, value FROM meta WHERE substr(name, 1, ?) = ? ORDER BY name", [len(start), start])
+        rows = await self._query(
+            "SELECT name, value FROM meta WHERE substr(name, 1, ?) = ? ORDER BY name", [len(start), start]
+        )
         return {name[len("setting:") :]: bytes(value) for name, value in rows}
 
 

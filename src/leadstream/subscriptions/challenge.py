@@ -32,7 +32,9 @@ def challenge_url(endpoint: str, value: str) -> URL:
     return URL(f"{base}{separator}challenge={value}", encoded=True)  # value: URL-safe characters only
 
 
-async def verify_challenge(session: aiohttp.ClientSession, endpoint: str, *, timeout: float = CHALLENGE_SECONDS) -> None:
+async def verify_challenge(
+    session: aiohttp.ClientSession, endpoint: str, *, timeout: float = CHALLENGE_SECONDS
+) -> None:
     """Send the challenge to ``endpoint`` and check the echo.
 
     Raises:
@@ -77,7 +79,7 @@ def _echoed(body: bytes) -> str | None:
 
 
 def _reason(error: OSError | None) -> str:
-    """"connection refused" rather than asyncio's "Connect call failed ('127.0.0.1', 9)"."""
+    """ "connection refused" rather than asyncio's "Connect call failed ('127.0.0.1', 9)"."""
     if error is None:
         return "no connection"
     if error.errno and error.errno in errno.errorcode:

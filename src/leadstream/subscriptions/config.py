@@ -17,7 +17,8 @@ from leadstream.security.tls import TlsOptions
 
 REDACTED = "***"
 DAY_MS = 86_400_000
-DEFAULT_FORMAT = {"activity": "legacy", "audit": "adobe_io", "notification": "adobe_io"}
+Format = Literal["legacy", "cloudevents", "adobe_io"]
+DEFAULT_FORMAT: dict[str, Format] = {"activity": "legacy", "audit": "adobe_io", "notification": "adobe_io"}
 IMMUTABLE = ("munchkinId", "stream")
 
 # Every interval may go down to 10 ms so that tests run fast (SPEC §3).
@@ -58,7 +59,7 @@ class SubscriptionConfig(msgspec.Struct, forbid_unknown_fields=True):
     endpoint: Annotated[str, msgspec.Meta(max_length=2048)]
     eventTypes: list[int | str] = msgspec.field(default_factory=lambda: ["*"])
     customObjects: bool = False
-    format: Literal["legacy", "cloudevents", "adobe_io"] | None = None  # None: the stream's default
+    format: Format | None = None  # None: the stream's default
     delivery: Literal["batch", "single"] = "batch"
     auth: Auth = msgspec.field(default_factory=NoAuth)
     batchSize: Annotated[int, msgspec.Meta(ge=1, le=500)] = 500
@@ -75,7 +76,7 @@ class SubscriptionConfig(msgspec.Struct, forbid_unknown_fields=True):
     tls: TlsOptions | None = None  # an extra CA bundle, a client certificate (mTLS)
 
     @property
-    def body_format(self) -> str:
+    def body_format(self) -> Format:
         return self.format or DEFAULT_FORMAT[self.stream]
 
     @property

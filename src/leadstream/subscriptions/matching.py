@@ -44,9 +44,13 @@ def compile_type_filter(config: SubscriptionConfig, catalog: Catalog) -> Matcher
     if stream == "activity":
         custom_objects = config.customObjects
         if everything:
-            return lambda e: e.munchkin_id == munchkin and e.stream == stream and (custom_objects or not e.etype.startswith("co:"))
-        return lambda e: e.munchkin_id == munchkin and e.stream == stream and (
-            e.etype in wanted or (custom_objects and e.etype.startswith("co:"))
+            return lambda e: (
+                e.munchkin_id == munchkin and e.stream == stream and (custom_objects or not e.etype.startswith("co:"))
+            )
+        return lambda e: (
+            e.munchkin_id == munchkin
+            and e.stream == stream
+            and (e.etype in wanted or (custom_objects and e.etype.startswith("co:")))
         )
     if everything:
         return lambda e: e.munchkin_id == munchkin and e.stream == stream
@@ -66,7 +70,7 @@ def _activity_etype(entry: int | str, catalog: Catalog, munchkin: str, where: st
 
 
 def _audit_etypes(entry: int | str, catalog: Catalog, where: str) -> set[str]:
-    """"Email" → every action of Email; "Email:approve" → that one (names matched case-insensitively)."""
+    """ "Email" → every action of Email; "Email:approve" → that one (names matched case-insensitively)."""
     if not isinstance(entry, str):
         raise Invalid(f"{where}: audit types are a component or component:action, got {entry!r}", field=where)
     component_name, _, action_name = entry.partition(":")
@@ -93,8 +97,6 @@ def _notification_etype(entry: int | str, catalog: Catalog, where: str) -> str:
             field=where,
         )
     return entry
-
-
 
 
 def compile_matcher(config: SubscriptionConfig, catalog: Catalog, sub_id: str) -> Matcher:

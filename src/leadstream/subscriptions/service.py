@@ -34,9 +34,9 @@ from leadstream.subscriptions import control as admin
 from leadstream.subscriptions import state as rules
 from leadstream.subscriptions.challenge import CHALLENGE_SECONDS, verify_challenge
 from leadstream.subscriptions.config import SubscriptionConfig, redacted, seal, unseal
-from leadstream.subscriptions.validation import apply_patch, check_endpoints, complete_signing, parse_new, start_ms
 from leadstream.subscriptions.matching import Matcher, compile_leniently, compile_matcher, compile_type_filter
 from leadstream.subscriptions.state import DeliveryState
+from leadstream.subscriptions.validation import apply_patch, check_endpoints, complete_signing, parse_new, start_ms
 
 PENDING_PAGE = 500  # events read to make a small backlog's pending exact, and to find its oldest event
 CHANGE_ATTEMPTS = 10  # compare-and-set rounds before an admin change gives up (another writer each time)
@@ -55,8 +55,11 @@ class Live:
 
 
 class SampleAnswer(Protocol):
-    status: int | None
-    duration: float
+    @property
+    def status(self) -> int | None: ...
+
+    @property
+    def duration(self) -> float: ...
 
     @property
     def ok(self) -> bool: ...
@@ -190,7 +193,9 @@ class Subscriptions:
             # Nothing in hand (paused, or not read yet): look at one page to be exact when the
             # backlog is small, and to find the oldest waiting event.
             after = max(live.scanned, state.expiredThrough)  # (a cluster keeps expired events a while)
-            events, upto = await self.store.read_page(after, PENDING_PAGE, stream=config.stream, munchkin_id=config.munchkinId)
+            events, upto = await self.store.read_page(
+                after, PENDING_PAGE, stream=config.stream, munchkin_id=config.munchkinId
+            )
             matching = [e for e in events if live.matches(e)]
             if upto >= last:
                 pending = live.held + len(matching)
@@ -291,7 +296,8 @@ class Subscriptions:
             _refuse_deprovisioned(sub_id, state)
             if position > state.cursor:
                 raise Invalid(
-                    f"from: replay moves the cursor back; {position} is ahead of the cursor {state.cursor}", field="from"
+                    f"from: replay moves the cursor back; {position} is ahead of the cursor {state.cursor}",
+                    field="from",
                 )
 
         await self._ask(sub_id, "replay", replay_to=position, check=check)

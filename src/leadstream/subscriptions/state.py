@@ -8,13 +8,18 @@ The sender applies them; tests can check them without any I/O.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 from msgspec.structs import replace
 
-ACTIVE, RETRYING, PAUSED, DEPROVISIONED = "active", "retrying", "paused", "deprovisioned"
-FAILURES, MANUAL = "failures", "manual"
+StateName = Literal["active", "retrying", "paused", "deprovisioned"]
+ACTIVE: Final = "active"
+RETRYING: Final = "retrying"
+PAUSED: Final = "paused"
+DEPROVISIONED: Final = "deprovisioned"
+FAILURES: Final = "failures"
+MANUAL: Final = "manual"
 THROTTLES_PER_FAILURE = 10  # 429/503 answers with Retry-After in a row that count as one failure
 
 
@@ -31,7 +36,7 @@ class InFlight(msgspec.Struct):
 class DeliveryState(msgspec.Struct, omit_defaults=True):
     cursor: int = 0  # every matching event at or below it is delivered (or dead-lettered, or expired)
     inflight: InFlight | None = None
-    state: Literal["active", "retrying", "paused", "deprovisioned"] = ACTIVE
+    state: StateName = ACTIVE
     pausedReason: Literal["failures", "manual"] | None = None
     consecutiveFailures: int = 0
     retries: int = 0  # retries already sent for the head batch
@@ -89,7 +94,9 @@ def failed(s: DeliveryState, t: Timing, now: int, error: str) -> DeliveryState:
     if s.state == RETRYING:
         retries_sent += 1  # the attempt that just failed was a retry
     if retries_sent >= t.retry_attempts:
-        return replace(base, state=PAUSED, pausedReason=FAILURES, retries=retries_sent, nextAttemptAt=now + t.probe_interval)
+        return replace(
+            base, state=PAUSED, pausedReason=FAILURES, retries=retries_sent, nextAttemptAt=now + t.probe_interval
+        )
     return replace(base, state=RETRYING, retries=retries_sent, nextAttemptAt=now + t.retry_interval)
 
 

@@ -105,9 +105,14 @@ def _keep_redacted_secrets(merged: dict[str, Any], current: SubscriptionConfig) 
 def _check_rules(config: SubscriptionConfig, catalog: Catalog) -> None:
     check_munchkin_id(config.munchkinId)
     if config.format == "legacy" and config.stream != "activity":
-        raise Invalid(f"format: legacy carries the activity stream only; use cloudevents or adobe_io for {config.stream}", field="format")
+        raise Invalid(
+            f"format: legacy carries the activity stream only; use cloudevents or adobe_io for {config.stream}",
+            field="format",
+        )
     if config.delivery == "single" and config.format == "legacy":
-        raise Invalid("delivery: single is not available with the legacy format (it has no single-event form)", field="delivery")
+        raise Invalid(
+            "delivery: single is not available with the legacy format (it has no single-event form)", field="delivery"
+        )
     if config.customObjects and config.stream != "activity":
         raise Invalid("customObjects: custom objects travel on the activity stream only", field="customObjects")
     _check_url(config.endpoint, "endpoint")
@@ -155,7 +160,7 @@ def _check_url(url: str, field: str) -> None:
     if parts.username or parts.password:
         raise Invalid(f"{field}: credentials in the URL are not allowed; use auth", field=field)
     try:
-        parts.port
+        _ = parts.port  # parsed on access: a bad one raises
     except ValueError:
         raise Invalid(f"{field}: the port of {url!r} is not valid", field=field) from None
 
@@ -184,7 +189,9 @@ async def check_endpoint(url: str, policy: GuardPolicy, field: str = "endpoint")
         addresses = [str(ipaddress.ip_address(host.split("%", 1)[0]))]
     except ValueError:  # a name
         try:
-            infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM), 2.0)
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM), 2.0
+            )
         except (OSError, TimeoutError):
             return
         addresses = [str(info[4][0]) for info in infos]

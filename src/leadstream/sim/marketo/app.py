@@ -18,9 +18,10 @@ another process. They need no token: the simulated instance serves loopback only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -65,8 +66,12 @@ def make_app(sim: MarketoInstance) -> web.Application:
     routes = Routes(sim)
     app = web.Application(middlewares=[routes.uri_limit])
     app.router.add_route("*", "/identity/oauth/token", routes.identity)
-    served = {"types": routes.activity_types, "pagingtoken": routes.paging_token, "activities": routes.activities,
-              "deletedleads": routes.deleted_leads}
+    served = {
+        "types": routes.activity_types,
+        "pagingtoken": routes.paging_token,
+        "activities": routes.activities,
+        "deletedleads": routes.deleted_leads,
+    }
     for path, name in ENDPOINTS.items():
         if name in served:
             app.router.add_route("*", path, routes.endpoint(name, served[name]))
@@ -97,8 +102,11 @@ class Routes:
     async def uri_limit(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         if request.path.startswith("/rest/") and len(request.raw_path) > self.sim.max_uri_length:
             self.sim.stats.record(ENDPOINTS.get(request.path, "unknown"), "http414")
-            return web.Response(status=414, text="<html><body><h1>414 Request-URI Too Large</h1></body></html>",
-                                content_type="text/html")
+            return web.Response(
+                status=414,
+                text="<html><body><h1>414 Request-URI Too Large</h1></body></html>",
+                content_type="text/html",
+            )
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -113,8 +121,10 @@ class Routes:
             return web.Response(status=405, text="Method Not Allowed")
         if params.get("grant_type") != "client_credentials":
             stats.record("identity", "http400")
-            return web.json_response({"error": "unsupported_grant_type",
-                                      "error_description": "grant_type must be client_credentials"}, status=400)
+            return web.json_response(
+                {"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"},
+                status=400,
+            )
         good_id = hmac.compare_digest(params.get("client_id", ""), sim.client_id)
         good_secret = hmac.compare_digest(params.get("client_secret", ""), sim.client_secret)
         if not (good_id and good_secret):
@@ -123,8 +133,14 @@ class Routes:
             return web.json_response(refusal, status=401)
         token, expires_in = sim.tokens.issue(sim.clock())
         stats.record("identity", "ok")
-        return web.json_response({"access_token": token, "token_type": "bearer", "expires_in": expires_in,
-                                  "scope": f"apiuser@{sim.munchkin_id.lower().replace('-', '')}.example"})
+        return web.json_response(
+            {
+                "access_token": token,
+                "token_type": "bearer",
+                "expires_in": expires_in,
+                "scope": f"apiuser@{sim.munchkin_id.lower().replace('-', '')}.example",
+            }
+        )
 
     # -- every REST call ---------------------------------------------------------------------------
     def endpoint(self, name: str, serve: Callable[[Params], dict[str, Any]]) -> Callable[[web.Request], Any]:
@@ -134,7 +150,10 @@ class Routes:
         return handle
 
     async def rest(
-        self, request: web.Request, endpoint: str, serve: Callable[[Params], dict[str, Any]],
+        self,
+        request: web.Request,
+        endpoint: str,
+        serve: Callable[[Params], dict[str, Any]],
     ) -> web.StreamResponse:
         sim = self.sim
         now = sim.clock()
@@ -195,10 +214,8 @@ class Routes:
 
     async def _hang(self) -> None:
         """Longer than a client waits; cut short when the instance stops."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), self.sim.hang_seconds)
-        except asyncio.TimeoutError:
-            pass
 
     async def wake_hanging_calls(self, app: web.Application) -> None:
         self._stopping.set()
@@ -216,7 +233,7 @@ class Routes:
         except ValueError:
             raise Rejected("704", f"Invalid date '{text}' (ISO 8601, for example 2026-11-28T10:00:00Z)") from None
         if since.tzinfo is None:
-            since = since.replace(tzinfo=timezone.utc)
+            since = since.replace(tzinfo=UTC)
         return {"success": True, "nextPageToken": Cursor(int(since.timestamp() // 1)).encode()}
 
     def activities(self, params: Params) -> dict[str, Any]:
@@ -256,13 +273,22 @@ class Routes:
         sim = self.sim
         now = sim.clock()
         limits = sim.limits.limits
-        return web.json_response({
-            **sim.stats.as_json(),
-            "quotaUsed": sim.limits.quota_used, "inFlight": sim.limits.in_flight, "inWindow": sim.limits.in_window(now),
-            "tokensIssued": sim.tokens.issued, "activities": len(sim.log),
-            "limits": {"callsPerWindow": limits.calls_per_window, "windowSeconds": limits.window_seconds,
-                       "maxConcurrent": limits.max_concurrent, "dailyQuota": limits.daily_quota},
-        })
+        return web.json_response(
+            {
+                **sim.stats.as_json(),
+                "quotaUsed": sim.limits.quota_used,
+                "inFlight": sim.limits.in_flight,
+                "inWindow": sim.limits.in_window(now),
+                "tokensIssued": sim.tokens.issued,
+                "activities": len(sim.log),
+                "limits": {
+                    "callsPerWindow": limits.calls_per_window,
+                    "windowSeconds": limits.window_seconds,
+                    "maxConcurrent": limits.max_concurrent,
+                    "dailyQuota": limits.daily_quota,
+                },
+            }
+        )
 
     async def sim_reset_day(self, request: web.Request) -> web.Response:
         self.sim.reset_day()

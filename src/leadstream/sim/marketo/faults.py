@@ -13,8 +13,14 @@ from collections import deque
 from collections.abc import Iterable
 
 FAULT_KINDS = ("601", "602", "604", "606", "607", "608", "611", "615", "713", "5xx", "timeout")
-MESSAGES = {"601": "Access token invalid", "602": "Access token expired", "604": "Request timed out",
-            "608": "API Temporarily Unavailable", "611": "System error", "713": "Transient Error"}
+MESSAGES = {
+    "601": "Access token invalid",
+    "602": "Access token expired",
+    "604": "Request timed out",
+    "608": "API Temporarily Unavailable",
+    "611": "System error",
+    "713": "Transient Error",
+}
 
 
 def parse_faults(text: str | Iterable[str]) -> frozenset[str]:

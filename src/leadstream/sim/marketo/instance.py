@@ -78,8 +78,9 @@ class MarketoInstance:
         for i, raw in enumerate(custom_types):
             custom = parse_activity_type(raw, f"custom_types[{i}]")
             if not custom.custom:
-                raise ValueError(f"custom_types[{i}].id: custom activity types have ids >= {CUSTOM_ACTIVITY_MIN_ID},"
-                                 f" got {custom.id}")
+                raise ValueError(
+                    f"custom_types[{i}].id: custom activity types have ids >= {CUSTOM_ACTIVITY_MIN_ID}, got {custom.id}"
+                )
             self.types[custom.id] = custom
         self._rng = random.Random(seed)
         self.factory = ActivityFactory(munchkin_id, self.types, self._rng, leads=leads)
@@ -109,7 +110,11 @@ class MarketoInstance:
             self._append(self.factory.build(type_id, moment, self._take_id()), moment)
 
     def inject(
-        self, count: int, type_ids: Sequence[int] | None = None, *, at: float | None = None,
+        self,
+        count: int,
+        type_ids: Sequence[int] | None = None,
+        *,
+        at: float | None = None,
     ) -> list[dict[str, Any]]:
         """``count`` activities dated ``at`` (default now), types in turn from ``type_ids`` (default: the traffic's)."""
         if count < 0:
@@ -134,8 +139,11 @@ class MarketoInstance:
         """Every activity the instance holds (optionally of some types, dated at or after ``since``), in id order."""
         self.advance()
         wanted = None if type_ids is None else set(type_ids)
-        return [item.record() for item in self.log
-                if (wanted is None or item.type_id in wanted) and (since is None or item.second >= int(since))]
+        return [
+            item.record()
+            for item in self.log
+            if (wanted is None or item.type_id in wanted) and (since is None or item.second >= int(since))
+        ]
 
     def _take_id(self) -> int:
         self._next_id += self._rng.randint(1, 4)  # ids are shared with activities that are not read
@@ -238,10 +246,17 @@ async def run_marketo(
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         raise ValueError(f"host: the simulated instance serves loopback only (127.0.0.1, ::1), got {host!r}")
     sim = MarketoInstance(
-        munchkin_id=munchkin, client_id=client_id, client_secret=client_secret, rate=rate, seed=seed,
+        munchkin_id=munchkin,
+        client_id=client_id,
+        client_secret=client_secret,
+        rate=rate,
+        seed=seed,
         token_ttl=token_ttl,
         limits=Limits(calls_per_window=calls_per_20s, max_concurrent=max_concurrent, daily_quota=daily_quota),
-        faults=Faults(parse_faults(faults), fault_rate, seed), short_page_rate=short_page_rate, host=host, port=port,
+        faults=Faults(parse_faults(faults), fault_rate, seed),
+        short_page_rate=short_page_rate,
+        host=host,
+        port=port,
     )
     async with sim:
         echo(f"simulated Marketo instance {munchkin} at {sim.url} ({rate:g} activities/s)")

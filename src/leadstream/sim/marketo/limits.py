@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,7 +25,7 @@ RATE_LIMITED, QUOTA_EXHAUSTED, TOO_MANY_CONCURRENT = "606", "607", "615"
 
 def chicago_day(now: float) -> date:
     """The Marketo day ``now`` belongs to."""
-    return datetime.fromtimestamp(now, timezone.utc).astimezone(CHICAGO).date()
+    return datetime.fromtimestamp(now, UTC).astimezone(CHICAGO).date()
 
 
 @dataclass
@@ -76,8 +76,13 @@ class CallStats:
         by_endpoint: dict[str, dict[str, int]] = {}
         for (endpoint, outcome), n in sorted(self.calls.items()):
             by_endpoint.setdefault(endpoint, {})[outcome] = n
-        return {"calls": by_endpoint, "counted": self.counted, "maxInWindow": self.max_in_window,
-                "maxInFlight": self.max_in_flight, "tokenInQuery": self.token_in_query}
+        return {
+            "calls": by_endpoint,
+            "counted": self.counted,
+            "maxInWindow": self.max_in_window,
+            "maxInFlight": self.max_in_flight,
+            "tokenInQuery": self.token_in_query,
+        }
 
 
 class InstanceLimits:

@@ -65,7 +65,8 @@ class ActivityLog:
         last = self.last
         if last is not None and (record["id"] <= last.id or second < last.second):
             raise ValueError(
-                f"activity {record['id']} at {second} would go back in the log (last: {last.id} at {last.second})")
+                f"activity {record['id']} at {second} would go back in the log (last: {last.id} at {last.second})"
+            )
         item = StoredActivity(record["id"], second, record["activityTypeId"], record["leadId"], orjson.dumps(record))
         self._items.append(item)
         self._ids.append(item.id)

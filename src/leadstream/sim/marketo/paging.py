@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 class BadPagingToken(ValueError):
@@ -28,7 +28,7 @@ class Cursor:
     after_id: int = 0  # and with an id greater than this one
 
     def encode(self) -> str:
-        since = datetime.fromtimestamp(self.since, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        since = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return base64.b32encode(f"{since},{self.after_id}".encode("ascii")).decode("ascii").rstrip("=")
 
 
@@ -37,7 +37,7 @@ def decode(token: str) -> Cursor:
     padded = token.strip().upper() + "=" * (-len(token.strip()) % 8)
     try:
         since_text, after_text = base64.b32decode(padded).decode("ascii").split(",")
-        since = datetime.strptime(since_text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        since = datetime.strptime(since_text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         after_id = int(after_text)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise BadPagingToken(f"{token!r} is not a paging token of this instance") from exc

@@ -24,20 +24,49 @@ from typing import Any
 from leadstream.catalog import ActivityType
 from leadstream.sim import values as v
 from leadstream.sim.platform import (
-    CHANGE_DATA_VALUE, CHANGE_SCORE, CHANGE_SOURCES, DELETE_LEAD, FIELD_IDS, LEADS_PER_TENANT, MERGE_LEADS,
-    MIN_LEADS, NEW_LEAD, Lead, Tenant,
+    CHANGE_DATA_VALUE,
+    CHANGE_SCORE,
+    CHANGE_SOURCES,
+    DELETE_LEAD,
+    FIELD_IDS,
+    LEADS_PER_TENANT,
+    MERGE_LEADS,
+    MIN_LEADS,
+    NEW_LEAD,
+    Lead,
+    Tenant,
 )
 
 # How often each type happens in traffic, relative to the others (types not listed: OTHER_WEIGHT).
-TRAFFIC_WEIGHTS = {1: 20.0, 10: 10.0, 7: 10.0, 6: 10.0, 3: 4.0, 11: 4.0, 13: 8.0, 12: 3.0, 2: 2.0, 22: 3.0,
-                   24: 2.0, 8: 0.5, 27: 0.5, 9: 0.5, DELETE_LEAD: 1.0, MERGE_LEADS: 0.5}
+TRAFFIC_WEIGHTS = {
+    1: 20.0,
+    10: 10.0,
+    7: 10.0,
+    6: 10.0,
+    3: 4.0,
+    11: 4.0,
+    13: 8.0,
+    12: 3.0,
+    2: 2.0,
+    22: 3.0,
+    24: 2.0,
+    8: 0.5,
+    27: 0.5,
+    9: 0.5,
+    DELETE_LEAD: 1.0,
+    MERGE_LEADS: 0.5,
+}
 OTHER_WEIGHT = 0.5
 EMAIL_TYPES = frozenset({6, 7, 8, 9, 10, 11, 27})
 LIST_TYPES = frozenset({24, 25})
 CHANGED_FIELDS = ("Email Address", "Job Title", "Phone Number", "Company Name", "City", "Lead Score", "Lead Status")
-REASONS = {"Web form fillout": "Form fill", "Web service API": "API call",
-           "Marketo Flow Action": "Changed by Smart Campaign", "Lead Database": "Manual edit",
-           "Salesforce": "Synced from Salesforce"}
+REASONS = {
+    "Web form fillout": "Form fill",
+    "Web service API": "API call",
+    "Marketo Flow Action": "Changed by Smart Campaign",
+    "Lead Database": "Manual edit",
+    "Salesforce": "Synced from Salesforce",
+}
 HAND_BUILT = frozenset({NEW_LEAD, CHANGE_DATA_VALUE, CHANGE_SCORE, MERGE_LEADS})  # only the attributes given them
 
 
@@ -64,7 +93,12 @@ class ActivityFactory:
     """Builds activity records of the instance's types against its lead population, from one ``rng``."""
 
     def __init__(
-        self, munchkin_id: str, types: Mapping[int, ActivityType], rng: random.Random, *, leads: int = LEADS_PER_TENANT,
+        self,
+        munchkin_id: str,
+        types: Mapping[int, ActivityType],
+        rng: random.Random,
+        *,
+        leads: int = LEADS_PER_TENANT,
     ) -> None:
         if leads < MIN_LEADS:
             raise ValueError(f"leads: the population needs at least {MIN_LEADS} leads, got {leads}")
@@ -97,9 +131,11 @@ class ActivityFactory:
         if type_id == NEW_LEAD:
             lead = Lead(tenant.reserve_lead_id(), v.person(rng))
             tenant.add(lead)
-            given = {"Created Date": v.rfc3339(moment)[:10],
-                     "Source Type": rng.choice(("Web form fillout", "List import", "New lead")),
-                     "Lead Source": rng.choice(("Website", "Trade Show", "Partner", "Salesforce"))}
+            given = {
+                "Created Date": v.rfc3339(moment)[:10],
+                "Source Type": rng.choice(("Web form fillout", "List import", "New lead")),
+                "Lead Source": rng.choice(("Website", "Trade Show", "Partner", "Salesforce")),
+            }
             campaign_id = None
         else:
             lead = tenant.pick(rng)
@@ -110,8 +146,12 @@ class ActivityFactory:
             delta = rng.choice((-10, -5, 5, 10, 15, 25))
             lead.fields["Lead Score"] = str(max(0, old + delta))
             primary = (FIELD_IDS["Lead Score"], "Lead Score")
-            given = {"Change Value": f"{delta:+d}", "New Value": int(lead.fields["Lead Score"]), "Old Value": old,
-                     "Reason": rng.choice(("Visited pricing page", "Opened 3 emails", "Attended webinar"))}
+            given = {
+                "Change Value": f"{delta:+d}",
+                "New Value": int(lead.fields["Lead Score"]),
+                "Old Value": old,
+                "Reason": rng.choice(("Visited pricing page", "Opened 3 emails", "Attended webinar")),
+            }
         elif type_id == DELETE_LEAD:
             primary, campaign_id = (lead.id, lead.name), None
             tenant.remove(lead.id)
@@ -119,8 +159,13 @@ class ActivityFactory:
             loser = self._other_lead(lead)
             tenant.remove(loser.id)
             primary = (lead.id, lead.name)
-            given = {"Merge IDs": [loser.id], "Master Updated": rng.random() < 0.5, "Merged in Sales": False,
-                     "Merge Source": "Lead Database", "Modifying User": rng.choice(tenant.users)[1]}
+            given = {
+                "Merge IDs": [loser.id],
+                "Master Updated": rng.random() < 0.5,
+                "Merged in Sales": False,
+                "Merge Source": "Lead Database",
+                "Modifying User": rng.choice(tenant.users)[1],
+            }
         elif type_id == 1:
             path = rng.choice(v.PAGES)
             primary = (tenant.pages[path], f"www.example.com{path}")
@@ -172,8 +217,14 @@ class ActivityFactory:
         return f"{old} (changed)"
 
     def _record(
-        self, activity: ActivityType, lead_id: int, moment: float, activity_id: int,
-        primary: tuple[int | str, Any] | None, campaign_id: int | None, given: dict[str, Any],
+        self,
+        activity: ActivityType,
+        lead_id: int,
+        moment: float,
+        activity_id: int,
+        primary: tuple[int | str, Any] | None,
+        campaign_id: int | None,
+        given: dict[str, Any],
     ) -> dict[str, Any]:
         rng = self._rng
         attributes = []

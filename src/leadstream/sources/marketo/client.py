@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -32,7 +32,13 @@ import orjson
 
 from leadstream.sources.budget import CallBudget
 from leadstream.sources.marketo.errors import (
-    AuthFailed, MarketoError, RequestRejected, TokenRejected, Transient, UriTooLong, classify,
+    AuthFailed,
+    MarketoError,
+    RequestRejected,
+    TokenRejected,
+    Transient,
+    UriTooLong,
+    classify,
 )
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=30.0)  # Marketo answers Get Lead Activities within 30 s
@@ -91,18 +97,25 @@ class MarketoClient:
         """A date-based paging token for activities (and deleted leads) from ``since`` (timezone-aware)."""
         if since.tzinfo is None:
             raise ValueError("since: a timezone-aware datetime (Marketo reads the offset)")
-        stamp = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = await self.call("/rest/v1/activities/pagingtoken.json", [("sinceDatetime", stamp)])
         return _token(body, "Get Paging Token")
 
     async def get_activities(
-        self, next_page_token: str, type_ids: Sequence[int], *, batch_size: int = MAX_BATCH,
+        self,
+        next_page_token: str,
+        type_ids: Sequence[int],
+        *,
+        batch_size: int = MAX_BATCH,
     ) -> Page:
         """Get Lead Activities of at most 10 activity types from ``next_page_token``."""
         if not 1 <= len(type_ids) <= MAX_TYPE_IDS:
             raise ValueError(f"type_ids: between 1 and {MAX_TYPE_IDS} activity type ids per call, got {len(type_ids)}")
-        params = [("nextPageToken", next_page_token), ("activityTypeIds", ",".join(str(t) for t in type_ids)),
-                  *_batch(batch_size)]
+        params = [
+            ("nextPageToken", next_page_token),
+            ("activityTypeIds", ",".join(str(t) for t in type_ids)),
+            *_batch(batch_size),
+        ]
         return _page(await self.call("/rest/v1/activities.json", params), "Get Lead Activities")
 
     async def get_deleted_leads(self, next_page_token: str, *, batch_size: int = MAX_BATCH) -> Page:
@@ -148,7 +161,7 @@ class MarketoClient:
             async with request as response:
                 body = await response.read()
                 status, reason = response.status, response.reason or ""
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Transient("timeout", f"no answer within {self._timeout.total:g} s") from None
         except aiohttp.ClientError as exc:
             raise Transient("connection", f"{type(exc).__name__}: {exc}") from None
@@ -185,14 +198,17 @@ class MarketoClient:
             self._token = None
 
     async def _fetch_token(self) -> tuple[str, float]:
-        params = {"grant_type": "client_credentials", "client_id": self._client_id,
-                  "client_secret": self._client_secret}
+        params = {
+            "grant_type": "client_credentials",
+            "client_id": self._client_id,
+            "client_secret": self._client_secret,
+        }
         url = f"{self.identity_url}/oauth/token"
         try:
             async with self._session.get(url, params=params, timeout=self._timeout) as response:
                 body = await response.read()
                 status, reason = response.status, response.reason or ""
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Transient("timeout", f"identity: no answer within {self._timeout.total:g} s") from None
         except aiohttp.ClientError as exc:
             # the identity URL carries the secret: keep it out of the message
@@ -242,6 +258,10 @@ def _page(body: dict[str, Any], what: str) -> Page:
     records = body.get("result") or []  # Marketo omits `result` when a page is empty
     if not isinstance(records, list):
         raise MarketoError("invalid-response", f"{what}: 'result' is not a list")
-    return Page(records, _token(body, what), body.get("moreResult") is True, str(body.get("requestId", "")),
-                body.get("warnings") or [])
-
+    return Page(
+        records,
+        _token(body, what),
+        body.get("moreResult") is True,
+        str(body.get("requestId", "")),
+        body.get("warnings") or [],
+    )
