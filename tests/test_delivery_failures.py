@@ -245,3 +245,27 @@ async def test_a_patch_while_retrying_keeps_the_batch_and_its_id(tmp_path):
         assert other.requests[0].headers["x-leadstream-delivery"] == r.requests[0].headers["x-leadstream-delivery"]
         assert other.requests[0].headers["x-leadstream-retry-count"] == "1"
         assert other.ids() == [f"guid-{i}" for i in range(5)]
+
+
+async def test_each_state_transition_is_told_once_not_once_per_attempt(tmp_path):
+    down = True
+
+    def answer(seen: Received) -> web.Response | None:
+        return web.Response(status=500, text="down") if down else None
+
+    async with bench(tmp_path) as b, receiver(answer=answer) as r:
+        moves: list[tuple[str, str, str | None]] = []
+        b.engine.on_transition.append(lambda t: moves.append((t.before.state, t.after.state, t.after.pausedReason)))
+        sub = await b.subscribe(r.url, retryAttempts=2, retryIntervalMs=50, probeIntervalMs=100)
+        await b.publish("activity", [activity(i) for i in range(5)])
+        await b.wait_status(sub["id"], "paused after the retries", state="paused")
+        await wait_until(lambda: len(r.requests) >= 5, what="probes while paused")  # failures go on, no new move
+        down = False
+        await wait_ids(r, [f"guid-{i}" for i in range(5)])
+        await b.subscriptions.pause(sub["id"])
+        assert moves == [
+            ("active", "retrying", None),
+            ("retrying", "paused", "failures"),
+            ("paused", "active", None),
+            ("active", "paused", "manual"),
+        ]

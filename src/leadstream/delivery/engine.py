@@ -44,6 +44,7 @@ from leadstream.subscriptions import state as rules
 from leadstream.subscriptions.config import SubscriptionConfig, unseal
 from leadstream.subscriptions.matching import Matcher, compile_leniently
 from leadstream.subscriptions.service import Live
+from leadstream.subscriptions.state import Transition
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class DeliveryEngine:
         self.before_follow = before_follow  # before changes made elsewhere are picked up (reload the catalog)
         self.leases = Leases(store, self.options.node_id, self.options.lease_ttl, self._lapsed)
         self.senders: dict[str, Sender] = {}
+        self.on_transition: list[Callable[[Transition], None]] = []  # listeners of state transitions (log, alerts)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.started = False
@@ -91,8 +93,9 @@ class DeliveryEngine:
             await state_log.adopt(self.store, state_log.recover())  # what the last run saved last
             state_log.open()
         self.shared = Shared(
-            self.store, self.tail, self.session, self.keyring, state_log, options.attempts_kept, self.leases
-        )
+            self.store, self.tail, self.session, self.keyring, state_log, options.attempts_kept, self.leases,
+            on_transition=self.on_transition,
+        )  # fmt: skip
         await self.leases.renew()
         for stored in await self.store.list_subscriptions():
             if self.leases.mine(stored.id):

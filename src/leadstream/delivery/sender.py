@@ -39,7 +39,7 @@ from leadstream.subscriptions.config import SubscriptionConfig
 from leadstream.subscriptions.control import pending_change
 from leadstream.subscriptions.matching import Matcher
 from leadstream.subscriptions.service import Live
-from leadstream.subscriptions.state import DeliveryState, InFlight, Timing
+from leadstream.subscriptions.state import DeliveryState, InFlight, Timing, Transition
 
 READ_PAGE = 1000  # events per own read of the store (a sender behind the shared tail)
 IDLE_SAVE_SECONDS = 5.0  # an idle cursor that moved past events of other types is saved this often
@@ -58,6 +58,8 @@ class Shared:
     attempts_kept: int = 1000
     leases: Leases | None = None  # a cluster: no attempt starts once they lapse
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Told of every state transition, on the event loop, at once: they must be quick (log, queue an alert).
+    on_transition: list[Callable[[Transition], None]] = field(default_factory=list)
 
     def spawn(self, coroutine: Any) -> None:
         """Fire and forget (the attempt log), keeping a reference until it is done."""
@@ -108,11 +110,18 @@ class Sender:
             return False
         if change.patched and config != self.config:
             self.configure(config, matcher())
-        self.state = change.state
+        self._become(change.state)
         self.applied = control.rev
         if change.reread:
             self.forget_reads()
         return True
+
+    def _become(self, state: DeliveryState) -> None:
+        before, self.state = self.state, state
+        if rules.moved(before, state):
+            transition = Transition(self.id, self.config.munchkinId, before, state)
+            for listener in self.shared.on_transition:
+                listener(transition)
 
     @property
     def should_run(self) -> bool:
@@ -309,18 +318,18 @@ class Sender:
             metrics.FAILED_ATTEMPTS.labels(self.id).inc()
             error = answer.describe()
             if answer.status == 410:
-                self.state = rules.gone(self.state, self.timing, now, f"the endpoint is gone: {error}")
+                self._become(rules.gone(self.state, self.timing, now, f"the endpoint is gone: {error}"))
             elif answer.status in (429, 503) and answer.retry_after_ms is not None:
-                self.state = rules.throttled(self.state, self.timing, now, answer.retry_after_ms, error)
+                self._become(rules.throttled(self.state, self.timing, now, answer.retry_after_ms, error))
             else:
-                self.state = rules.failed(self.state, self.timing, now, error)
+                self._become(rules.failed(self.state, self.timing, now, error))
             if self.state.inflight is not None:
                 self.state.inflight.sends = batch.sends
             await self.save()
 
     def _acknowledge(self, batch: Batch, now: int) -> None:
         """A 2xx: the cursor moves past the batch. Saved with the next batch's start (or before sleeping)."""
-        self.state = rules.succeeded(self.state, now)
+        self._become(rules.succeeded(self.state, now))
         self.state.cursor = max(self.state.cursor, batch.upto)
         self.state.inflight = None
         self.state.delivered += len(batch.events)

@@ -51,6 +51,20 @@ class DeliveryState(msgspec.Struct, omit_defaults=True):
     nextAttemptAt: int | None = None
 
 
+class Transition(msgspec.Struct, frozen=True):
+    """A subscription moved from one state to another (or paused for another reason): what the
+    operator's log and alerts hear of, once per move — not once per attempt."""
+
+    subscription: str
+    munchkin_id: str
+    before: DeliveryState
+    after: DeliveryState
+
+
+def moved(before: DeliveryState, after: DeliveryState) -> bool:
+    return (before.state, before.pausedReason) != (after.state, after.pausedReason)
+
+
 class Timing(msgspec.Struct, frozen=True):
     """The settings the rules need, in ms."""
 
