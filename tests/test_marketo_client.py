@@ -138,7 +138,7 @@ async def test_a_request_marketo_rejects_carries_its_code_and_message(connect: C
 # -- tokens --------------------------------------------------------------------------------------------
 async def test_tokens_expiring_every_second_cause_no_failure(connect: Connect):
     sim, client = await connect(
-        token_ttl=1.0,
+        token_ttl=3.0,
         client={"token_refresh_margin": 0},
         limits=Limits(calls_per_window=10_000),
         budget=BudgetLimits(calls_per_20s=10_000),
