@@ -251,6 +251,18 @@ async def test_attempts_are_bounded_and_newest_first(store: Store) -> None:
     assert await store.list_attempts("nobody", 10) == []
 
 
+async def test_an_attempt_keeps_its_trace_small_or_large(store: Store) -> None:
+    small = orjson.dumps({"request": {"headers": {"A": "1"}}, "response": {"status": 500, "body": "down"}})
+    large = orjson.dumps({"request": {"headers": {}}, "response": {"status": 502, "body": "<p>bad</p>" * 6000}})
+    await store.record_attempt("s1", b'{"n":1}', trace=small)
+    await store.record_attempt("s1", b'{"n":2}', trace=large)
+    await store.record_attempt("s1", b'{"n":3}')  # an entry without a trace (written before traces were kept)
+    newest, second, first = [orjson.loads(doc) for doc in await store.list_attempts("s1", 10)]
+    assert newest == {"n": 3}
+    assert second == {"n": 2, "trace": orjson.loads(large)}
+    assert first == {"n": 1, "trace": orjson.loads(small)}
+
+
 async def test_dead_letters_round_trip(store: Store) -> None:
     events = make_events(3)
     await store.append(events)

@@ -113,6 +113,7 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
         options = EngineOptions(
             node_id=settings.node_id,
             lease_ttl=settings.lease_ttl,
+            attempts_kept=settings.attempts_kept,
             follow=clustered or role is Role.DELIVERY,
             state_log=None if clustered else settings.data_dir,
         )

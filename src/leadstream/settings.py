@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     node_id: str = f"{socket.gethostname()}-{os.getpid()}"
     lease_ttl: float = 15.0  # clusters: a dead node's subscriptions move to live ones within this (seconds)
     delivery_process: bool = False  # one node: delivery runs in a second process (uses a second core)
+    attempts_kept: Annotated[int, Field(ge=1)] = 1000  # attempts (with traces) kept per subscription
     # -- security (issue 8) --
     master_key: SecretStr | None = None  # seals subscriber secrets; else <data_dir>/master.key (0600)
     allowed_cidrs: Annotated[list[str], NoDecode] = []  # outbound endpoints allowed although private

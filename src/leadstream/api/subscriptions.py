@@ -183,11 +183,63 @@ async def replay_subscription(
     return _json(view)
 
 
+_headers_schema = {"type": "object", "additionalProperties": {"type": "string"}}
+ATTEMPT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "time": {"type": "string", "format": "date-time"},
+        "batchId": {"type": "string"},
+        "events": {"type": "integer"},
+        "firstPosition": {"type": "integer"},
+        "lastPosition": {"type": "integer"},
+        "status": {"type": ["integer", "null"], "description": "null: no HTTP answer (see error)"},
+        "error": {"type": ["string", "null"]},
+        "durationMs": {"type": "number"},
+        "retryCount": {"type": "integer"},
+        "outcome": {"enum": ["delivered", "failed", "too_large", "dead_lettered", "renewed_token"]},
+        "note": {"type": "string"},
+        "trace": {
+            "type": "object",
+            "description": "Debug tracing: what was sent and what came back (absent on entries older than it)",
+            "properties": {
+                "request": {
+                    "type": "object",
+                    "properties": {"headers": {**_headers_schema, "description": 'auth and signatures shown as "***"'}},
+                },
+                "response": {
+                    "type": ["object", "null"],
+                    "description": "null: no HTTP answer (connection refused, timeout, …)",
+                    "properties": {
+                        "status": {"type": "integer"},
+                        "headers": _headers_schema,
+                        "body": {"type": "string", "description": "the first 64 kB of the body, as UTF-8 text"},
+                        "bodyTruncated": {"type": "boolean", "description": "the body went on past 64 kB"},
+                    },
+                },
+            },
+        },
+    },
+}
+ATTEMPTS_RESPONSE = {
+    200: {
+        "description": "The attempts, newest first",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"attempts": {"type": "array", "items": ATTEMPT_SCHEMA}}}
+            }
+        },
+    }
+}
+
+
 @router.get(
     "/{sub_id}/attempts",
-    summary="The delivery-attempt log, newest first",
+    summary="The delivery-attempt log, newest first, with debug tracing",
     description="Each attempt: time, batchId, events, firstPosition, lastPosition, status (or null), error, "
-    "durationMs, retryCount, outcome (delivered | failed | too_large | dead_lettered | renewed_token).",
+    "durationMs, retryCount, outcome (delivered | failed | too_large | dead_lettered | renewed_token), and its "
+    "trace: the request headers (auth and signatures masked), the response status, headers and first 64 kB "
+    "of the body. The newest 1000 attempts of each subscription are kept.",
+    responses=ATTEMPTS_RESPONSE,  # type: ignore[arg-type]
 )
 async def list_attempts(
     services: Services,

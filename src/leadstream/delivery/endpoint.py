@@ -25,10 +25,13 @@ from leadstream.delivery import metrics
 from leadstream.delivery.auth import OAuth2ClientCredentials, TokenEndpointError
 from leadstream.delivery.http import Answer, post
 from leadstream.events import Event
+from leadstream.security.audit import REDACTED, redact
 from leadstream.security.secretbox import scrub
 from leadstream.security.signing import KeyRing, hmac_headers
 from leadstream.security.tls import client_context
 from leadstream.subscriptions.config import OAuth2Auth, SubscriptionConfig, TokenAuth
+
+SIGNATURE_HEADERS = frozenset({"webhook-signature", "x-adobe-digital-signature-1", "x-adobe-digital-signature-2"})
 
 
 @dataclass(eq=False)
@@ -128,12 +131,25 @@ class Endpoint:
         except TokenEndpointError as exc:
             answer = Answer(error=str(exc), duration=time.perf_counter() - started)
         metrics.ATTEMPT_SECONDS.observe(answer.duration)
-        if answer.snippet or answer.error:  # an endpoint may echo what it was sent: no secret goes further
-            secrets = [*self.secrets, token]
+        secrets = [*self.secrets, token]
+        if answer.snippet or answer.error or answer.body:  # an endpoint may echo what it was sent
             answer = dataclasses.replace(
-                answer, snippet=scrub(answer.snippet, secrets), error=answer.error and scrub(answer.error, secrets)
-            )
-        return answer, token
+                answer, snippet=scrub(answer.snippet, secrets), error=answer.error and scrub(answer.error, secrets),
+                body=scrub(answer.body, secrets),
+                headers=answer.headers and {k: scrub(v, secrets) for k, v in answer.headers.items()},
+            )  # fmt: skip
+        sent = {"User-Agent": self.session.headers.get("User-Agent", ""), **headers}
+        return dataclasses.replace(answer, request_headers=masked(sent)), token
+
+
+def masked(headers: dict[str, str]) -> dict[str, str]:
+    """Request headers as the attempt log keeps them: credentials (``security.audit.redact``) and
+    signatures replaced by "***" — a signature is no secret, but it is no one's business either."""
+    shown: dict[str, str] = redact(headers)
+    for name in shown:
+        if name.lower() in SIGNATURE_HEADERS:
+            shown[name] = REDACTED
+    return shown
 
 
 async def send_sample(endpoint: Endpoint, event: Event) -> Answer:

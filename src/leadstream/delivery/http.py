@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import ssl as ssl_module
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 import aiohttp
 
-from leadstream.security.guard import read_capped, snippet
+from leadstream.security.guard import BODY_CAP, read_capped, snippet
+
+TRACE_HEADERS = 100  # response headers kept per attempt at most (aiohttp caps each at 8 kB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +27,11 @@ class Answer:
     retry_after_ms: int | None = None
     snippet: str = ""  # the start of a non-2xx body, for lastError
     duration: float = 0.0  # seconds
+    # Debug tracing (the attempt log): what was sent and what came back.
+    headers: dict[str, str] | None = None  # the response's headers (None: no answer)
+    body: str = ""  # its first BODY_CAP bytes, as text
+    truncated: bool = False  # the body went on past them
+    request_headers: dict[str, str] | None = None  # what was sent, secrets and signatures masked
 
     @property
     def ok(self) -> bool:
@@ -59,11 +67,15 @@ async def post(
         ) as response:
             status = response.status
             retry_after = _retry_after_ms(response.headers.get("Retry-After"))
+            headers = _headers(response.headers)
             # A small answer is read whole so the connection goes back to the pool; a large one
-            # is cut short (and its connection closed).
-            head = await read_capped(response)
+            # is cut short (and its connection closed). One byte more says whether it was cut.
+            head = await read_capped(response, BODY_CAP + 1)
         excerpt = "" if 200 <= status < 300 else snippet(head)
-        return Answer(status, None, retry_after, excerpt, time.perf_counter() - started)
+        return Answer(
+            status, None, retry_after, excerpt, time.perf_counter() - started,
+            headers=headers, body=head[:BODY_CAP].decode("utf-8", "replace"), truncated=len(head) > BODY_CAP,
+        )  # fmt: skip
     except TimeoutError:
         return Answer(error=f"timed out after {timeout * 1000:.0f} ms", duration=time.perf_counter() - started)
     except aiohttp.ClientConnectorError as exc:
@@ -75,6 +87,17 @@ async def post(
         return Answer(error=f"{type(exc).__name__}: {exc}".rstrip(": "), duration=time.perf_counter() - started)
     except OSError as exc:  # e.g. the outbound guard
         return Answer(error=str(exc), duration=time.perf_counter() - started)
+
+
+def _headers(received: Mapping[str, str]) -> dict[str, str]:
+    """The response's headers for the attempt log; a repeated one (Set-Cookie) joined with ", "."""
+    kept: dict[str, str] = {}
+    for name, value in received.items():
+        if name in kept:
+            kept[name] += ", " + value
+        elif len(kept) < TRACE_HEADERS:
+            kept[name] = value
+    return kept
 
 
 def _retry_after_ms(value: str | None) -> int | None:

@@ -392,8 +392,17 @@ class Sender:
         }
         if note:
             doc["note"] = note
+        response = None
+        if answer.status is not None:
+            response = {
+                "status": answer.status, "headers": answer.headers, "body": answer.body,
+                "bodyTruncated": answer.truncated,
+            }  # fmt: skip
+        trace = _attempt_encoder.encode({"request": {"headers": answer.request_headers}, "response": response})
         self.shared.spawn(
-            self.shared.store.record_attempt(self.id, _attempt_encoder.encode(doc), self.shared.attempts_kept)
+            self.shared.store.record_attempt(
+                self.id, _attempt_encoder.encode(doc), self.shared.attempts_kept, trace=trace
+            )
         )
 
     # -- retention ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,23 @@ class StoredSubscription:
             *self.control.values(),
             self.applied,
         )
+
+
+TRACE_PACK_ABOVE = 1024  # bytes: a larger attempt trace is stored zlib-compressed
+
+
+def pack_trace(trace: bytes) -> bytes:
+    """An attempt's debug trace as stored: JSON (it starts with "{"), or zlib of it when large —
+    error pages compress several-fold, and 64 kB bodies are what makes the attempt log big."""
+    return zlib.compress(trace, 1) if len(trace) > TRACE_PACK_ABOVE else trace
+
+
+def with_trace(doc: bytes, packed: bytes | None) -> bytes:
+    """The attempt document with its trace spliced in as ``"trace"`` (documents are JSON objects)."""
+    if not packed:
+        return doc
+    trace = packed if packed[:1] == b"{" else zlib.decompress(packed)
+    return doc[:-1] + b',"trace":' + trace + b"}"
 
 
 def number_fresh(events: Iterable[Event], seen: set[str], last: int, now_ms: int) -> tuple[list[int], list[Event], int]:
@@ -259,12 +277,16 @@ class Store(abc.ABC):
 
     # -- delivery attempts and dead letters --------------------------------------------------------
     @abc.abstractmethod
-    async def record_attempt(self, sub_id: str, attempt: bytes, keep: int = 1000) -> None:
-        """Append to the attempt log of a subscription, keeping the newest ``keep`` entries."""
+    async def record_attempt(
+        self, sub_id: str, attempt: bytes, keep: int = 1000, *, trace: bytes | None = None
+    ) -> None:
+        """Append to the attempt log of a subscription, keeping the newest ``keep`` entries.
+        ``trace``: the attempt's debug trace (a JSON object: request headers, the response), kept
+        as long as the entry (``pack_trace``)."""
 
     @abc.abstractmethod
     async def list_attempts(self, sub_id: str, limit: int) -> list[bytes]:
-        """Newest first."""
+        """Newest first, each with its trace spliced in (``with_trace``)."""
 
     @abc.abstractmethod
     async def dead_letter(self, sub_id: str, event: Event, reason: str) -> None:

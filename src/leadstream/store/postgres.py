@@ -58,7 +58,9 @@ from leadstream.store.base import (
     Store,
     StoredSubscription,
     number_fresh,
+    pack_trace,
     settle,
+    with_trace,
 )
 
 T = TypeVar("T")
@@ -174,6 +176,10 @@ MIGRATIONS = [
         ON CONFLICT (name) DO UPDATE SET value = excluded.value;
     DELETE FROM settings WHERE name LIKE 'apikey%' OR name LIKE 'audit.%'
         OR name IN ('catalog.tenants', 'subscriptions.revision');
+    """,
+    # 3: each attempt's debug trace (request headers, response status, headers and body start).
+    """
+    ALTER TABLE attempts ADD COLUMN trace bytea;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -737,24 +743,27 @@ class PostgresStore(Store):
         return await self._run(run)
 
     # -- attempts and dead letters ------------------------------------------------------------------------
-    async def record_attempt(self, sub_id: str, attempt: bytes, keep: int = 1000) -> None:
+    async def record_attempt(
+        self, sub_id: str, attempt: bytes, keep: int = 1000, *, trace: bytes | None = None
+    ) -> None:
         # The statement does not see its own insert: trimming to keep - 1 older ones leaves keep.
         await self._relaxed(
-            "WITH added AS (INSERT INTO attempts (sub_id, doc) VALUES ($1, $2)) "
+            "WITH added AS (INSERT INTO attempts (sub_id, doc, trace) VALUES ($1, $2, $4)) "
             "DELETE FROM attempts WHERE sub_id = $1 AND seq <= "
             "(SELECT seq FROM attempts WHERE sub_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET $3)",
             sub_id,
             attempt,
             max(keep - 1, 0),
+            pack_trace(trace) if trace is not None else None,
         )
 
     async def list_attempts(self, sub_id: str, limit: int) -> list[bytes]:
         rows = await self._run(
             lambda conn: conn.fetch(
-                "SELECT doc FROM attempts WHERE sub_id = $1 ORDER BY seq DESC LIMIT $2", sub_id, limit
+                "SELECT doc, trace FROM attempts WHERE sub_id = $1 ORDER BY seq DESC LIMIT $2", sub_id, limit
             )
         )
-        return [row[0] for row in rows]
+        return [with_trace(row[0], row[1]) for row in rows]
 
     async def dead_letter(self, sub_id: str, event: Event, reason: str) -> None:
         blob = msgspec.msgpack.encode(event)

@@ -43,7 +43,9 @@ from leadstream.store.base import (
     Store,
     StoredSubscription,
     number_fresh,
+    pack_trace,
     settle,
+    with_trace,
 )
 
 T = TypeVar("T")
@@ -130,6 +132,10 @@ MIGRATIONS = [
         WHERE meta.name = 'setting:catalog.tenants';
     DELETE FROM meta WHERE name LIKE 'setting:apikey%' OR name LIKE 'setting:audit.%'
         OR name IN ('setting:catalog.tenants', 'setting:subscriptions.revision');
+    """,
+    # 3: each attempt's debug trace (request headers, response status, headers and body start).
+    """
+    ALTER TABLE attempts ADD COLUMN trace BLOB;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -480,9 +486,18 @@ class SqliteStore(Store):
         return rows[0][0] or 0
 
     # -- attempts and dead letters ------------------------------------------------------------------------
-    async def record_attempt(self, sub_id: str, attempt: bytes, keep: int = 1000) -> None:
+    async def record_attempt(
+        self, sub_id: str, attempt: bytes, keep: int = 1000, *, trace: bytes | None = None
+    ) -> None:
+        packed = pack_trace(trace) if trace is not None else None
+
         def run(conn: sqlite3.Connection) -> None:
-            seq = conn.execute("INSERT INTO attempts (sub_id, doc) VALUES (?, ?)", (sub_id, attempt)).lastrowid or 0
+            seq = (
+                conn.execute(
+                    "INSERT INTO attempts (sub_id, doc, trace) VALUES (?, ?, ?)", (sub_id, attempt, packed)
+                ).lastrowid
+                or 0
+            )
             if seq % 64 == 0:  # trim now and then, not on every insert
                 conn.execute(
                     "DELETE FROM attempts WHERE sub_id = ? AND seq <= "
@@ -493,8 +508,10 @@ class SqliteStore(Store):
         await self._write(run)
 
     async def list_attempts(self, sub_id: str, limit: int) -> list[bytes]:
-        rows = await self._query("SELECT doc FROM attempts WHERE sub_id = ? ORDER BY seq DESC LIMIT ?", [sub_id, limit])
-        return [row[0] for row in rows]
+        rows = await self._query(
+            "SELECT doc, trace FROM attempts WHERE sub_id = ? ORDER BY seq DESC LIMIT ?", [sub_id, limit]
+        )
+        return [with_trace(row[0], row[1]) for row in rows]
 
     async def dead_letter(self, sub_id: str, event: Event, reason: str) -> None:
         blob = msgspec.msgpack.encode(event)
