@@ -137,3 +137,54 @@ def test_a_tiny_run_prints_the_table_and_writes_json_and_plot(
     assert figures["memory"]["leadstream"] > 0
     assert document["timeline"] and document["spans"]
     assert plot_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- from a plain install ------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_RUN = """
+import sys
+from pathlib import Path
+from leadstream.bench import run_bench
+from leadstream.bench.harness import Durations
+tiny = Durations(warmup=0.2, window=0.8, backlog=1000, bare_backlog=1000, idle_subscriptions=10,
+                 idle_window=0.5, both_bare_variants=False)
+sys.exit(run_bench(True, Path(sys.argv[1]), None, ["latency"], durations=tiny))
+"""
+
+
+def _plain_venv(cache: pytest.Cache) -> Path:
+    """A venv with leadstream installed without extras (``pip install -e .``: the declared
+    dependencies only), made once per pyproject.toml and kept in the pytest cache."""
+    import hashlib
+    import subprocess
+    import sys
+
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    venv = cache.mkdir(f"plain-install-{digest}")
+    python = venv / "bin" / "python"
+    if not (venv / "installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", str(ROOT)],
+            check=True,
+        )
+        (venv / "installed").touch()
+    return python
+
+
+def test_the_bench_runs_from_an_install_without_extras(pytestconfig: pytest.Config, tmp_path: Path) -> None:
+    import subprocess
+
+    assert pytestconfig.cache is not None
+    python = _plain_venv(pytestconfig.cache)
+    probe = subprocess.run([str(python), "-c", "import numpy"], capture_output=True)
+    assert probe.returncode != 0, "the plain venv must not have numpy (it only comes with the extras)"
+    figures_file = tmp_path / "bench.json"
+    run = subprocess.run(
+        [str(python), "-c", TINY_RUN, str(figures_file)], capture_output=True, text=True, timeout=90, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    figures = {f["metric"]: f for f in orjson.loads(figures_file.read_bytes())["figures"]}
+    p50 = next(f for metric, f in figures.items() if "p50" in metric)
+    assert p50["leadstream"] is not None and p50["leadstream"] > 0, figures

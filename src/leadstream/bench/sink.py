@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import math
 import sys
 import time
 from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import orjson
 from aiohttp import web
 
@@ -95,8 +95,7 @@ class Sink:
 
     async def latency(self, request: web.Request) -> web.Response:
         since, until = int(request.query["since"]), int(request.query["until"])
-        delays = [_slice(t, since, until) for t in self._chosen(request)]
-        return _json(_percentiles(np.concatenate(delays) if delays else np.empty(0, np.float32)))
+        return _json(_percentiles([d for t in self._chosen(request) for d in _slice(t, since, until)]))
 
     async def series(self, request: web.Request) -> web.Response:
         """Per bucket since ``since``: events received (all subscriptions) and lat-mode delays."""
@@ -105,9 +104,9 @@ class Sink:
         rows = []
         for start in range(since, until, bucket):
             end = start + bucket
-            delays = [_slice(t, start, end) for t in self.tallies.values() if t.event_at]
+            delays = [d for t in self.tallies.values() if t.event_at for d in _slice(t, start, end)]
             row = {"t": start, "count": sum(t.received_between(start, end) for t in self.tallies.values())}
-            row.update(_percentiles(np.concatenate(delays) if delays else np.empty(0, np.float32)))
+            row.update(_percentiles(delays))
             rows.append(row)
         return _json(rows)
 
@@ -136,23 +135,26 @@ class Sink:
         return app
 
 
-def _slice(tally: Tally, since: int, until: int) -> np.ndarray:
-    at = np.frombuffer(tally.event_at, dtype=np.int64) if tally.event_at else np.empty(0, np.int64)
-    lo, hi = np.searchsorted(at, since), np.searchsorted(at, until)
-    return np.frombuffer(tally.delay_ms, dtype=np.float32)[lo:hi] if tally.delay_ms else np.empty(0, np.float32)
+def _slice(tally: Tally, since: int, until: int) -> array[float]:
+    """The delays (ms) of the events that arrived in [since, until)."""
+    lo, hi = bisect.bisect_left(tally.event_at, since), bisect.bisect_left(tally.event_at, until)
+    return tally.delay_ms[lo:hi]
 
 
-def _percentiles(delays: np.ndarray) -> dict[str, Any]:
-    if not len(delays):
+def _percentiles(delays: list[float]) -> dict[str, Any]:
+    if not delays:
         return {"events": 0, "p50": None, "p90": None, "p99": None, "max": None}
-    p50, p90, p99 = np.percentile(delays, [50, 90, 99])
-    return {
-        "events": len(delays),
-        "p50": float(p50),
-        "p90": float(p90),
-        "p99": float(p99),
-        "max": float(delays.max()),
-    }
+    ordered = sorted(delays)
+    p50, p90, p99 = (_percentile(ordered, q) for q in (50, 90, 99))
+    return {"events": len(ordered), "p50": p50, "p90": p90, "p99": p99, "max": float(ordered[-1])}
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between the closest ranks (numpy's default), of a sorted list."""
+    rank = (len(ordered) - 1) * q / 100
+    below = math.floor(rank)
+    above = min(below + 1, len(ordered) - 1)
+    return float(ordered[below] + (ordered[above] - ordered[below]) * (rank - below))
 
 
 def _json(value: Any) -> web.Response:
