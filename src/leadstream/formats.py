@@ -62,21 +62,30 @@ def _legacy_element(event: Event) -> bytes:
     return _LEGACY_ACTIVITY % (_quote(event.id), data[_LEAD_ID_AT:end], data[end + 2 :])
 
 
-def _cloudevent(event: Event, subscription: bytes) -> bytes:
-    return _CLOUDEVENT % (
+# cloudevents/adobe_io elements end with the subscription id: the shared part stops before it.
+_CLOUDEVENT_SHARED = _CLOUDEVENT[: _CLOUDEVENT.rindex(b"%b")]
+_ADOBE_IO_SHARED = _ADOBE_IO[: _ADOBE_IO.rindex(b"%b")]
+
+
+def _cloudevent_shared(event: Event) -> bytes:
+    return _CLOUDEVENT_SHARED % (
         _quote(event.eventid), _quote(event.type), _SOURCES[event.stream],
-        _quote(event.id), _quote(event.time), event.data, subscription,
+        _quote(event.id), _quote(event.time), event.data,
     )  # fmt: skip
 
 
-def _adobe_io(event: Event, subscription: bytes) -> bytes:
-    return _ADOBE_IO % (
+def _adobe_io_shared(event: Event) -> bytes:
+    return _ADOBE_IO_SHARED % (
         _quote(event.eventid), _quote(event.id), _quote(event.type), _SOURCES[event.stream],
-        _quote(event.time), event.data, subscription,
+        _quote(event.time), event.data,
     )  # fmt: skip
 
 
-_ELEMENTS: dict[str, Callable[[Event, bytes], bytes]] = {"cloudevents": _cloudevent, "adobe_io": _adobe_io}
+_SHARED: dict[str, Callable[[Event], bytes]] = {
+    "legacy": _legacy_element,
+    "cloudevents": _cloudevent_shared,
+    "adobe_io": _adobe_io_shared,
+}
 
 
 def _check(fmt: str) -> None:
@@ -84,48 +93,75 @@ def _check(fmt: str) -> None:
         raise ValueError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
-def _legacy_batch(events: Sequence[Event], batch_id: str, created: str) -> bytes:
+def elements(fmt: str, events: Sequence[Event]) -> list[bytes]:
+    """The part of each event's element that is the same for every subscription: built once per
+    event and format, however many subscriptions it goes to (the log tail keeps them). Legacy:
+    the whole element; cloudevents/adobe_io: everything before the subscription id."""
+    _check(fmt)
+    build = _SHARED[fmt]
+    return [build(event) for event in events]
+
+
+def _closing(fmt: str, subscription_id: str) -> bytes:
+    """What follows a shared element in one subscription's body (nothing for legacy)."""
+    return b"" if fmt == "legacy" else _quote(subscription_id) + b"}"
+
+
+def element_overhead(fmt: str, subscription_id: str) -> int:
+    """Bytes an element adds to a body beyond its shared part, its separating comma included."""
+    return len(_closing(fmt, subscription_id)) + 1
+
+
+def _legacy_batch(events: Sequence[Event], shared: Sequence[bytes], batch_id: str, created: str) -> bytes:
     if not events:
         raise ValueError("a legacy batch needs at least one event (its munchkinId comes from them)")
     if events[0].stream != "activity":
         raise ValueError(f"the legacy format carries the activity stream only, not {events[0].stream!r}")
+    head = _LEGACY_HEAD % (_quote(events[0].munchkin_id), _quote(batch_id), _quote(created))
+    if not any(event.etype.startswith("co:") for event in events):
+        return b"".join((head, b",".join(shared), b"]}"))
     activities: list[bytes] = []
     custom_objects: list[bytes] = []
-    for event in events:
-        (custom_objects if _is_custom_object(event) else activities).append(_legacy_element(event))
-    parts = [
-        _LEGACY_HEAD % (_quote(events[0].munchkin_id), _quote(batch_id), _quote(created)),
-        b",".join(activities),
-    ]
+    for event, element in zip(events, shared):
+        (custom_objects if _is_custom_object(event) else activities).append(element)
+    parts = [head, b",".join(activities)]
     if custom_objects:
         parts += [b'],"customObjects":[', b",".join(custom_objects)]
     parts.append(b"]}")
     return b"".join(parts)
 
 
-def batch_body(fmt: str, events: Sequence[Event], *, subscription_id: str, batch_id: str, created: str) -> bytes:
-    """The body of one batch request. ``created`` is the message time (legacy only).
+def batch_body(
+    fmt: str, events: Sequence[Event], *, subscription_id: str, batch_id: str, created: str,
+    shared: Sequence[bytes] | None = None,
+) -> bytes:  # fmt: skip
+    """The body of one batch request. ``created`` is the message time (legacy only); ``shared``
+    the events' ``elements(fmt, events)`` when they were built already.
 
     Raises ValueError for an unknown format, or a legacy batch that is empty or not activities.
     """
     _check(fmt)
+    if shared is None:
+        shared = elements(fmt, events)
     if fmt == "legacy":
-        return _legacy_batch(events, batch_id, created)
-    element, subscription = _ELEMENTS[fmt], _quote(subscription_id)
-    return b"[" + b",".join([element(event, subscription) for event in events]) + b"]"
+        return _legacy_batch(events, shared, batch_id, created)
+    if not shared:
+        return b"[]"
+    closing = _closing(fmt, subscription_id)
+    return b"".join((b"[", (closing + b",").join(shared), closing, b"]"))
 
 
-def event_body(fmt: str, event: Event, *, subscription_id: str) -> bytes:
+def event_body(fmt: str, event: Event, *, subscription_id: str, shared: bytes | None = None) -> bytes:
     """One event object: delivery ``single`` and the journal. Legacy has no single form: ValueError."""
     _check(fmt)
     if fmt == "legacy":
         raise ValueError("the legacy format has no single-event form; use cloudevents or adobe_io")
-    return _ELEMENTS[fmt](event, _quote(subscription_id))
+    return (_SHARED[fmt](event) if shared is None else shared) + _closing(fmt, subscription_id)
 
 
 def cloudevent(event: Event, *, subscription_id: str) -> dict[str, Any]:
     """The decoded CloudEvent, as subscriber filters see it (not on the hot path)."""
-    decoded: dict[str, Any] = orjson.loads(_cloudevent(event, _quote(subscription_id)))
+    decoded: dict[str, Any] = orjson.loads(event_body("cloudevents", event, subscription_id=subscription_id))
     return decoded
 
 

@@ -41,6 +41,7 @@ class Batch:
     upto: int  # the cursor once it is acknowledged
     created: str = dataclasses.field(default_factory=now_rfc3339)  # legacy messageCreatedDate, the same on every retry
     sends: int = 0
+    shared: list[bytes] | None = None  # the events' formats.elements, when the log tail built them
     body: bytes | None = None  # built once, reused by every retry
     signature: dict[str, str] | None = None
 
@@ -70,11 +71,15 @@ class Endpoint:
     def body(self, batch: Batch) -> bytes:
         if batch.body is None:
             if self.single:
-                batch.body = formats.event_body(self.format, batch.events[0], subscription_id=self.sub_id)
+                element = batch.shared[0] if batch.shared else None
+                batch.body = formats.event_body(
+                    self.format, batch.events[0], subscription_id=self.sub_id, shared=element
+                )
             else:
                 batch.body = formats.batch_body(
-                    self.format, batch.events, subscription_id=self.sub_id, batch_id=batch.id, created=batch.created
-                )
+                    self.format, batch.events, subscription_id=self.sub_id, batch_id=batch.id, created=batch.created,
+                    shared=batch.shared,
+                )  # fmt: skip
             batch.signature = None
         return batch.body
 

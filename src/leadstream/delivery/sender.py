@@ -12,6 +12,7 @@ the last one was — the same batch, the same id.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 import uuid
 from collections import deque
@@ -29,7 +30,7 @@ from leadstream.delivery.endpoint import Batch, Endpoint
 from leadstream.delivery.http import Answer
 from leadstream.delivery.leases import Leases
 from leadstream.delivery.statelog import StateLog
-from leadstream.delivery.tail import Key, LogTail, body_sizes
+from leadstream.delivery.tail import READ_PAGE, Key, LogTail, Taken
 from leadstream.events import Event
 from leadstream.logs import log
 from leadstream.security.signing import KeyRing
@@ -37,11 +38,10 @@ from leadstream.store.base import Control, Store
 from leadstream.subscriptions import state as rules
 from leadstream.subscriptions.config import SubscriptionConfig
 from leadstream.subscriptions.control import pending_change
-from leadstream.subscriptions.matching import Matcher
+from leadstream.subscriptions.matching import Matcher, takes_every_event
 from leadstream.subscriptions.service import Live
 from leadstream.subscriptions.state import DeliveryState, InFlight, Timing, Transition
 
-READ_PAGE = 1000  # events per own read of the store (a sender behind the shared tail)
 IDLE_SAVE_SECONDS = 5.0  # an idle cursor that moved past events of other types is saved this often
 _attempt_encoder = msgspec.json.Encoder()
 
@@ -96,6 +96,8 @@ class Sender:
         self.key: Key = (config.stream, config.munchkinId)
         self.endpoint = Endpoint(self.id, config, self.shared.session, self.shared.keyring)
         self.format = config.body_format
+        self.overhead = formats.element_overhead(self.format, self.id)  # bytes per element beyond the shared part
+        self.takes_all = takes_every_event(config, matcher)  # of its key: no per-event matching
         self.single = config.delivery == "single"
         self.timing = Timing(
             config.retryAttempts, config.retryIntervalMs, config.probeIntervalMs, config.pushIntervalMs
@@ -129,7 +131,7 @@ class Sender:
 
     def forget_reads(self) -> None:
         """Drop what was read ahead; the next batch is read again from the cursor."""
-        self.buffer: deque[tuple[Event, int]] = deque()
+        self.buffer: deque[tuple[Event, bytes]] = deque()  # each event with its shared element
         self.buffer_bytes = 0
         self.scanned = self.state.cursor
         self.batch: Batch | None = None
@@ -175,15 +177,19 @@ class Sender:
     # -- the loop ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self._deliver_forever()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the store refused a write, a bug…: start again from the saved state
-                log.exception("sender failed; restarting it in a second", subscription=self.id, error=str(exc))
-                self.forget_reads()
-                await asyncio.sleep(1.0)
+        self.shared.tail.users += 1  # the tail reads the log while some sender runs
+        try:
+            while True:
+                try:
+                    await self._deliver_forever()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the store refused a write, a bug…: start again from the saved state
+                    log.exception("sender failed; restarting it in a second", subscription=self.id, error=str(exc))
+                    self.forget_reads()
+                    await asyncio.sleep(1.0)
+        finally:
+            self.shared.tail.users -= 1
 
     async def _deliver_forever(self) -> None:
         if self.batch is None and self.state.inflight is not None:
@@ -257,40 +263,58 @@ class Sender:
             before = self.scanned
             if tail.covers(before):  # (no await between the check and the take)
                 room = max(1, self.config.batchSize - len(self.buffer))
-                events, sizes, scanned = tail.take(self.key, before, room, self.format)
+                taken = tail.take(self.key, before, room, self.format)
             else:
-                events, scanned = await self._read_own(before)
-                sizes = body_sizes(self.format, events)
-            matches, taken, expired = self.matches, 0, self.state.expiredThrough
-            for event, size in zip(events, sizes):
-                if event.position > expired and matches(event):  # (it may have risen during the read)
-                    self.buffer.append((event, size))
-                    self.buffer_bytes += size
-                    taken += 1
-            self.matched += taken
-            self.advanced += scanned - before
-            self.scanned = scanned
-            if scanned <= before:
+                taken = await tail.read_behind(self.key, before, self.format)
+            self._keep(taken)
+            self.advanced += taken.scanned - before
+            self.scanned = taken.scanned
+            if taken.scanned <= before:
                 return
+
+    def _keep(self, taken: Taken) -> None:
+        events, shared = taken.events, taken.shared
+        expired = self.state.expiredThrough  # (it may have risen during a read)
+        if events and events[0].position <= expired:
+            start = bisect.bisect_right(events, expired, key=_position)
+            events, shared = events[start:], shared[start:]
+        if self.takes_all == "all" or (self.takes_all == "activities" and not taken.custom_objects):
+            self.buffer.extend(zip(events, shared))
+            self.buffer_bytes += sum(map(len, shared)) + self.overhead * len(shared)
+            self.matched += len(events)
+            return
+        matches, taken_count, overhead = self.matches, 0, self.overhead
+        for event, element in zip(events, shared):
+            if matches(event):
+                self.buffer.append((event, element))
+                self.buffer_bytes += len(element) + overhead
+                taken_count += 1
+        self.matched += taken_count
 
     async def _begin(self) -> Batch:
         """Take the next batch from the buffer and persist it as in flight (with the last ack)."""
         limit = 1 if self.single else self.config.batchSize
         cap = self._byte_cap()
-        events: list[Event] = []
-        size = 0
-        while self.buffer and len(events) < limit:
-            event, event_size = self.buffer[0]
-            if events and size + event_size > cap:
-                break
-            self.buffer.popleft()
-            events.append(event)
-            size += event_size
+        buffer = self.buffer
+        if len(buffer) <= limit and self.buffer_bytes <= cap:  # all of it (the usual case)
+            items = list(buffer)
+            buffer.clear()
+            size = self.buffer_bytes
+        else:
+            items, size, overhead = [], 0, self.overhead
+            while buffer and len(items) < limit:
+                event_size = len(buffer[0][1]) + overhead
+                if items and size + event_size > cap:
+                    break
+                items.append(buffer.popleft())
+                size += event_size
         self.buffer_bytes -= size
-        return await self._start_batch(events, events[-1].position if self.buffer else self.scanned)
+        events = [event for event, _ in items]
+        shared = [element for _, element in items]
+        return await self._start_batch(events, events[-1].position if buffer else self.scanned, shared)
 
-    async def _start_batch(self, events: list[Event], upto: int) -> Batch:
-        batch = Batch(str(uuid.uuid4()), events, upto)
+    async def _start_batch(self, events: list[Event], upto: int, shared: list[bytes] | None = None) -> Batch:
+        batch = Batch(str(uuid.uuid4()), events, upto, shared=shared)
         self.state.inflight = InFlight(batch.id, upto, len(events))
         await self.save()
         return batch
@@ -357,10 +381,11 @@ class Sender:
             return
         half = len(batch.events) // 2
         first, rest = batch.events[:half], batch.events[half:]
-        for event, size in zip(reversed(rest), reversed(body_sizes(self.format, rest))):
-            self.buffer.appendleft((event, size))
-            self.buffer_bytes += size
-        self.batch = await self._start_batch(first, first[-1].position)
+        shared = batch.shared if batch.shared is not None else formats.elements(self.format, batch.events)
+        for event, element in zip(reversed(rest), reversed(shared[half:])):
+            self.buffer.appendleft((event, element))
+            self.buffer_bytes += len(element) + self.overhead
+        self.batch = await self._start_batch(first, first[-1].position, shared[:half])
 
     async def _attempt(self, batch: Batch) -> Answer:
         """One POST of the batch (two when an OAuth2 token is refused and renewed: not a failure)."""
@@ -435,7 +460,7 @@ class Sender:
         """Forget what was read ahead but is now past ``expiredThrough``; the batch in flight stays."""
         expired = self.state.expiredThrough
         while self.buffer and self.buffer[0][0].position <= expired:
-            self.buffer_bytes -= self.buffer.popleft()[1]
+            self.buffer_bytes -= len(self.buffer.popleft()[1]) + self.overhead
 
     # -- live status --------------------------------------------------------------------------------
 
@@ -453,3 +478,7 @@ class Sender:
         if self.buffer:
             return self.buffer[0][0].ingested_at
         return None
+
+
+def _position(event: Event) -> int:
+    return event.position

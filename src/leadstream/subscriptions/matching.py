@@ -8,6 +8,7 @@ naming the entry), which is also how creating and patching a subscription checks
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from leadstream import formats
 from leadstream.catalog import Catalog
@@ -107,6 +108,15 @@ def compile_matcher(config: SubscriptionConfig, catalog: Catalog, sub_id: str) -
         return by_type
     pattern = compile_pattern(config.filter)
     return lambda e: by_type(e) and pattern(formats.cloudevent(e, subscription_id=sub_id))
+
+
+def takes_every_event(config: SubscriptionConfig, matcher: Matcher) -> Literal["all", "activities"] | None:
+    """Whether ``matcher`` takes every event of its stream and tenant ("all"), every one but the
+    custom objects ("activities"), or decides event by event (None): the senders skip matching
+    for the first two."""
+    if matcher is _nothing or config.filter is not None or "*" not in config.eventTypes:
+        return None
+    return "activities" if config.stream == "activity" and not config.customObjects else "all"
 
 
 def compile_leniently(config: SubscriptionConfig, catalog: Catalog, sub_id: str) -> tuple[Matcher, str | None]:
