@@ -27,7 +27,7 @@ from test_delivery_support import receiver
 TENANT_B = "987-XYZ-654"
 NOBODY = "555-ZZZ-555"  # a tenant that does not exist
 PUBLIC = {("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/keys/{name}")}  # no key, by design (no tenant data)
-TENANT_PARAMS = {"sub_id", "munchkinId", "key_id"}
+TENANT_PARAMS = {"sub_id", "munchkinId", "key_id", "source_id"}
 
 
 def bodies(endpoint: str, munchkin: str) -> dict[tuple[str, str], Any]:
@@ -48,8 +48,22 @@ def bodies(endpoint: str, munchkin: str) -> dict[tuple[str, str], Any]:
             "endpoint": endpoint,
         },
         ("PATCH", "/v1/subscriptions/{sub_id}"): {"batchSize": 17},
+        ("POST", "/v1/sources"): source_body(munchkin),
+        ("PATCH", "/v1/sources/{source_id}"): {"quotaShare": 0.25},
         ("POST", "/v1/subscriptions/{sub_id}/replay"): {"from": 0},
         ("POST", "/v1/subscriptions/{sub_id}/sample"): {"type": "Visit Webpage"},
+    }
+
+
+def source_body(munchkin: str) -> dict[str, Any]:
+    # port 9 (discard): the walk is about the API; the source's polls fail harmlessly meanwhile
+    return {
+        "type": "marketo",
+        "name": "a-instance",
+        "munchkinId": munchkin,
+        "restUrl": "http://127.0.0.1:9",
+        "clientId": "a-client",
+        "clientSecret": "a-client-secret",
     }
 
 
@@ -61,6 +75,7 @@ class Walk:
             "munchkinId": NOBODY,
             "key_id": "0123456789ab",
             "stream": "activity",
+            "source_id": "src_00000000000000000000",
         }
 
     def request(self, method: str, path: str, op: dict[str, Any], target: str) -> tuple[str, Any, dict[str, str]]:
@@ -125,6 +140,9 @@ async def test_every_route_keeps_tenants_apart(tmp_path):
         ) as r:
             assert r.status == 201, await r.text()
             sub_a = await r.json()
+        async with s.post(f"{server.url}/v1/sources", headers=operator, json=source_body(TENANT_A)) as r:
+            assert r.status == 201, await r.text()
+            source_a = await r.json()
         key_a = await make_key(s, server.url, [TENANT_A], ["subscriptions"])
         ingest_a = (await make_key(s, server.url, [TENANT_A], ["ingest"]))["key"]
         read_a = (await make_key(s, server.url, [TENANT_A], ["read"]))["key"]
@@ -134,7 +152,13 @@ async def test_every_route_keeps_tenants_apart(tmp_path):
 
         async with s.get(f"{server.url}/openapi.json") as r:
             document = await r.json()
-        owned = {"sub_id": sub_a["id"], "munchkinId": TENANT_A, "key_id": key_a["id"], "stream": "activity"}
+        owned = {
+            "sub_id": sub_a["id"],
+            "munchkinId": TENANT_A,
+            "key_id": key_a["id"],
+            "stream": "activity",
+            "source_id": source_a["id"],
+        }
         walk = Walk(s, server.url, endpoint.url, owned)
         operations = [(m.upper(), p, op) for p, ops in document["paths"].items() for m, op in ops.items()]
         assert len(operations) >= 20  # the whole admin API is in the document
@@ -190,6 +214,7 @@ async def test_every_route_keeps_tenants_apart(tmp_path):
             f"/v1/subscriptions/{sub_a['id']}/attempts",
             f"/v1/subscriptions/{sub_a['id']}/journal",
             f"/v1/subscriptions?munchkinId={TENANT_A}",
+            f"/v1/sources/{source_a['id']}",
             "/v1/audit",
         ):
             status, text = await walk.send("GET", server.url + path, None, key_a["key"])
@@ -201,6 +226,9 @@ async def test_every_route_keeps_tenants_apart(tmp_path):
         assert (
             after["state"] == "active" and after["batchSize"] == sub_a["batchSize"] and after["auth"]["token"] == "***"
         )
+        async with s.get(f"{server.url}/v1/sources/{source_a['id']}", headers=operator) as r:
+            source_after = await r.json()
+        assert source_after["quotaShare"] == 0.5 and source_after["clientSecret"] == "***"
         async with s.get(f"{server.url}/v1/keys/{key_a['id']}", headers=operator) as r:
             assert (await r.json())["revokedAt"] is None
         async with s.get(f"{server.url}/v1/catalog/activity?munchkinId={TENANT_A}", headers=operator) as r:

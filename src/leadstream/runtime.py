@@ -37,6 +37,7 @@ from leadstream.security.ratelimit import RateLimiter
 from leadstream.security.secretbox import KEY_FILE, SecretBox, load_secretbox
 from leadstream.security.signing import KeyRing
 from leadstream.settings import Settings
+from leadstream.sources.service import Sources
 from leadstream.store import Store, open_store
 from leadstream.subscriptions.service import Subscriptions
 
@@ -70,6 +71,7 @@ class Runtime:
     rate_limiter: RateLimiter
     session: aiohttp.ClientSession  # every outbound call: deliveries, challenges, samples
     subscriptions: Subscriptions
+    sources: Sources
     delivery: DeliveryEngine | None  # None: this process delivers nothing
     retention: Retention | None  # None: another process purges
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -142,6 +144,14 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
             session=session,
             send_sample=delivery.send_sample if delivery is not None else sample_sender(session, keyring),
             delivery=delivery,
+        ),
+        sources=Sources(
+            store,
+            catalog,
+            secretbox=secretbox,
+            policy=GuardPolicy.from_settings(settings),
+            retention_ms=int(settings.retention * 1000),
+            rate_window=settings.source_rate_window,
         ),
         delivery=delivery,
         retention=None,

@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     key_refresh_interval: float = 2.0  # how soon other nodes see a new or revoked API key (seconds)
     tls_cert: Path | None = None  # serve HTTPS with this certificate (PEM; chain allowed)
     tls_key: Path | None = None
+    # -- sources (SPEC §10); shrunk by tests, Marketo's own values by default --
+    source_follow_interval: float = 2.0  # how soon a node notices sources created or changed elsewhere (seconds)
+    source_rate_window: float = 20.0  # Marketo's rate window (callsPer20s counts in it)
+    source_backoff_base: float = 1.0  # the first retry after a transient error (seconds; doubles, jittered)
+    source_backoff_cap: float = 300.0  # transient errors are retried at least this often
+    source_auth_retry: float = 300.0  # refused credentials are tried again this often
+    source_quota_probe: float = 3600.0  # while the instance answers 607, one (uncounted) probe this often
+    source_catalog_refresh: float = 86400.0  # Get Activity Types again this often
 
     @field_validator("retention", "purge_interval", "lease_ttl", mode="before")
     @classmethod

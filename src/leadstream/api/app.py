@@ -20,6 +20,7 @@ from leadstream.api import audit as audit_routes
 from leadstream.api import catalog as catalog_routes
 from leadstream.api import journal as journal_routes
 from leadstream.api import keys as key_routes
+from leadstream.api import sources as source_routes
 from leadstream.api import subscriptions as subscription_routes
 from leadstream.api.ingest import OPENAPI_PATH, IngestGuard, ingest
 from leadstream.api.problems import HANDLERS
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalog_routes.router)
     app.include_router(key_routes.router)  # public signing keys, no auth
     app.include_router(subscription_routes.router)  # /v1/subscriptions admin API
+    app.include_router(source_routes.router)  # /v1/sources admin API
     app.include_router(journal_routes.router)  # journal (pull) and sample events
     app.include_router(admin_keys.router)  # /v1/keys (tenant API keys)
     app.include_router(audit_routes.router)  # /v1/audit

@@ -1,6 +1,6 @@
 """The `leadstream` command: thin — parse, build settings, call the library.
 
-One module per command or group: serve, subscriptions, publish, catalog, receive, simulate, demo,
+One module per command or group: serve, subscriptions, sources, publish, catalog, receive, simulate, demo,
 bench, keys, db; ``client`` holds what the commands that talk to a server share, and ``group``
 how they read (help, and the defaults from ``Settings``).
 """
@@ -17,6 +17,7 @@ from leadstream.cli.publish import publish
 from leadstream.cli.receive import receive
 from leadstream.cli.serve import serve
 from leadstream.cli.simulate import simulate
+from leadstream.cli.sources import sources
 from leadstream.cli.subscriptions import subscriptions
 
 app = CommandGroup(help="leadstream: Data Streams, self-hosted.")
@@ -30,5 +31,6 @@ def main() -> None:
 for command in (serve, publish, catalog, receive, simulate, demo, bench):
     app.command()(command)
 app.add_typer(subscriptions, name="subscriptions")
+app.add_typer(sources, name="sources")
 app.add_typer(keys, name="keys")
 app.add_typer(db, name="db")

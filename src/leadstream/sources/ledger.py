@@ -52,8 +52,11 @@ well under the window (NTP does).
 from __future__ import annotations
 
 import itertools
+import uuid
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+from leadstream.store.base import CallCounts, Store
 
 RefusalReason = Literal["blocked", "day", "in_flight", "window"]
 
@@ -179,4 +182,57 @@ class MemoryLedger:
             today=account.today,
             blocked_until=account.blocked_until if blocked else None,
             blocked_reason=account.blocked_reason if blocked else None,
+        )
+
+
+def refusal(counts: CallCounts, now: float, limits: CallLimits) -> Refused | None:
+    """Why one more call may not start, given the counts at ``now`` (None: it may)."""
+    if counts.blocked_until is not None and counts.blocked_until > now:
+        return Refused("blocked", counts.blocked_until, counts.blocked_reason or "")
+    if counts.today >= limits.calls_per_day:
+        return Refused("day", None)
+    if counts.in_flight >= limits.max_in_flight:
+        return Refused("in_flight", None)
+    if counts.in_window >= limits.calls_per_window:
+        oldest = counts.oldest_finished
+        return Refused("window", oldest + limits.window_seconds if oldest is not None else None)
+    return None
+
+
+class StoreLedger:
+    """The ledger in the store (SQLite or PostgreSQL): every source of a Munchkin ID on every node
+    spends one budget, and a reservation is one transaction (``Store.reserve_api_call``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def reserve(self, munchkin_id: str, now: float, limits: CallLimits) -> Granted | Refused:
+        call_id = uuid.uuid4().hex
+        counts, granted = await self.store.reserve_api_call(
+            munchkin_id, call_id, now=now, window=limits.window_seconds, day_start=limits.day_start,
+            lease_seconds=limits.lease_seconds, admit=lambda c: refusal(c, now, limits) is None,
+        )  # fmt: skip
+        if granted:
+            return Granted(call_id, now)
+        refused = refusal(counts, now, limits)
+        assert refused is not None  # the store refused because admit did
+        return refused
+
+    async def release(self, munchkin_id: str, call_id: str, *, finished_at: float, counted: bool) -> None:
+        await self.store.release_api_call(call_id, finished_at=finished_at, counted=counted)
+
+    async def block(self, munchkin_id: str, until: float, reason: str) -> None:
+        await self.store.block_api_calls(munchkin_id, until, reason)
+
+    async def usage(self, munchkin_id: str, now: float, limits: CallLimits) -> Usage:
+        counts = await self.store.api_call_counts(
+            munchkin_id, now=now, window=limits.window_seconds, day_start=limits.day_start
+        )
+        blocked = counts.blocked_until is not None
+        return Usage(
+            counts.in_flight,
+            counts.in_window,
+            counts.today,
+            counts.blocked_until,
+            counts.blocked_reason if blocked else None,
         )

@@ -18,7 +18,7 @@ import abc
 import asyncio
 import contextlib
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,51 @@ class StoredSubscription:
             self.applied,
         )
 
+
+SOURCE_COLUMNS = ("id", "munchkin_id", "config", "status", "created_at", "rev", "paused")
+
+
+@dataclass(slots=True)
+class StoredSource:
+    """A source (SPEC §10): its settings (JSON, secrets sealed), the status its runner last saved
+    (JSON), and ``rev``, which rises with every admin change (compare-and-set)."""
+
+    id: str
+    munchkin_id: str
+    config: bytes
+    status: bytes  # b"{}" until a runner saved one
+    created_at: int  # ms since the epoch
+    rev: int = 0
+    paused: bool = False
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> StoredSource:
+        return cls(row[0], row[1], bytes(row[2]), bytes(row[3]), row[4], row[5], bool(row[6]))
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.id, self.munchkin_id, self.config, self.status, self.created_at, self.rev, self.paused)
+
+
+@dataclass(frozen=True, slots=True)
+class CallCounts:
+    """The API calls of one Munchkin ID at a moment (the budget's ledger, SPEC §10.1 limits):
+    in flight (not finished yet), in the window (finished less than the window ago, or in
+    flight), reserved today; the oldest finish time still in the window; a block (606, 607)."""
+
+    in_flight: int
+    in_window: int
+    today: int
+    oldest_finished: float | None
+    blocked_until: float | None
+    blocked_reason: str | None
+
+
+# $1 now, $2 now - window, $3 the day's start, $4 the Munchkin ID (SQLite reads $N as ?N).
+CALL_COUNTS_SQL = (
+    "SELECT count(*) FILTER (WHERE finished_at > $1), count(*) FILTER (WHERE finished_at > $2), "
+    "count(*) FILTER (WHERE reserved_at >= $3), min(finished_at) FILTER (WHERE finished_at > $2 AND finished_at <= $1) "
+    "FROM source_api_calls WHERE munchkin_id = $4 AND (finished_at > $2 OR reserved_at >= $3)"
+)
 
 TRACE_PACK_ABOVE = 1024  # bytes: a larger attempt trace is stored zlib-compressed
 
@@ -318,6 +363,64 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def audit_entries(self, before: int | None, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` entries with a sequence number below ``before`` (None: the newest), newest first."""
+
+    # -- sources (SPEC §10): settings, status, per-group checkpoints, the API-call ledger ---------
+    @abc.abstractmethod
+    async def create_source(self, source: StoredSource) -> None:
+        """Raises ``Conflict`` if the id exists."""
+
+    @abc.abstractmethod
+    async def get_source(self, source_id: str) -> StoredSource | None: ...
+
+    @abc.abstractmethod
+    async def list_sources(self, munchkin_id: str | None = None) -> list[StoredSource]:
+        """Oldest first (created_at, then id)."""
+
+    @abc.abstractmethod
+    async def update_source(self, source_id: str, config: bytes, paused: bool, *, expected_rev: int) -> bool:
+        """Compare-and-set: store ``config`` and ``paused`` with ``rev = expected_rev + 1`` only
+        if the stored revision is still ``expected_rev``."""
+
+    @abc.abstractmethod
+    async def delete_source(self, source_id: str) -> bool:
+        """Delete a source and its checkpoints; False if there was none."""
+
+    @abc.abstractmethod
+    async def save_source_status(self, source_id: str, status: bytes) -> None:
+        """The runner's status document (survives a process crash; not fsync'd)."""
+
+    @abc.abstractmethod
+    async def source_checkpoints(self, source_id: str) -> dict[str, bytes]:
+        """Every group's checkpoint of a source, by group key."""
+
+    @abc.abstractmethod
+    async def save_source_checkpoint(self, source_id: str, group: str, checkpoint: bytes) -> None:
+        """Durable on return: written after the page's events are in the log."""
+
+    async def lease_sources(self, node_id: str, ttl: float) -> set[str] | None:
+        """Which sources this node may run now (None: all of them, a single node); as ``lease``."""
+        return None
+
+    @abc.abstractmethod
+    async def reserve_api_call(
+        self, munchkin_id: str, call_id: str, *, now: float, window: float, day_start: float,
+        lease_seconds: float, admit: Callable[[CallCounts], bool],
+    ) -> tuple[CallCounts, bool]:  # fmt: skip
+        """Atomically across every node: count the Munchkin ID's calls at ``now``, ask ``admit``,
+        and when it agrees record call ``call_id`` as in flight until ``now + lease_seconds``.
+        Returns the counts (before the call) and whether it was recorded. Prunes calls that no
+        longer count."""
+
+    @abc.abstractmethod
+    async def api_call_counts(self, munchkin_id: str, *, now: float, window: float, day_start: float) -> CallCounts: ...
+
+    @abc.abstractmethod
+    async def release_api_call(self, call_id: str, *, finished_at: float, counted: bool) -> None:
+        """The call finished at ``finished_at``; a call Marketo did not count is forgotten."""
+
+    @abc.abstractmethod
+    async def block_api_calls(self, munchkin_id: str, until: float, reason: str) -> None:
+        """No call of the Munchkin ID until ``until`` (606, 607); a later block wins."""
 
     # -- small settings (tenant catalogs, checkpoints, …) -----------------------------------------
     @abc.abstractmethod

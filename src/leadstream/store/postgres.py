@@ -51,11 +51,15 @@ from leadstream.errors import Conflict, Invalid, Unavailable
 from leadstream.events import Event
 from leadstream.logs import log
 from leadstream.store.base import (
+    CALL_COUNTS_SQL,
     CONTROL_COLUMNS,
+    SOURCE_COLUMNS,
     SUBSCRIPTION_COLUMNS,
+    CallCounts,
     Control,
     LogHead,
     Store,
+    StoredSource,
     StoredSubscription,
     number_fresh,
     pack_trace,
@@ -70,7 +74,7 @@ NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 # Advisory lock ids, in the namespace hashtext(current_schema()) so that clusters in different
 # schemas of one database do not serialize each other.
-SCHEMA_LOCK, LOG_LOCK, LEASE_LOCK = 0, 1, 2
+SCHEMA_LOCK, LOG_LOCK, LEASE_LOCK, SOURCE_LEASE_LOCK = 0, 1, 2, 3
 
 MIGRATIONS = [
     # 1: the event log, subscriptions and everything around them.
@@ -181,9 +185,27 @@ MIGRATIONS = [
     """
     ALTER TABLE attempts ADD COLUMN trace bytea;
     """,
+    # 4: sources (SPEC §10), their per-group checkpoints and leases, and the API-call ledger of each Munchkin ID.
+    """
+    CREATE TABLE sources (
+        id text PRIMARY KEY, munchkin_id text NOT NULL, config bytea NOT NULL, status bytea NOT NULL,
+        created_at bigint NOT NULL, rev bigint NOT NULL DEFAULT 0, paused boolean NOT NULL DEFAULT false);
+    CREATE INDEX sources_tenant ON sources (munchkin_id, created_at);
+    CREATE TABLE source_checkpoints (
+        source_id text NOT NULL, grp text NOT NULL, checkpoint bytea NOT NULL, PRIMARY KEY (source_id, grp));
+    CREATE TABLE source_leases (source_id text PRIMARY KEY, node_id text NOT NULL, expires_at bigint NOT NULL);
+    CREATE TABLE source_api_calls (
+        call_id text PRIMARY KEY, munchkin_id text NOT NULL,
+        reserved_at double precision NOT NULL, finished_at double precision NOT NULL);
+    CREATE INDEX source_api_calls_finished ON source_api_calls (munchkin_id, finished_at);
+    CREATE INDEX source_api_calls_reserved ON source_api_calls (munchkin_id, reserved_at);
+    CREATE TABLE source_api_blocks (
+        munchkin_id text PRIMARY KEY, blocked_until double precision NOT NULL, reason text NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 SUBSCRIPTION_SELECT = f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions"
+SOURCE_SELECT = f"SELECT {', '.join(SOURCE_COLUMNS)} FROM sources"
 
 EVENT_COLUMNS = (
     "position",
@@ -855,3 +877,171 @@ class PostgresStore(Store):
             )
         )
         return {row[0]: row[1] for row in rows}
+
+    # -- sources ------------------------------------------------------------------------------------------
+    async def create_source(self, source: StoredSource) -> None:
+        marks = ", ".join(f"${i}" for i in range(1, len(SOURCE_COLUMNS) + 1))
+        sql = f"INSERT INTO sources ({', '.join(SOURCE_COLUMNS)}) VALUES ({marks})"
+        try:
+            await self._run(lambda conn: conn.execute(sql, *source.row()))
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"source {source.id} already exists") from None
+
+    async def get_source(self, source_id: str) -> StoredSource | None:
+        row = await self._run(lambda conn: conn.fetchrow(f"{SOURCE_SELECT} WHERE id = $1", source_id))
+        return StoredSource.from_row(row) if row else None
+
+    async def list_sources(self, munchkin_id: str | None = None) -> list[StoredSource]:
+        where, params = ("WHERE munchkin_id = $1", [munchkin_id]) if munchkin_id is not None else ("", [])
+        rows = await self._run(lambda conn: conn.fetch(f"{SOURCE_SELECT} {where} ORDER BY created_at, id", *params))
+        return [StoredSource.from_row(row) for row in rows]
+
+    async def update_source(self, source_id: str, config: bytes, paused: bool, *, expected_rev: int) -> bool:
+        sql = "UPDATE sources SET config = $1, paused = $2, rev = $3 WHERE id = $4 AND rev = $5"
+        status: str = await self._run(
+            lambda conn: conn.execute(sql, config, paused, expected_rev + 1, source_id, expected_rev)
+        )
+        return status == "UPDATE 1"
+
+    async def delete_source(self, source_id: str) -> bool:
+        async def run(conn: asyncpg.Connection) -> bool:
+            async with conn.transaction():
+                await conn.execute("DELETE FROM source_checkpoints WHERE source_id = $1", source_id)
+                await conn.execute("DELETE FROM source_leases WHERE source_id = $1", source_id)
+                status: str = await conn.execute("DELETE FROM sources WHERE id = $1", source_id)
+            return status == "DELETE 1"
+
+        return await self._run(run)
+
+    async def save_source_status(self, source_id: str, status: bytes) -> None:
+        await self._relaxed("UPDATE sources SET status = $1 WHERE id = $2", status, source_id)
+
+    async def source_checkpoints(self, source_id: str) -> dict[str, bytes]:
+        rows = await self._run(
+            lambda conn: conn.fetch("SELECT grp, checkpoint FROM source_checkpoints WHERE source_id = $1", source_id)
+        )
+        return {row[0]: row[1] for row in rows}
+
+    async def save_source_checkpoint(self, source_id: str, group: str, checkpoint: bytes) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO source_checkpoints VALUES ($1, $2, $3) "
+                "ON CONFLICT (source_id, grp) DO UPDATE SET checkpoint = excluded.checkpoint",
+                source_id,
+                group,
+                checkpoint,
+            )
+        )
+
+    async def lease_sources(self, node_id: str, ttl: float) -> set[str] | None:
+        """As ``lease``, over the sources: each live node holds at most its share of them."""
+        ttl_ms = max(1, int(ttl * 1000))
+
+        async def run(conn: asyncpg.Connection) -> set[str]:
+            async with conn.transaction(isolation="read_committed"):
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, SOURCE_LEASE_LOCK)
+                now = await conn.fetchval(f"SELECT {NOW_MS}")
+                await conn.execute(
+                    "INSERT INTO nodes (node_id, seen_at) VALUES ($1, $2) "
+                    "ON CONFLICT (node_id) DO UPDATE SET seen_at = greatest(nodes.seen_at, excluded.seen_at)",
+                    node_id,
+                    now,
+                )
+                live = await conn.fetchval("SELECT count(*) FROM nodes WHERE seen_at > $1", now - ttl_ms)
+                total = await conn.fetchval("SELECT count(*) FROM sources")
+                share = math.ceil(total / max(1, live))
+                held = await conn.fetch(
+                    "SELECT source_id FROM source_leases WHERE node_id = $1 AND expires_at > $2 "
+                    "ORDER BY source_id LIMIT $3",
+                    node_id,
+                    now,
+                    share,
+                )
+                free = await conn.fetch(
+                    "SELECT s.id FROM sources s LEFT JOIN source_leases l ON l.source_id = s.id "
+                    "WHERE l.source_id IS NULL OR l.expires_at <= $1 ORDER BY s.id LIMIT $2",
+                    now,
+                    share - len(held),
+                )
+                mine = [row[0] for row in held] + [row[0] for row in free]
+                await conn.execute(
+                    "INSERT INTO source_leases (source_id, node_id, expires_at) SELECT unnest($1::text[]), $2, $3 "
+                    "ON CONFLICT (source_id) DO UPDATE SET node_id = excluded.node_id, "
+                    "expires_at = excluded.expires_at",
+                    mine,
+                    node_id,
+                    now + ttl_ms,
+                )
+            return set(mine)
+
+        return await self._run(run)
+
+    async def reserve_api_call(
+        self, munchkin_id: str, call_id: str, *, now: float, window: float, day_start: float,
+        lease_seconds: float, admit: Callable[[CallCounts], bool],
+    ) -> tuple[CallCounts, bool]:  # fmt: skip
+        async def run(conn: asyncpg.Connection) -> tuple[CallCounts, bool]:
+            async with conn.transaction(isolation="read_committed"):
+                # one reservation at a time per Munchkin ID, across every node
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext('api-calls:' || $2::text))",
+                    self._lock_space,
+                    munchkin_id,
+                )
+                await conn.execute(
+                    "DELETE FROM source_api_calls WHERE munchkin_id = $1 AND reserved_at < $2 AND finished_at <= $3",
+                    munchkin_id,
+                    day_start,
+                    now - window,
+                )
+                counts = await _call_counts(conn, munchkin_id, now, window, day_start)
+                granted = admit(counts)
+                if granted:
+                    await conn.execute(
+                        "INSERT INTO source_api_calls VALUES ($1, $2, $3, $4)",
+                        call_id,
+                        munchkin_id,
+                        now,
+                        now + lease_seconds,
+                    )
+            return counts, granted
+
+        return await self._run(run)
+
+    async def api_call_counts(self, munchkin_id: str, *, now: float, window: float, day_start: float) -> CallCounts:
+        return await self._run(lambda conn: _call_counts(conn, munchkin_id, now, window, day_start))
+
+    async def release_api_call(self, call_id: str, *, finished_at: float, counted: bool) -> None:
+        if counted:
+            await self._run(
+                lambda conn: conn.execute(
+                    "UPDATE source_api_calls SET finished_at = $1 WHERE call_id = $2", finished_at, call_id
+                )
+            )
+        else:
+            await self._run(lambda conn: conn.execute("DELETE FROM source_api_calls WHERE call_id = $1", call_id))
+
+    async def block_api_calls(self, munchkin_id: str, until: float, reason: str) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO source_api_blocks VALUES ($1, $2, $3) ON CONFLICT (munchkin_id) DO UPDATE SET "
+                "reason = CASE WHEN excluded.blocked_until > source_api_blocks.blocked_until "
+                "THEN excluded.reason ELSE source_api_blocks.reason END, "
+                "blocked_until = greatest(source_api_blocks.blocked_until, excluded.blocked_until)",
+                munchkin_id,
+                until,
+                reason,
+            )
+        )
+
+
+async def _call_counts(
+    conn: asyncpg.Connection, munchkin_id: str, now: float, window: float, day_start: float
+) -> CallCounts:
+    row = await conn.fetchrow(CALL_COUNTS_SQL, now, now - window, day_start, munchkin_id)
+    block = await conn.fetchrow(
+        "SELECT blocked_until, reason FROM source_api_blocks WHERE munchkin_id = $1 AND blocked_until > $2",
+        munchkin_id,
+        now,
+    )
+    return CallCounts(row[0], row[1], row[2], row[3], block[0] if block else None, block[1] if block else None)

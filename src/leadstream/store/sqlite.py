@@ -36,11 +36,15 @@ from msgspec.structs import astuple
 from leadstream.errors import Conflict, Unavailable
 from leadstream.events import Event
 from leadstream.store.base import (
+    CALL_COUNTS_SQL,
     CONTROL_COLUMNS,
+    SOURCE_COLUMNS,
     SUBSCRIPTION_COLUMNS,
+    CallCounts,
     Control,
     LogHead,
     Store,
+    StoredSource,
     StoredSubscription,
     number_fresh,
     pack_trace,
@@ -137,9 +141,24 @@ MIGRATIONS = [
     """
     ALTER TABLE attempts ADD COLUMN trace BLOB;
     """,
+    # 4: sources (SPEC §10), their per-group checkpoints, and the API-call ledger of each Munchkin ID.
+    """
+    CREATE TABLE sources (
+        id TEXT PRIMARY KEY, munchkin_id TEXT NOT NULL, config BLOB NOT NULL, status BLOB NOT NULL,
+        created_at INTEGER NOT NULL, rev INTEGER NOT NULL DEFAULT 0, paused INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX sources_tenant ON sources (munchkin_id, created_at);
+    CREATE TABLE source_checkpoints (
+        source_id TEXT NOT NULL, grp TEXT NOT NULL, checkpoint BLOB NOT NULL, PRIMARY KEY (source_id, grp));
+    CREATE TABLE source_api_calls (
+        call_id TEXT PRIMARY KEY, munchkin_id TEXT NOT NULL, reserved_at REAL NOT NULL, finished_at REAL NOT NULL);
+    CREATE INDEX source_api_calls_finished ON source_api_calls (munchkin_id, finished_at);
+    CREATE INDEX source_api_calls_reserved ON source_api_calls (munchkin_id, reserved_at);
+    CREATE TABLE source_api_blocks (munchkin_id TEXT PRIMARY KEY, blocked_until REAL NOT NULL, reason TEXT NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 SUBSCRIPTION_SELECT = f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions"
+SOURCE_SELECT = f"SELECT {', '.join(SOURCE_COLUMNS)} FROM sources"
 
 EVENT_COLUMNS = "eventid, stream, munchkin_id, etype, type, id, time, data, key, position, ingested_at"
 # Reads skip the key (only ingest needs it): "" stands in its place, keeping Event(*row) positional.
@@ -594,6 +613,110 @@ class SqliteStore(Store):
             "SELECT name, value FROM meta WHERE substr(name, 1, ?) = ? ORDER BY name", [len(start), start]
         )
         return {name[len("setting:") :]: bytes(value) for name, value in rows}
+
+    # -- sources --------------------------------------------------------------------------------------
+    async def create_source(self, source: StoredSource) -> None:
+        marks = ",".join("?" * len(SOURCE_COLUMNS))
+        try:
+            await self._write(
+                lambda conn: conn.execute(
+                    f"INSERT INTO sources ({', '.join(SOURCE_COLUMNS)}) VALUES ({marks})", source.row()
+                ),
+                durable=True,
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"a source with id {source.id!r} exists already") from None
+
+    async def get_source(self, source_id: str) -> StoredSource | None:
+        rows = await self._query(f"{SOURCE_SELECT} WHERE id = ?", [source_id])
+        return StoredSource.from_row(rows[0]) if rows else None
+
+    async def list_sources(self, munchkin_id: str | None = None) -> list[StoredSource]:
+        where, params = ("WHERE munchkin_id = ?", [munchkin_id]) if munchkin_id is not None else ("", [])
+        rows = await self._query(f"{SOURCE_SELECT} {where} ORDER BY created_at, id", params)
+        return [StoredSource.from_row(row) for row in rows]
+
+    async def update_source(self, source_id: str, config: bytes, paused: bool, *, expected_rev: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            sql = "UPDATE sources SET config = ?, paused = ?, rev = ? WHERE id = ? AND rev = ?"
+            return conn.execute(sql, (config, paused, expected_rev + 1, source_id, expected_rev)).rowcount == 1
+
+        return bool(await self._write(run, durable=True))
+
+    async def delete_source(self, source_id: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM source_checkpoints WHERE source_id = ?", (source_id,))
+            return conn.execute("DELETE FROM sources WHERE id = ?", (source_id,)).rowcount == 1
+
+        return bool(await self._write(run, durable=True))
+
+    async def save_source_status(self, source_id: str, status: bytes) -> None:
+        await self._write(lambda conn: conn.execute("UPDATE sources SET status = ? WHERE id = ?", (status, source_id)))
+
+    async def source_checkpoints(self, source_id: str) -> dict[str, bytes]:
+        rows = await self._query("SELECT grp, checkpoint FROM source_checkpoints WHERE source_id = ?", [source_id])
+        return {group: bytes(checkpoint) for group, checkpoint in rows}
+
+    async def save_source_checkpoint(self, source_id: str, group: str, checkpoint: bytes) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO source_checkpoints VALUES (?, ?, ?)", (source_id, group, checkpoint)
+            ),
+            durable=True,
+        )
+
+    async def reserve_api_call(
+        self, munchkin_id: str, call_id: str, *, now: float, window: float, day_start: float,
+        lease_seconds: float, admit: Callable[[CallCounts], bool],
+    ) -> tuple[CallCounts, bool]:  # fmt: skip
+        def run(conn: sqlite3.Connection) -> tuple[CallCounts, bool]:  # the writer thread: one at a time
+            conn.execute(
+                "DELETE FROM source_api_calls WHERE munchkin_id = ? AND reserved_at < ? AND finished_at <= ?",
+                (munchkin_id, day_start, now - window),
+            )
+            counts = _call_counts(conn, munchkin_id, now, window, day_start)
+            granted = admit(counts)
+            if granted:
+                conn.execute(
+                    "INSERT INTO source_api_calls VALUES (?, ?, ?, ?)", (call_id, munchkin_id, now, now + lease_seconds)
+                )
+            return counts, granted
+
+        return await self._write(run)
+
+    async def api_call_counts(self, munchkin_id: str, *, now: float, window: float, day_start: float) -> CallCounts:
+        return await self._loop.run_in_executor(
+            self._readers, lambda: _call_counts(self._reader(), munchkin_id, now, window, day_start)
+        )
+
+    async def release_api_call(self, call_id: str, *, finished_at: float, counted: bool) -> None:
+        params: tuple[Any, ...] = (finished_at, call_id) if counted else (call_id,)
+        if counted:
+            sql = "UPDATE source_api_calls SET finished_at = ? WHERE call_id = ?"
+        else:
+            sql = "DELETE FROM source_api_calls WHERE call_id = ?"
+        await self._write(lambda conn: conn.execute(sql, params))
+
+    async def block_api_calls(self, munchkin_id: str, until: float, reason: str) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO source_api_blocks VALUES (?, ?, ?) ON CONFLICT (munchkin_id) DO UPDATE SET "
+                "reason = CASE WHEN excluded.blocked_until > blocked_until THEN excluded.reason ELSE reason END, "
+                "blocked_until = max(blocked_until, excluded.blocked_until)",
+                (munchkin_id, until, reason),
+            )
+        )
+
+
+def _call_counts(conn: sqlite3.Connection, munchkin_id: str, now: float, window: float, day_start: float) -> CallCounts:
+    row = conn.execute(CALL_COUNTS_SQL.replace("$", "?"), (now, now - window, day_start, munchkin_id)).fetchone()
+    block = conn.execute(
+        "SELECT blocked_until, reason FROM source_api_blocks WHERE munchkin_id = ? AND blocked_until > ?",
+        (munchkin_id, now),
+    ).fetchone()
+    return CallCounts(
+        row[0] or 0, row[1] or 0, row[2] or 0, row[3], block[0] if block else None, block[1] if block else None
+    )
 
 
 @functools.cache
