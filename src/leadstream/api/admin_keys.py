@@ -64,13 +64,13 @@ async def list_keys(
     offset: int = Query(0, ge=0),
     principal: Principal = Depends(require_operator),
 ) -> dict[str, Any]:
-    found = services.api_keys.find(munchkinId, includeRevoked)
+    found = await services.api_keys.listed(munchkinId, includeRevoked)
     return {"keys": [k.public() for k in found[offset : offset + limit]], "total": len(found)}
 
 
 @router.get("/{key_id}", summary="One tenant API key")
 async def get_key(services: Services, key_id: str, principal: Principal = Depends(require_operator)) -> dict[str, Any]:
-    record = services.api_keys.get(key_id)
+    record = await services.api_keys.fresh(key_id)
     if record is None:
         raise NotFound(f"no API key {key_id!r}")
     return record.public()

@@ -6,13 +6,13 @@ request and the route's scope is checked (FastAPI dependencies).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import HTTPConnection
 
 from leadstream.api.deps import runtime_of
 from leadstream.errors import Unauthorized
-from leadstream.security.principals import SAFE_METHODS, Forbidden, Principal, identify
+from leadstream.security.principals import SAFE_METHODS, Forbidden, Principal, identify_fresh
 
 
 def bearer(connection: HTTPConnection) -> str | None:
@@ -21,37 +21,38 @@ def bearer(connection: HTTPConnection) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def authenticate(connection: HTTPConnection) -> Principal:
-    """The caller, or Unauthorized (the same answer for unknown, malformed and revoked keys)."""
+async def authenticate(connection: HTTPConnection) -> Principal:
+    """The caller, or Unauthorized (the same answer for unknown, malformed and revoked keys). A key
+    id this node does not know is looked up in the store first (made on another node just now)."""
     presented = bearer(connection)
     if presented is None:
         raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
     runtime = runtime_of(connection)
-    principal = identify(presented, runtime.admin_key, runtime.api_keys)
+    principal = await identify_fresh(presented, runtime.admin_key, runtime.api_keys)
     if principal is None:
         raise Unauthorized("the API key is not valid")
     return principal
 
 
-def require_key(connection: HTTPConnection) -> Principal:
+async def require_key(connection: HTTPConnection) -> Principal:
     """FastAPI dependency for /v1 routes: any key whose scope covers the method — GET needs
     ``read``, a change needs ``subscriptions``; an ``ingest``-only key gets 403."""
-    principal = authenticate(connection)
+    principal = await authenticate(connection)
     return principal.require("read" if connection.scope.get("method", "GET") in SAFE_METHODS else "subscriptions")
 
 
-def require_scope(scope: str) -> Callable[[HTTPConnection], Principal]:
+def require_scope(scope: str) -> Callable[[HTTPConnection], Awaitable[Principal]]:
     """FastAPI dependency: a key with ``scope``, whatever the method."""
 
-    def dependency(connection: HTTPConnection) -> Principal:
-        return authenticate(connection).require(scope)
+    async def dependency(connection: HTTPConnection) -> Principal:
+        return (await authenticate(connection)).require(scope)
 
     return dependency
 
 
-def require_operator(connection: HTTPConnection) -> Principal:
+async def require_operator(connection: HTTPConnection) -> Principal:
     """FastAPI dependency for operator-only routes (API keys): tenant keys get 403."""
-    principal = authenticate(connection)
+    principal = await authenticate(connection)
     if not principal.is_operator:
         raise Forbidden("only the operator key may do this")
     return principal

@@ -52,7 +52,7 @@ async def _read_body(request: Request) -> bytes:
 
 async def ingest(request: Request) -> Response:
     services = runtime_of(request)
-    principal = authenticate(request)
+    principal = await authenticate(request)
     stream = request.path_params["stream"]
     if stream not in STREAMS:
         raise NotFound(f"there is no stream {stream!r}; streams: {', '.join(STREAMS)}")
@@ -95,7 +95,7 @@ class IngestGuard:
             return
         connection = HTTPConnection(scope)
         try:
-            principal = authenticate(connection).require("ingest")
+            principal = (await authenticate(connection)).require("ingest")
             limiter = runtime_of(connection).rate_limiter
         except LeadstreamError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None

@@ -469,7 +469,7 @@ class Sender:
         what is read and not yet delivered."""
         held = len(self.buffer) + (len(self.batch.events) if self.batch else 0)
         share = self.matched / self.advanced if self.advanced else 1.0
-        return Live(self.state, self.scanned, held, share, self.oldest_held(), self.matches)
+        return Live(self.state, self.scanned, held, share, self.oldest_held(), self.matches, self.applied)
 
     def oldest_held(self) -> int | None:
         """Ingest time (ms) of the oldest undelivered event in hand."""

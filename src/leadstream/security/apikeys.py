@@ -9,6 +9,10 @@ at once never overwrite each other. Every node keeps all keys in memory, so chec
 no I/O on the ingest path; a node reloads them every ``refresh`` seconds, so a revocation reaches
 the other nodes of a cluster within that time and this node at once. Last-used times are kept in
 memory and written at most once a minute per key (a column of their own, only ever raised).
+
+Read-your-writes (SPEC §12): a key id this node does not know makes it read the store before it
+refuses the key (``identify_fresh``), so a key created on one node works on every node at once;
+the admin answers (``fresh``, ``listed``) read the store, so they show other nodes' changes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import msgspec
 from leadstream.clock import now_ms, rfc3339
 from leadstream.errors import Invalid, NotFound
 from leadstream.store.base import Store
+from leadstream.store.readthrough import ReadThrough
 from leadstream.tenants import check_munchkin_id
 
 Scope = Literal["ingest", "subscriptions", "read"]
@@ -74,6 +79,11 @@ class ApiKeys:
         self.refresh = refresh
         self._keys: dict[str, ApiKey] = {}
         self._used: dict[str, int] = {}  # id → last use not yet written
+        # An unknown id asks the store; ids it did not have either stay unknown for a second.
+        self._lookup = ReadThrough(self._keys_get, self.load, quiet=1.0)
+
+    def _keys_get(self, key_id: str) -> ApiKey | None:
+        return self._keys.get(key_id)
 
     # -- checking a presented key (sync: the hot path) ------------------------------------------------
     def identify(self, presented: str) -> ApiKey | None:
@@ -90,6 +100,16 @@ class ApiKeys:
         if (record.lastUsedAt or 0) + USED_EVERY_MS <= now:
             record.lastUsedAt = now
             self._used[key_id] = now
+        return record
+
+    async def identify_fresh(self, presented: str) -> ApiKey | None:
+        """``identify``, reading the store first when the key's id is not known here (a key
+        just created on another node)."""
+        record = self.identify(presented)
+        if record is None and presented.startswith(PREFIX):
+            key_id, dot, _ = presented[len(PREFIX) :].partition(".")
+            if dot and key_id not in self._keys and await self._lookup.find(key_id) is not None:
+                record = self.identify(presented)
         return record
 
     # -- administration -----------------------------------------------------------------------------
@@ -126,6 +146,15 @@ class ApiKeys:
     def get(self, key_id: str) -> ApiKey | None:
         return self._keys.get(key_id)
 
+    async def fresh(self, key_id: str) -> ApiKey | None:
+        """The key as the store has it now (an admin answer: other nodes' changes included)."""
+        return await self._lookup.fresh(key_id)
+
+    async def listed(self, munchkin_id: str | None = None, include_revoked: bool = True) -> list[ApiKey]:
+        """``find`` over the keys as the store has them now."""
+        await self.load()
+        return self.find(munchkin_id, include_revoked)
+
     def find(self, munchkin_id: str | None = None, include_revoked: bool = True) -> list[ApiKey]:
         """Newest first."""
         keys = [
@@ -146,8 +175,7 @@ class ApiKeys:
         self._keys = loaded
 
     async def _stored(self, key_id: str) -> ApiKey | None:
-        await self.load()
-        return self._keys.get(key_id)
+        return await self.fresh(key_id)
 
     async def sync(self) -> None:
         """Write pending last-used times, and reload what other nodes changed."""

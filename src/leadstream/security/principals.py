@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from leadstream.errors import LeadstreamError, NotFound
 from leadstream.events import Event, Rejection
-from leadstream.security.apikeys import ApiKeys
+from leadstream.security.apikeys import ApiKey, ApiKeys
 
 SCOPES = frozenset({"ingest", "subscriptions", "read"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -64,9 +64,25 @@ OPERATOR = Principal("operator")
 
 def identify(presented: str, operator_key: str, api_keys: ApiKeys) -> Principal | None:
     """The principal a presented key stands for, or None (unknown, malformed, revoked)."""
-    if hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), hashlib.sha256(operator_key.encode()).digest()):
+    if _is_operator_key(presented, operator_key):
         return OPERATOR
-    record = api_keys.identify(presented)
+    return _principal(api_keys.identify(presented))
+
+
+async def identify_fresh(presented: str, operator_key: str, api_keys: ApiKeys) -> Principal | None:
+    """``identify``, asking the store about a key id this node does not know yet (read-your-writes:
+    a key created on another node of the cluster works here at once)."""
+    if _is_operator_key(presented, operator_key):
+        return OPERATOR
+    return _principal(await api_keys.identify_fresh(presented))
+
+
+def _is_operator_key(presented: str, operator_key: str) -> bool:
+    presented_digest = hashlib.sha256(presented.encode()).digest()
+    return hmac.compare_digest(presented_digest, hashlib.sha256(operator_key.encode()).digest())
+
+
+def _principal(record: ApiKey | None) -> Principal | None:
     if record is None:
         return None
     return Principal(record.id, frozenset(record.munchkinIds), frozenset(record.scopes))

@@ -7,7 +7,8 @@ engine, which applies the change at once when it delivers the subscription; othe
 that does notices within its follow interval.
 
 A view shows the live state when this node delivers the subscription (``Delivery.live``), and
-otherwise the state its owner last saved with the changes it has not applied yet laid over it.
+otherwise the state its owner last saved; either way with the changes asked and not applied yet
+laid over it, so a change made on any node shows in every node's next answer (SPEC §12).
 
 The engine is reached through the ``Delivery`` port below, which ``leadstream.delivery.engine``
 implements: this package never imports delivery.
@@ -52,6 +53,7 @@ class Live:
     share: float  # the share of the log this subscription takes, so far (for the unread rest)
     oldest: int | None  # ingest time (ms) of the oldest undelivered event read
     matches: Matcher
+    applied: int = 0  # the control revision the state reflects
 
 
 class SampleAnswer(Protocol):
@@ -120,12 +122,17 @@ class Subscriptions:
         """The delivery state now: live where this node delivers it, else as saved with the
         changes asked since laid over it."""
         live = self.delivery.live(stored.id) if self.delivery is not None else None
-        return live.state if live is not None else self._projected(stored)
+        return self._projected(stored, live)
 
     @staticmethod
-    def _projected(stored: StoredSubscription) -> DeliveryState:
-        state = rules.decode(stored.state)
-        change = admin.pending_change(state, stored.control, stored.applied)
+    def _projected(stored: StoredSubscription, live: Live | None = None) -> DeliveryState:
+        """The state with the changes asked after it laid over it (asked on another node, say,
+        and not seen by the sender yet)."""
+        if live is not None:
+            state, applied = live.state, live.applied
+        else:
+            state, applied = rules.decode(stored.state), stored.applied
+        change = admin.pending_change(state, stored.control, applied)
         return change.state if change is not None else state
 
     async def active(self, sub_id: str, visible: Visible = _everyone) -> tuple[StoredSubscription, SubscriptionConfig]:
@@ -183,6 +190,9 @@ class Subscriptions:
         if live is None:
             state = self._projected(stored)
             live = Live(state, state.cursor, 0, 1.0, None, compile_leniently(config, self.catalog, stored.id)[0])
+        elif stored.control.rev > live.applied:  # asked elsewhere, not applied by the sender yet
+            state = self._projected(stored, live)
+            live = Live(state, state.cursor, 0, 1.0, None, live.matches, stored.control.rev)
         state = live.state
         if state.state == rules.DEPROVISIONED:
             return state, 0, None
