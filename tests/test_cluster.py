@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 
 from helpers import ADMIN_KEY, MUNCHKIN, ServerProcess, activity, wait_until
@@ -141,7 +142,8 @@ async def test_admin_changes_on_the_node_that_does_not_deliver_take_effect(tmp_p
             status, view = await call(session, "POST", on_b + "/pause")
             assert status == 200 and (view["state"], view["pausedReason"]) == ("paused", "manual")
             paused_at = time.monotonic()
-            await wait_until(lambda: _state_is(session, on_a, "paused"), timeout=3, what="the owner to pause")
+            await wait_until(lambda: _state_is(session, on_a, "paused"), timeout=3, what="A to show the pause")
+            await wait_until(lambda: _applied(pg_url, sub), timeout=3, what="the owner to pause")
             assert time.monotonic() - paused_at < 1.5
             assert await publish(session, b, range(10, 20)) == 200
             await wait_until(lambda: _field_is(session, on_b, "pending", 10), what="10 pending while paused")
@@ -161,9 +163,8 @@ async def test_admin_changes_on_the_node_that_does_not_deliver_take_effect(tmp_p
 
             status, view = await call(session, "DELETE", on_b)
             assert status == 200 and view["state"] == "deprovisioned"
-            await wait_until(
-                lambda: _state_is(session, on_a, "deprovisioned"), timeout=3, what="the owner to deprovision"
-            )
+            await wait_until(lambda: _state_is(session, on_a, "deprovisioned"), timeout=3, what="A to show it")
+            await wait_until(lambda: _applied(pg_url, sub), timeout=3, what="the owner to deprovision")
             assert await publish(session, b, range(20, 30)) == 200
             await wait_until(lambda: _field_is(session, on_a, "state", "deprovisioned"), what="still deprovisioned")
             status, _ = await call(session, "POST", on_a + "/resume")
@@ -172,6 +173,15 @@ async def test_admin_changes_on_the_node_that_does_not_deliver_take_effect(tmp_p
             assert len(r.ids()) == 40
         finally:
             b.stop()
+
+
+async def _applied(database_url: str, sub_id: str) -> bool:
+    """Whether the delivering node has taken every change asked (views show them at once, before)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return bool(await conn.fetchval("SELECT applied_rev >= control_rev FROM subscriptions WHERE id = $1", sub_id))
+    finally:
+        await conn.close()
 
 
 async def _status(session: aiohttp.ClientSession, url: str) -> bool:

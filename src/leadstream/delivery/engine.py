@@ -96,6 +96,8 @@ class DeliveryEngine:
             self.store, self.tail, self.session, self.keyring, state_log, options.attempts_kept, self.leases,
             on_transition=self.on_transition,
         )  # fmt: skip
+        # Another node stopped (take its share now) or asked a change (apply it now).
+        self.store.on_cluster_change(self._wake.set)
         await self.leases.renew()
         for stored in await self.store.list_subscriptions():
             if self.leases.mine(stored.id):
@@ -127,6 +129,7 @@ class DeliveryEngine:
             await asyncio.wait_for(asyncio.gather(*self.shared.background, return_exceptions=True), 5)
             if self.shared.state_log is not None:
                 await self.shared.state_log.close(self.store)
+            await self.leases.release()  # after the saves: the next owner starts where we stopped
         except Exception as exc:  # the store may already be failing: the states saved earlier stand
             log.warning("could not save delivery state at shutdown", error=str(exc))
 

@@ -1,5 +1,9 @@
 """Which subscriptions this node delivers: all of them (one node), or those it holds a lease on.
 
+A node renews every third of the TTL and also just after another node's lease runs out, so a
+dead node's subscriptions move within the TTL of its last renewal (plus one follow interval). A
+node stopping cleanly releases its leases, and the others, told by the store, take them at once.
+
 A lease is valid until the start of the ``renew()`` call that granted or renewed it plus the TTL.
 When renewals fail past that moment, ``on_lapse`` runs at once (the engine cancels its senders:
 an attempt in flight is abandoned and sent again, under the same delivery id, by the next owner)
@@ -16,6 +20,8 @@ from collections.abc import Callable
 
 from leadstream.logs import log
 from leadstream.store.base import Store
+
+MIN_WAIT = 0.02  # seconds: look a little after a lease runs out, never in a busy loop
 
 
 class Leases:
@@ -44,7 +50,11 @@ class Leases:
         owned = await self.store.lease(self.node_id, self.ttl)
         if owned is not None:
             self.valid_until = asked_at + self.ttl
-            self.renew_at = asked_at + self.ttl / 3
+            # Renew every third of the TTL, and also right when another node's lease runs out:
+            # if that node died, its subscriptions move now, within the TTL of its last renewal.
+            expiry = await self.store.next_lease_expiry(self.node_id)
+            next_look = self.ttl / 3 if expiry is None else min(self.ttl / 3, expiry + MIN_WAIT)
+            self.renew_at = asked_at + next_look
             if self._lapse is not None:
                 self._lapse.cancel()
             self._lapse = loop.call_at(self.valid_until, self._lapsed)
@@ -60,3 +70,10 @@ class Leases:
     def stop(self) -> None:
         if self._lapse is not None:
             self._lapse.cancel()
+
+    async def release(self) -> None:
+        """Give the leases up (a clean stop, after the senders saved): the other nodes take them
+        at once instead of after the TTL."""
+        if self.owned is not None:
+            self.owned = set()
+            await self.store.release_leases(self.node_id)

@@ -320,6 +320,21 @@ class Store(abc.ABC):
         Multi-node backends grant and renew time-limited leases here."""
         return None
 
+    async def next_lease_expiry(self, node_id: str) -> float | None:
+        """Seconds until the first lease held by another node runs out (then it may be free to
+        take: a dead node's subscriptions move at that moment, not at the next renewal).
+        ``None``: no such lease (or no leases at all)."""
+        return None
+
+    async def release_leases(self, node_id: str) -> None:
+        """Give up this node's leases at once (a clean stop), and tell the other nodes."""
+        return None
+
+    def on_cluster_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on this event loop) when another node releases its leases or asks
+        a change of a subscription: the delivering node then applies it within milliseconds."""
+        return None
+
     # -- delivery attempts and dead letters --------------------------------------------------------
     @abc.abstractmethod
     async def record_attempt(

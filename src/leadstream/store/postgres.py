@@ -319,6 +319,7 @@ class PostgresStore(Store):
         self._down: BaseException | None = None
         self._probe: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._cluster_listeners: list[Callable[[], None]] = []
         self._closed = True
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -340,7 +341,9 @@ class PostgresStore(Store):
             async with self._pool.acquire() as conn:
                 await _migrate(conn)
                 self._lock_space = await conn.fetchval("SELECT hashtext(current_schema())")
-                self._channel = f"leadstream_events_{await conn.fetchval('SELECT current_schema()')}"[:63]
+                schema = await conn.fetchval("SELECT current_schema()")
+                self._channel = f"leadstream_events_{schema}"[:63]
+                self._cluster_channel = f"leadstream_cluster_{schema}"[:63]
                 self._head.position = await conn.fetchval("SELECT last_position FROM log_head")
             self._closed = False
             await self._ensure_partitions()
@@ -584,6 +587,7 @@ class PostgresStore(Store):
             try:
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(self._channel, self._on_notify)
+                await conn.add_listener(self._cluster_channel, self._on_cluster_notify)
                 delay = 0.05
                 self._head.wake()  # events may have come while we were not listening
                 while not lost.is_set():
@@ -675,9 +679,13 @@ class PostgresStore(Store):
     # -- subscriptions ----------------------------------------------------------------------------
     async def create_subscription(self, sub: StoredSubscription) -> None:
         marks = ", ".join(f"${i}" for i in range(1, len(SUBSCRIPTION_COLUMNS) + 1))
-        sql = f"INSERT INTO subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES ({marks})"
+        n = len(SUBSCRIPTION_COLUMNS)
+        sql = (
+            f"WITH made AS (INSERT INTO subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) VALUES ({marks}) "
+            f"RETURNING id) SELECT pg_notify(${n + 1}, ${n + 2}) FROM made"
+        )
         try:
-            await self._run(lambda conn: conn.execute(sql, *sub.row()))
+            await self._run(lambda conn: conn.fetch(sql, *sub.row(), self._cluster_channel, self.node_id))
         except asyncpg.UniqueViolationError:
             raise Conflict(f"subscription {sub.id} already exists") from None
 
@@ -700,9 +708,16 @@ class PostgresStore(Store):
         if config is not None:
             values.append(config)
             sets += f", config = ${len(values)}"
-        sql = f"UPDATE subscriptions SET {sets} WHERE id = ${len(values) + 1} AND control_rev = ${len(values) + 2}"
-        status: str = await self._run(lambda conn: conn.execute(sql, *values, sub_id, expected_rev))
-        return status == "UPDATE 1"
+        n = len(values)
+        # The delivering node hears of the change at once (NOTIFY, delivered on commit).
+        sql = (
+            f"WITH changed AS (UPDATE subscriptions SET {sets} WHERE id = ${n + 1} AND control_rev = ${n + 2} "
+            f"RETURNING id) SELECT pg_notify(${n + 3}, ${n + 4}) FROM changed"
+        )
+        rows = await self._run(
+            lambda conn: conn.fetch(sql, *values, sub_id, expected_rev, self._cluster_channel, self.node_id)
+        )
+        return len(rows) == 1
 
     async def save_state(self, sub_id: str, state: bytes, applied: int) -> None:
         await self._relaxed(
@@ -763,6 +778,30 @@ class PostgresStore(Store):
             return set(mine)
 
         return await self._run(run)
+
+    async def next_lease_expiry(self, node_id: str) -> float | None:
+        ms = await self._run(
+            lambda conn: conn.fetchval(f"SELECT min(expires_at) - {NOW_MS} FROM leases WHERE node_id <> $1", node_id)
+        )
+        return None if ms is None else max(0.0, ms / 1000)
+
+    async def release_leases(self, node_id: str) -> None:
+        async def run(conn: asyncpg.Connection) -> None:
+            async with conn.transaction(isolation="read_committed"):
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, LEASE_LOCK)
+                await conn.execute("DELETE FROM leases WHERE node_id = $1", node_id)
+                await conn.execute("DELETE FROM nodes WHERE node_id = $1", node_id)
+                await conn.execute("SELECT pg_notify($1, $2)", self._cluster_channel, node_id)  # (payload: who)
+
+        await self._run(run)
+
+    def on_cluster_change(self, callback: Callable[[], None]) -> None:
+        self._cluster_listeners.append(callback)
+
+    def _on_cluster_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload != self.node_id:
+            for callback in self._cluster_listeners:
+                callback()
 
     # -- attempts and dead letters ------------------------------------------------------------------------
     async def record_attempt(
