@@ -37,6 +37,8 @@ from leadstream.security.ratelimit import RateLimiter
 from leadstream.security.secretbox import KEY_FILE, SecretBox, load_secretbox
 from leadstream.security.signing import KeyRing
 from leadstream.settings import Settings
+from leadstream.sources.marketo.poller import PollerOptions
+from leadstream.sources.runner import SourceRunner
 from leadstream.sources.service import Sources
 from leadstream.store import Store, open_store
 from leadstream.subscriptions.service import Subscriptions
@@ -72,6 +74,7 @@ class Runtime:
     session: aiohttp.ClientSession  # every outbound call: deliveries, challenges, samples
     subscriptions: Subscriptions
     sources: Sources
+    source_runner: SourceRunner | None  # None: this process runs no source (the API process)
     delivery: DeliveryEngine | None  # None: this process delivers nothing
     retention: Retention | None  # None: another process purges
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -110,7 +113,9 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
     keyring = KeyRing(settings.data_dir / "keys")
     secretbox = load_secretbox(settings.data_dir, master_key)
     catalog = Catalog()
+    validator = Validator(catalog)
     delivery = None
+    source_runner = None
     if role is not Role.API:
         options = EngineOptions(
             node_id=settings.node_id,
@@ -123,13 +128,22 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
             store, catalog, session, options, keyring=keyring, secretbox=secretbox,
             before_follow=lambda: catalogs.restore(catalog, store),
         )  # fmt: skip
+        source_runner = SourceRunner(
+            store, catalog, validator, session, secretbox=secretbox, node_id=settings.node_id,
+            lease_ttl=settings.lease_ttl, follow_interval=settings.source_follow_interval,
+            options=PollerOptions(
+                window_seconds=settings.source_rate_window, backoff_base=settings.source_backoff_base,
+                backoff_cap=settings.source_backoff_cap, auth_retry=settings.source_auth_retry,
+                quota_probe=settings.source_quota_probe, catalog_refresh=settings.source_catalog_refresh,
+            ),
+        )  # fmt: skip
     runtime = Runtime(
         settings=settings,
         role=role,
         admin_key=admin_key,
         store=store,
         catalog=catalog,
-        validator=Validator(catalog),
+        validator=validator,
         secretbox=secretbox,
         keyring=keyring,
         api_keys=ApiKeys(store, refresh=settings.key_refresh_interval),
@@ -152,7 +166,9 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
             policy=GuardPolicy.from_settings(settings),
             retention_ms=int(settings.retention * 1000),
             rate_window=settings.source_rate_window,
+            runner=source_runner,
         ),
+        source_runner=source_runner,
         delivery=delivery,
         retention=None,
     )
@@ -170,11 +186,15 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
                 store, settings.retention, settings.purge_interval, delivery.count_expired, grace
             )
             runtime.tasks.append(asyncio.create_task(runtime.retention.run(), name="retention"))
+        if source_runner is not None:
+            await source_runner.start()
         yield runtime
     finally:
         for task in runtime.tasks:  # the key loop writes pending last-used times as it stops
             task.cancel()
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
+        if source_runner is not None:
+            await source_runner.stop()
         if delivery is not None:
             await delivery.stop()
         await session.close()

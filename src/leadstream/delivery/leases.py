@@ -16,17 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from leadstream.logs import log
 from leadstream.store.base import Store
 
 MIN_WAIT = 0.02  # seconds: look a little after a lease runs out, never in a busy loop
+Acquire = Callable[[str, float], Awaitable[set[str] | None]]  # (node id, ttl) -> what this node holds
+Expiry = Callable[[str], Awaitable[float | None]]  # (node id) -> seconds until another node's lease runs out
 
 
 class Leases:
-    def __init__(self, store: Store, node_id: str, ttl: float, on_lapse: Callable[[], None]) -> None:
+    """Subscription leases by default; ``acquire=store.lease_sources, expiry=store.next_source_lease_expiry``
+    makes them the sources' leases."""
+
+    def __init__(
+        self, store: Store, node_id: str, ttl: float, on_lapse: Callable[[], None], *,
+        acquire: Acquire | None = None, expiry: Expiry | None = None,
+    ) -> None:  # fmt: skip
         self.store = store
+        self.acquire = acquire or store.lease
+        self.expiry = expiry or store.next_lease_expiry
         self.node_id = node_id
         self.ttl = ttl
         self.on_lapse = on_lapse
@@ -47,12 +57,12 @@ class Leases:
         """Ask the store for this node's leases; returns them (None: every subscription)."""
         loop = asyncio.get_running_loop()
         asked_at = loop.time()
-        owned = await self.store.lease(self.node_id, self.ttl)
+        owned = await self.acquire(self.node_id, self.ttl)
         if owned is not None:
             self.valid_until = asked_at + self.ttl
             # Renew every third of the TTL, and also right when another node's lease runs out:
             # if that node died, its subscriptions move now, within the TTL of its last renewal.
-            expiry = await self.store.next_lease_expiry(self.node_id)
+            expiry = await self.expiry(self.node_id)
             next_look = self.ttl / 3 if expiry is None else min(self.ttl / 3, expiry + MIN_WAIT)
             self.renew_at = asked_at + next_look
             if self._lapse is not None:
@@ -63,7 +73,7 @@ class Leases:
 
     def _lapsed(self) -> None:
         """No renewal in time: another node may take our subscriptions now, so stop sending."""
-        log.warning("leases lapsed (renewal failed); delivery stopped on this node", node=self.node_id)
+        log.warning("leases lapsed (renewal failed); stopped on this node", node=self.node_id)
         self.owned = set()
         self.on_lapse()
 

@@ -186,10 +186,11 @@ class ApiBudget:
         lease_seconds: float = 330.0,  # longer than any call may take (Marketo: 300 s for a paging token)
         abandoned_hold: float = 30.0,
         retry_interval: float = 0.05,  # how often a waiting call asks the ledger again when it cannot know when
+        quota_probe: float = math.inf,  # after a 607, calls may start again this soon (before the reset) to probe
     ) -> None:
         self.munchkin_id, self.ledger, self.limits = munchkin_id, ledger, limits
         self.clock, self.lease_seconds, self.abandoned_hold = clock, lease_seconds, abandoned_hold
-        self.retry_interval = retry_interval
+        self.retry_interval, self.quota_probe = retry_interval, quota_probe
         self.max_in_flight = limits.max_concurrent
         self._answered_since_615 = 0
         self._wakeup = asyncio.Event()
@@ -247,7 +248,7 @@ class ApiBudget:
         if isinstance(error, RateLimited):
             await self.ledger.block(self.munchkin_id, now + error.retry_after, "606")
         elif isinstance(error, QuotaExhausted):
-            await self.ledger.block(self.munchkin_id, next_reset(now), "607")
+            await self.ledger.block(self.munchkin_id, min(next_reset(now), now + self.quota_probe), "607")
         elif isinstance(error, TooManyConcurrent):
             self.max_in_flight, self._answered_since_615 = fewer_in_flight(self.max_in_flight), 0
         elif error is None and self.max_in_flight < self.limits.max_concurrent:

@@ -416,6 +416,10 @@ class Store(abc.ABC):
         """Which sources this node may run now (None: all of them, a single node); as ``lease``."""
         return None
 
+    async def next_source_lease_expiry(self, node_id: str) -> float | None:
+        """As ``next_lease_expiry``, for the sources' leases."""
+        return None
+
     @abc.abstractmethod
     async def reserve_api_call(
         self, munchkin_id: str, call_id: str, *, now: float, window: float, day_start: float,

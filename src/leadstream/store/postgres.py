@@ -1015,6 +1015,14 @@ class PostgresStore(Store):
 
         return await self._run(run)
 
+    async def next_source_lease_expiry(self, node_id: str) -> float | None:
+        ms = await self._run(
+            lambda conn: conn.fetchval(
+                f"SELECT min(expires_at) - {NOW_MS} FROM source_leases WHERE node_id <> $1", node_id
+            )
+        )
+        return None if ms is None else max(0.0, ms / 1000)
+
     async def reserve_api_call(
         self, munchkin_id: str, call_id: str, *, now: float, window: float, day_start: float,
         lease_seconds: float, admit: Callable[[CallCounts], bool],

@@ -73,6 +73,7 @@ class MarketoClient:
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
         token_refresh_margin: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        observe: Callable[[str, str], None] | None = None,  # (path, outcome: "ok" or the code) of every call
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
         self.identity_url = (identity_url or f"{self.rest_url}/identity").rstrip("/")
@@ -83,6 +84,7 @@ class MarketoClient:
         self._token_good_until = 0.0
         self._token_lock = asyncio.Lock()
         self.tokens_fetched = 0
+        self._observe = observe
 
     # -- the API ---------------------------------------------------------------------------------
     async def get_activity_types(self) -> list[dict[str, Any]]:
@@ -137,17 +139,26 @@ class MarketoClient:
             token = await self.access_token()
             try:
                 async with self.budget.call():
-                    return await self._send(path, params, token, as_post)
-            except TokenRejected as rejected:
+                    answer = await self._send(path, params, token, as_post)
+                if self._observe is not None:
+                    self._observe(path, "ok")
+                return answer
+            except MarketoError as error:
+                if self._observe is not None:
+                    self._observe(path, error.code)
+                if not isinstance(error, (TokenRejected, UriTooLong)):
+                    raise
+                rejected = error
+            if isinstance(rejected, TokenRejected):
                 refused_tokens += 1
                 if refused_tokens >= TOKEN_ATTEMPTS:
                     detail = f"{rejected.message} (a fresh token was refused {refused_tokens} times)"
                     raise AuthFailed(rejected.code, detail) from None
                 self._forget_token(token)
-            except UriTooLong:
-                if as_post:
-                    raise
-                as_post = True  # the documented workaround: the query moves into a form body
+            elif as_post:
+                raise rejected
+            else:
+                as_post = True  # HTTP 414, the documented workaround: the query moves into a form body
 
     async def _send(self, path: str, params: Params, token: str, as_post: bool) -> dict[str, Any]:
         url = self.rest_url + path

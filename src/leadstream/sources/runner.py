@@ -1,0 +1,177 @@
+"""Runs the sources this node holds: one poller task per source, restarted when an admin changes it.
+
+On one node every source runs here. In a cluster the sources are leased like subscriptions
+(``delivery.leases.Leases`` over ``Store.lease_sources``): a node runs only those it holds, and
+when its renewals fail past the lease it stops them at once, before another node may take them;
+the next owner resumes from the checkpoints. The runner looks at the store every
+``follow_interval`` (and at once when this node's admin API changed a source), so changes made
+on other nodes arrive within that.
+
+The sources of one Munchkin ID share one ``ApiBudget`` over the store's ledger, so they spend one
+budget with every other node's; its limits are the strictest any of them gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from leadstream.catalog import Catalog
+from leadstream.delivery.leases import Leases
+from leadstream.events import Validator
+from leadstream.logs import log
+from leadstream.security.secretbox import SecretBox
+from leadstream.sources import config as rules
+from leadstream.sources import metrics
+from leadstream.sources.budget import ApiBudget, BudgetLimits
+from leadstream.sources.ledger import StoreLedger
+from leadstream.sources.marketo.client import MarketoClient
+from leadstream.sources.marketo.poller import MarketoPoller, PollerOptions
+from leadstream.store.base import Store, StoredSource
+
+
+@dataclass(slots=True)
+class _Running:
+    rev: int
+    poller: MarketoPoller
+    task: asyncio.Task[None]
+
+
+class SourceRunner:
+    def __init__(
+        self, store: Store, catalog: Catalog, validator: Validator, session: aiohttp.ClientSession, *,
+        secretbox: SecretBox | None, node_id: str, lease_ttl: float, follow_interval: float,
+        options: PollerOptions = PollerOptions(),
+    ) -> None:  # fmt: skip
+        self.store, self.catalog, self.validator, self.session = store, catalog, validator, session
+        self.secretbox, self.options = secretbox, options
+        self.follow_interval = min(follow_interval, lease_ttl / 3)
+        self.leases = Leases(
+            store, node_id, lease_ttl, self._lapsed, acquire=store.lease_sources, expiry=store.next_source_lease_expiry
+        )
+        self._leased = False
+        self._running: dict[str, _Running] = {}
+        self._budgets: dict[str, ApiBudget] = {}
+        self._left: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        metrics.COLLECTOR.runners.add(self)
+
+    # -- what the admin side asks ---------------------------------------------------------------------
+    def live(self, source_id: str) -> dict[str, Any] | None:
+        running = self._running.get(source_id)
+        return running.poller.status() if running is not None else None
+
+    async def changed(self, source_id: str) -> None:
+        self._wake.set()
+
+    def lags(self) -> Iterable[tuple[str, float]]:
+        return [(source_id, r.poller.lag()) for source_id, r in self._running.items()]
+
+    def budgets_left(self) -> Iterable[tuple[str, float]]:
+        """Calls left today per Munchkin ID, as of the last look at the store."""
+        return [(munchkin_id, float(calls)) for munchkin_id, calls in self._left.items()]
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name="sources")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._stop_all()
+        self.leases.stop()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await self._reconcile()
+            except Exception as exc:  # the store is down, say: keep what runs, look again later
+                log.warning("sources: could not look at the store", error=str(exc) or type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.follow_interval)
+            self._wake.clear()
+
+    async def _reconcile(self) -> None:
+        if not self._leased or self.leases.due:
+            await self.leases.renew()
+            self._leased = True
+        wanted = {s.id: s for s in await self.store.list_sources() if not s.paused and self.leases.mine(s.id)}
+        for source_id, running in list(self._running.items()):
+            source = wanted.get(source_id)
+            if source is None or source.rev != running.rev or running.task.done():
+                await self._stop(source_id)
+        for source_id, source in wanted.items():
+            if source_id not in self._running:
+                self._start(source)
+        self._left = {}
+        for munchkin_id, budget in self._budgets.items():
+            status = await budget.status()
+            self._left[munchkin_id] = status.call_budget - status.calls_today
+
+    def _start(self, source: StoredSource) -> None:
+        config = rules.unseal(source.config, self.secretbox)
+        budget = self._budget(config)
+        client = MarketoClient(
+            config.restUrl, config.clientId, config.clientSecret, budget=budget, session=self.session,
+            identity_url=config.identity, observe=metrics.observe_call,
+        )  # fmt: skip
+        poller = MarketoPoller(
+            source.id, config, store=self.store, catalog=self.catalog, validator=self.validator,
+            client=client, budget=budget, options=self.options,
+        )  # fmt: skip
+        task = asyncio.create_task(poller.run(), name=f"source-{source.id}")
+        self._running[source.id] = _Running(source.rev, poller, task)
+        log.info("source started", source=source.id, munchkin=config.munchkinId)
+
+    def _budget(self, config: rules.MarketoSourceConfig) -> ApiBudget:
+        limits = BudgetLimits(
+            calls_per_20s=config.callsPer20s,
+            max_concurrent=config.maxConcurrent,
+            daily_quota=config.dailyQuota,
+            quota_share=config.quotaShare,
+            window_seconds=self.options.window_seconds,
+        )
+        budget = self._budgets.get(config.munchkinId)
+        if budget is None:
+            budget = self._budgets[config.munchkinId] = ApiBudget(
+                config.munchkinId, StoreLedger(self.store), limits, quota_probe=self.options.quota_probe
+            )
+        else:  # several sources of one instance: the strictest limits of them all
+            current = budget.limits
+            budget.limits = BudgetLimits(
+                calls_per_20s=min(current.calls_per_20s, limits.calls_per_20s),
+                max_concurrent=min(current.max_concurrent, limits.max_concurrent),
+                daily_quota=min(current.daily_quota, limits.daily_quota),
+                quota_share=min(current.quota_share, limits.quota_share),
+                window_seconds=limits.window_seconds,
+            )
+            budget.max_in_flight = min(budget.max_in_flight, budget.limits.max_concurrent)
+        return budget
+
+    async def _stop(self, source_id: str) -> None:
+        running = self._running.pop(source_id)
+        running.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await running.task
+        munchkin_id = running.poller.config.munchkinId
+        if not any(r.poller.config.munchkinId == munchkin_id for r in self._running.values()):
+            self._budgets.pop(munchkin_id, None)  # rebuilt from the next source's limits
+        log.info("source stopped", source=source_id)
+
+    async def _stop_all(self) -> None:
+        for source_id in list(self._running):
+            await self._stop(source_id)
+
+    def _lapsed(self) -> None:
+        """No renewal in time: another node may take our sources now, so stop polling at once."""
+        for running in self._running.values():
+            running.task.cancel()
+        self._wake.set()
