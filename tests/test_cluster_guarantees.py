@@ -4,10 +4,18 @@ reader skips, and a real PostgreSQL restart (a throwaway server of the test's ow
 
 from __future__ import annotations
 
-import aiohttp
+import asyncio
+import contextlib
+import time
 
-from test_cluster import HEADERS, call, cluster
-from test_delivery_support import receiver
+import aiohttp
+import asyncpg
+
+from leadstream.store.postgres import NOW_MS
+from leadstream.testing import ServerProcess, wait_until
+from test_cluster import HEADERS, call, cluster, delivered_once, guids, publish, subscribe
+from test_delivery_support import Receiver, receiver
+from throwaway_pg import throwaway_pg  # noqa: F401  (a fixture)
 
 ROUNDS = 200
 
@@ -72,3 +80,184 @@ async def test_an_api_key_made_on_one_node_works_and_shows_on_every_node_at_once
             assert shown["revokedAt"] == revoked["revokedAt"], shown
         async with session.get(f"{b.url}/v1/keys/000000000000", headers=HEADERS) as answer:
             assert answer.status == 404  # a key nobody made is still not found
+
+
+async def leases_by_node(database_url: str) -> dict[str, set[str]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(f"SELECT node_id, sub_id FROM leases WHERE expires_at > {NOW_MS}")
+    finally:
+        await conn.close()
+    owned: dict[str, set[str]] = {}
+    for node_id, sub_id in rows:
+        owned.setdefault(node_id, set()).add(sub_id)
+    return owned
+
+
+async def two_nodes_with_20_subscriptions_each(
+    session: aiohttp.ClientSession, nodes: list[ServerProcess], receivers: list[Receiver], database_url: str
+) -> dict[str, Receiver]:
+    """40 subscriptions created on the first node; returns the first node's 20, once the leases
+    are split 20/20."""
+    by_sub = {}
+    for r in receivers:
+        by_sub[await subscribe(session, nodes[0], r.url, batchSize=10)] = r
+
+    async def split() -> bool:
+        owned = await leases_by_node(database_url)
+        return sorted(len(s) for s in owned.values()) == [20, 20] and set().union(*owned.values()) == set(by_sub)
+
+    await wait_until(split, timeout=15, what="the leases split 20/20")
+    first = (await leases_by_node(database_url))["node0"]
+    return {sub: by_sub[sub] for sub in first}
+
+
+class Producer:
+    """Publishes one event every 20 ms through a node, numbered from 0, until stopped."""
+
+    def __init__(self, session: aiohttp.ClientSession, node: ServerProcess) -> None:
+        self.session, self.node, self.published = session, node, 0
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            assert await publish(self.session, self.node, range(self.published, self.published + 1)) == 200
+            self.published += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 0.02)
+
+    async def __aenter__(self) -> Producer:
+        self._task = asyncio.create_task(self.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        await self._task
+
+
+def first_request_after(r: Receiver, moment: float) -> float | None:
+    return next((q.at for q in r.requests if q.at > moment), None)
+
+
+async def test_a_killed_owner_s_subscriptions_resume_within_the_ttl_plus_2_s(tmp_path, pg_url):
+    ttl = 2.0
+    env = {"LEADSTREAM_LEASE_TTL": str(ttl)}
+    async with (
+        cluster(tmp_path, pg_url, env=env) as nodes,
+        aiohttp.ClientSession() as session,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        receivers = [await stack.enter_async_context(receiver()) for _ in range(40)]
+        doomed = await two_nodes_with_20_subscriptions_each(session, nodes, receivers, pg_url)
+        async with Producer(session, nodes[1]) as producer:
+            await wait_until(lambda: all(delivered_once(r) for r in receivers), timeout=15, what="all delivering")
+            nodes[0].kill()
+            killed_at = time.monotonic()
+            await wait_until(
+                lambda: all(first_request_after(r, killed_at) for r in doomed.values()),
+                timeout=ttl + 10,
+                what="every killed node's subscription attempted again",
+            )
+        waits = [first_request_after(r, killed_at) - killed_at for r in doomed.values()]  # type: ignore[operator]
+        print(f"failover with a {ttl} s TTL: first attempt by the new owner after {min(waits):.2f}–{max(waits):.2f} s")
+        assert max(waits) <= ttl + 2, waits
+        published = producer.published
+        await wait_until(
+            lambda: all(len(delivered_once(r)) >= published for r in receivers), timeout=15, what="everything"
+        )
+        for r in receivers:  # none lost; none twice, but for the batch in flight (same delivery id)
+            assert delivered_once(r) == guids(range(published))
+
+
+async def test_sigterm_gives_the_leases_up_and_the_other_node_starts_at_once(tmp_path, pg_url):
+    env = {"LEADSTREAM_LEASE_TTL": "15"}  # the default: without the release B would wait for it
+    async with (
+        cluster(tmp_path, pg_url, env=env) as nodes,
+        aiohttp.ClientSession() as session,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        receivers = [await stack.enter_async_context(receiver()) for _ in range(40)]
+        leaving = await two_nodes_with_20_subscriptions_each(session, nodes, receivers, pg_url)
+        async with Producer(session, nodes[1]) as producer:
+            await wait_until(lambda: all(delivered_once(r) for r in receivers), timeout=15, what="all delivering")
+            await asyncio.to_thread(nodes[0].stop)  # SIGTERM; returns once it has exited
+            stopped_at = time.monotonic()
+            await wait_until(
+                lambda: all(first_request_after(r, stopped_at) for r in leaving.values()),
+                timeout=10,
+                what="the stopped node's subscriptions delivered by the other",
+            )
+        waits = [first_request_after(r, stopped_at) - stopped_at for r in leaving.values()]  # type: ignore[operator]
+        print(f"after SIGTERM: the next node's first attempt after {min(waits):.2f}–{max(waits):.2f} s")
+        assert max(waits) < 1.0, waits
+        published = producer.published
+        await wait_until(
+            lambda: all(len(delivered_once(r)) >= published for r in receivers), timeout=15, what="everything"
+        )
+        for r in receivers:
+            assert delivered_once(r) == guids(range(published))
+
+
+async def test_a_node_that_lost_the_database_stops_within_2_s_of_sigterm(tmp_path, throwaway_pg):  # noqa: F811
+    async with cluster(tmp_path, throwaway_pg.url, 1) as (node,), aiohttp.ClientSession() as session:
+        async with receiver() as r:
+            await subscribe(session, node, r.url)
+            assert await publish(session, node, range(10)) == 200
+            await wait_until(lambda: len(r.ids()) == 10, what="delivering")
+            throwaway_pg.stop("immediate")
+            await wait_until(lambda: _degraded(session, node), what="the node to see the database gone")
+            asked = time.monotonic()
+            assert node.proc is not None
+            node.proc.terminate()
+            code = await asyncio.to_thread(node.proc.wait, 10)
+            took = time.monotonic() - asked
+            print(f"SIGTERM without a database: exited after {took:.2f} s with {code}")
+            assert took < 2.0, node.tail()
+
+
+async def _degraded(session: aiohttp.ClientSession, node: ServerProcess) -> bool:
+    async with session.get(node.url + "/healthz") as answer:
+        return answer.status == 503
+
+
+async def test_a_real_postgresql_restart_is_503_while_down_and_nothing_acknowledged_is_lost(
+    tmp_path,
+    throwaway_pg,  # noqa: F811
+):
+    async with cluster(tmp_path, throwaway_pg.url) as (a, b), aiohttp.ClientSession() as session, receiver() as r:
+        await subscribe(session, a, r.url)
+        accepted: list[range] = []
+        refused: list[range] = []  # 503: not acknowledged
+        statuses: list[int] = []
+        next_id = 0
+
+        async def produce(until: asyncio.Event) -> None:
+            nonlocal next_id
+            while not until.is_set():
+                numbers = range(next_id, next_id + 5)
+                next_id += 5
+                status = await publish(session, b if next_id % 2 else a, numbers)
+                statuses.append(status)
+                (accepted if status == 200 else refused).append(numbers)
+                await asyncio.sleep(0.01)  # a producer's pace, not a wait for a condition
+
+        stop = asyncio.Event()
+        producer = asyncio.create_task(produce(stop))
+        await wait_until(lambda: len(accepted) >= 5, what="ingest under load")
+        await asyncio.to_thread(throwaway_pg.stop, "fast")
+        await wait_until(lambda: statuses[-3:] == [503] * 3, what="ingest answering 503")
+        for node in (a, b):
+            assert await _degraded(session, node)
+        await asyncio.to_thread(throwaway_pg.start)
+        await wait_until(lambda: statuses[-3:] == [200] * 3, timeout=15, what="ingest back by itself")
+        stop.set()
+        await producer
+        assert set(statuses) <= {200, 503}, statuses  # never a 500
+        expected = {f"guid-{i}" for numbers in accepted for i in numbers}
+        await wait_until(lambda: set(r.ids()) >= expected, timeout=15, what="every accepted event delivered")
+        maybe = {f"guid-{i}" for numbers in refused for i in numbers}
+        assert set(r.ids()) - expected <= maybe  # anything else came from a request answered 503
+        for numbers in refused:  # a 503 means "retry"; ingest is idempotent by key
+            assert await publish(session, a, numbers) == 200
+        await wait_until(lambda: set(r.ids()) >= expected | maybe, timeout=15, what="the retried events")
+        assert set(r.ids()) == expected | maybe

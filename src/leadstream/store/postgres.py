@@ -234,6 +234,9 @@ CONNECTION_ERRORS = (
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now, canceled
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.InterfaceError,  # connection or pool closed under us
+    # The server's "terminating connection" arriving in the middle of a statement (a restart):
+    # "cannot switch to state …; another operation is in progress".
+    asyncpg.InternalClientError,
 )
 
 
