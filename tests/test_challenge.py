@@ -199,6 +199,7 @@ async def test_create_challenges_cloudevents_and_adobe_io_endpoints(server, endp
     for fmt in ("cloudevents", "adobe_io"):
         status, body = await create(session, server, url, format=fmt)
         assert status == 201, body
+        assert body["challenge"] is True  # it ran and passed: the view says so
     assert len(seen) == 2
 
 
@@ -212,10 +213,10 @@ async def test_a_failed_challenge_is_422_and_creates_nothing(server, endpoint, s
 
 async def test_legacy_is_challenged_only_when_asked(server, endpoint, session):
     url, seen = await endpoint(echo_text)
-    status, _ = await create(session, server, url, format="legacy")
-    assert status == 201 and seen == []
-    status, _ = await create(session, server, url, format="legacy", challenge=True)
-    assert status == 201 and len(seen) == 1
+    status, body = await create(session, server, url, format="legacy")
+    assert status == 201 and seen == [] and body["challenge"] is False
+    status, body = await create(session, server, url, format="legacy", challenge=True)
+    assert status == 201 and len(seen) == 1 and body["challenge"] is True
 
 
 async def test_changing_the_endpoint_challenges_the_new_one(server, endpoint, session):

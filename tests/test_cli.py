@@ -11,11 +11,12 @@ import orjson
 import pytest
 
 from helpers import ADMIN_KEY, MUNCHKIN, activity, wait_until
+from leadstream import positions
 from leadstream.receiver import ReceiverConfig, start_receiver
 
 
-async def cli(server, *args: str, key: str | None = ADMIN_KEY) -> tuple[int, str, str]:
-    env = {**os.environ, "LEADSTREAM_URL": server.url, "COLUMNS": "200"}
+async def cli(server, *args: str, key: str | None = ADMIN_KEY, columns: int = 200) -> tuple[int, str, str]:
+    env = {**os.environ, "LEADSTREAM_URL": server.url, "COLUMNS": str(columns)}
     env.pop("LEADSTREAM_ADMIN_KEY", None)
     if key is not None:
         env["LEADSTREAM_ADMIN_KEY"] = key
@@ -37,13 +38,25 @@ async def test_publish_json_and_ndjson_with_rejections(server, tmp_path):
     array = tmp_path / "events.json"
     array.write_bytes(orjson.dumps([*good, activity(99, munchkinId="bad")]))
     code, out, err = await cli(server, "publish", str(array), "--batch", "7")
-    assert code == 0, err
+    assert code == 1, err  # a rejection is a failure, though the good records are stored
     assert "accepted 20, duplicates 0, rejected 1" in out
     assert "record 20: munchkinId: 'bad'" in out  # the index in the whole file, not in its request
     ndjson = tmp_path / "events.ndjson"
     ndjson.write_bytes(b"\n".join(orjson.dumps(r) for r in good))
     code, out, _ = await cli(server, "publish", str(ndjson), "--json")
     assert code == 0 and json.loads(out) == {"accepted": 0, "duplicates": 20, "rejected": []}
+
+
+async def test_publish_ndjson_names_the_file_line_of_each_rejection(server, tmp_path):
+    ndjson = tmp_path / "events.ndjson"
+    lines = [orjson.dumps(activity(100)), b"", orjson.dumps(activity(101, leadId="x")), b"  ",
+             orjson.dumps(activity(102, munchkinId="bad"))]  # fmt: skip
+    ndjson.write_bytes(b"\n".join(lines) + b"\n")
+    code, out, _ = await cli(server, "publish", str(ndjson))
+    assert code == 1 and "accepted 1, duplicates 0, rejected 2" in out
+    assert "  line 3: leadId" in out and "  line 5: munchkinId: 'bad'" in out
+    code, out, _ = await cli(server, "publish", str(ndjson), "--json")
+    assert code == 1 and [r["where"] for r in json.loads(out)["rejected"]] == ["line 3", "line 5"]
 
 
 async def test_catalog_show_and_load(server, tmp_path):
@@ -90,11 +103,17 @@ async def test_subscription_lifecycle(server, tmp_path):
 
         code, out, _ = await cli(server, "subscriptions", "list")
         assert code == 0 and sub_id in out and "crm" in out
+        code, out, _ = await cli(server, "subscriptions", "list", columns=80)
+        assert code == 0 and sub_id in out  # the whole id, even in a narrow terminal
         code, out, _ = await cli(server, "subscriptions", "list", "--munchkin", "999-ZZZ-999", "--json")
         assert json.loads(out) == []
 
-        code, out, _ = await cli(server, "subscriptions", "pause", sub_id, "--json")
+        code, out, _ = await cli(server, "subscriptions", "pause", sub_id[:8], "--json")  # a unique prefix
         assert json.loads(out)["state"] == "paused" and json.loads(out)["pausedReason"] == "manual"
+        code, out, _ = await cli(server, "subscriptions", "list")
+        assert "paused (manual)" in out
+        code, out, err = await cli(server, "subscriptions", "show", sub_id[:-3] + "zzz")
+        assert code == 1 and err.startswith("error: 404")
         code, out, _ = await cli(server, "subscriptions", "resume", sub_id, "--json")
         assert json.loads(out)["state"] == "active"
         code, out, _ = await cli(server, "subscriptions", "show", sub_id)
@@ -108,11 +127,32 @@ async def test_subscription_lifecycle(server, tmp_path):
         code, out, _ = await cli(server, "subscriptions", "attempts", sub_id, "--json")
         attempts = json.loads(out)
         assert code == 0 and attempts and attempts[0]["status"] == 200
-        code, out, _ = await cli(server, "subscriptions", "replay", sub_id, "--from", "0", "--json")
-        assert code == 0 and json.loads(out)["cursor"] == 0
+        code, out, _ = await cli(server, "subscriptions", "attempts", sub_id)
+        row = next(line for line in out.splitlines() if attempts[0]["batchId"][:8] in line)
+        cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+        assert cells[3:6] == ["200", "delivered", "0"]  # status, outcome and the retry count are filled in
 
-        code, out, _ = await cli(server, "subscriptions", "delete", sub_id, "--json")
+        code, out, err = await cli(server, "subscriptions", "journal", sub_id, "--limit", "2")
+        entries = [json.loads(line) for line in out.splitlines()]
+        assert code == 0 and [e["event"]["id"] for e in entries] == [f"guid-{i}" for i in range(5)]
+        assert err.strip() == f"continue with --since {entries[-1]['position']}"
+        code, out, _ = await cli(server, "subscriptions", "journal", sub_id, "--since", entries[2]["position"])
+        assert [json.loads(line)["event"]["id"] for line in out.splitlines()] == ["guid-3", "guid-4"]
+
+        # the positions the journal shows are the ones replay takes, and the cursor shows
+        code, out, _ = await cli(server, "subscriptions", "replay", sub_id, "--from", entries[1]["position"], "--json")
+        assert code == 0 and json.loads(out)["cursor"] == entries[1]["position"]
+        code, out, _ = await cli(server, "subscriptions", "replay", sub_id, "--from", "0", "--json")
+        assert code == 0 and json.loads(out)["cursor"] == positions.encode(0)
+
+        code, out, _ = await cli(server, "subscriptions", "patch", sub_id, "--batch-size", "50", "--json")
+        assert code == 0 and json.loads(out)["batchSize"] == 50
+        code, out, _ = await cli(server, "subscriptions", "delete", sub_id, "--yes", "--json")
         assert code == 0 and json.loads(out)["state"] == "deprovisioned"
+        code, out, _ = await cli(server, "audit", "--json")
+        actions = [entry["action"] for entry in json.loads(out)]
+        assert actions[:4] == ["subscription.delete", "subscription.update", "subscription.replay",
+                               "subscription.replay"]  # fmt: skip
     finally:
         await receiver.close()
 

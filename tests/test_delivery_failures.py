@@ -9,6 +9,7 @@ import time
 from aiohttp import web
 
 from helpers import activity, wait_until
+from leadstream import positions
 from test_delivery_support import Received, bench, never_answer, receiver, wait_ids
 
 
@@ -93,7 +94,7 @@ async def test_a_100kB_body_limit_splits_batches_and_a_lone_oversize_event_is_de
 
         # replayable: point the subscription at an endpoint that takes it, and replay from before it
         await b.subscriptions.patch(sub["id"], {"endpoint": large.url})
-        await b.subscriptions.replay(sub["id"], dead[0]["position"] - 1)
+        await b.subscriptions.replay(sub["id"], positions.encode(positions.decode(dead[0]["position"], "position") - 1))
         await wait_ids(large, ["guid-1000", *expected[-10:]])
         assert large.ids() == ["guid-1000", *expected[-10:]]
 

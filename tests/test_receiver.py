@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ from standardwebhooks import Webhook
 
 from helpers import wait_until
 from leadstream.receiver import RECEIVER, ReceiverConfig, make_receiver_app, start_receiver
+from leadstream.testing import free_port
 
 
 @pytest.fixture
@@ -386,3 +389,28 @@ async def test_bodies_made_by_formats_are_received_once_each(receive, out, fmt):
     else:
         expected = [e.id if fmt == "cloudevents" else e.eventid for e in events]
     assert [ids(e) for e in written] == expected
+
+
+async def test_leadstream_receive_counts_duplicates_in_its_output_and_v_shows_only_requests(tmp_path):
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "leadstream.cli", "receive", "--port", str(port), "-v",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = await asyncio.wait_for(proc.stdout.readline(), 10)
+        assert first.decode().strip() == f"receiving on http://127.0.0.1:{port}"
+        batch = [{"munchkinId": "123-ABC-456", "marketoGUID": "g1", "activityTypeId": 1}]
+        body = orjson.dumps({"activities": batch, "messageCreatedDate": "2026-11-28T10:00:00Z"})
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):  # the same event twice: the second is a duplicate
+                async with session.post(f"http://127.0.0.1:{port}/", data=body) as r:
+                    assert r.status == 200
+        line = await asyncio.wait_for(proc.stdout.readline(), 10)  # the counters, every 2 s when they change
+        assert line.decode().strip() == "received 1 events, 1 duplicates dropped"
+    finally:
+        proc.terminate()
+        _, err = await proc.communicate()
+    assert "POST / -> 200" in err.decode()
+    assert "selector" not in err.decode().lower() and "Traceback" not in err.decode()

@@ -413,17 +413,22 @@ def test_the_keys_commands_create_list_and_revoke_through_the_api(tmp_path):
         cli = CliRunner()
         common = ["--server", server.url, "--key", ADMIN_KEY]
         created = cli.invoke(
-            keys, ["create", "--munchkin", MUNCHKIN, "--scope", "ingest", "--scope", "read", "--name", "etl", *common]
-        )
+            keys, ["create", "--munchkin", MUNCHKIN, "--scope", "ingest", "--scope", "read", "--name", "etl", *common],
+            env={"COLUMNS": "200"},
+        )  # fmt: skip
         assert created.exit_code == 0, created.output
         secret = created.output.rsplit("shown once, keep it now): ", 1)[1].strip()
-        record = json.loads(created.output.split("API key (shown once")[0])
-        assert secret.startswith(f"lst_{record['id']}.") and record["scopes"] == ["ingest", "read"]
+        assert "ingest" in created.output.split("API key (shown once")[0]  # the record, as a table
+        key_id = secret.removeprefix("lst_").split(".")[0]
+        assert key_id in created.output.split("API key (shown once")[0]
 
-        listed = cli.invoke(keys, ["list", "--munchkin", MUNCHKIN, *common])
-        assert listed.exit_code == 0 and record["id"] in listed.output and secret not in listed.output
+        listed = cli.invoke(keys, ["list", "--munchkin", MUNCHKIN, *common], env={"COLUMNS": "200"})
+        assert listed.exit_code == 0 and key_id in listed.output and secret not in listed.output
+        listed = cli.invoke(keys, ["list", "--munchkin", MUNCHKIN, "--json", *common])
+        record = json.loads(listed.output)[0]
+        assert record["id"] == key_id and record["scopes"] == ["ingest", "read"]
 
-        revoked = cli.invoke(keys, ["revoke", record["id"], *common])
+        revoked = cli.invoke(keys, ["revoke", key_id, "--json", *common])
         assert revoked.exit_code == 0 and json.loads(revoked.output)["revokedAt"] is not None
         refused = cli.invoke(keys, ["list", "--server", server.url, "--key", secret])
         assert refused.exit_code == 1 and "401" in refused.output

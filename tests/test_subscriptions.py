@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from helpers import MUNCHKIN, activity, publish, running_server, wait_until
+from leadstream import positions
 from test_delivery_support import bench, receiver, wait_ids
 
 DEFAULTS = {
@@ -193,12 +194,12 @@ async def test_pause_resume_replay_and_the_attempt_log_over_http(api):
         await wait_ids(r, list(range(15)))
 
         status, body, _ = await api.call("POST", f"/{sub_id}/replay", {"from": before})
-        assert status == 200 and body["cursor"] == 0
+        assert status == 200 and body["cursor"] == positions.encode(0)
         await wait_ids(r, list(range(30)))
         assert r.ids() == [f"guid-{i}" for i in range(15)] * 2  # everything again, in order
 
-        status, body, _ = await api.call("POST", f"/{sub_id}/replay", {"from": 10})
-        assert status == 200 and body["cursor"] == 10
+        status, body, _ = await api.call("POST", f"/{sub_id}/replay", {"from": positions.encode(10)})
+        assert status == 200 and body["cursor"] == positions.encode(10)
         await wait_ids(r, list(range(35)))
         status, body, _ = await api.call("POST", f"/{sub_id}/replay", {"from": 10_000})
         assert status == 422 and body["detail"].startswith("from: replay moves the cursor back")

@@ -59,7 +59,9 @@ class Client:
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
         ok: tuple[int, ...] = (),
+        with_status: bool = False,
     ) -> Any:
+        """The decoded answer; with ``with_status``, (status, headers, decoded answer) — for a 204 too."""
         assert self._session is not None, "use 'async with Client(…)'"
         if json is not None:
             data, headers = orjson.dumps(json), {"Content-Type": "application/json", **(headers or {})}
@@ -74,9 +76,13 @@ class Client:
                         detail = f"every record was rejected ({len(body['rejected'])})"
                     message = f"{response.status} {response.reason}: {detail or body or 'no details'}"
                     raise ApiError(message, response.status, body)
-                return body
+                return (response.status, response.headers, body) if with_status else body
         except aiohttp.ClientConnectionError as exc:
             raise ApiError(f"cannot reach leadstream at {self.url}: {exc}") from None
+        except TimeoutError:
+            raise ApiError(f"leadstream at {self.url} did not answer within {self._timeout.total:g} s") from None
+        except (aiohttp.ClientError, ValueError) as exc:  # a malformed answer, or a URL aiohttp refuses
+            raise ApiError(f"cannot talk to leadstream at {self.url}: {exc}") from None
 
     async def publish(self, stream: str, body: bytes, *, ndjson: bool = False) -> dict[str, Any]:
         content_type = "application/x-ndjson" if ndjson else "application/json"

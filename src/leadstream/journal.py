@@ -4,8 +4,8 @@ journaling API serves them.
 Where a page starts: after ``since`` (exclusive), at the end of the log (``latest=true``), at a
 moment in the past (``seek=-PT2H``), or, with none of them, at the oldest retained event.
 
-Positions are opaque to clients: ``"1"`` (the version of the encoding) followed by the unpadded
-base64url of the log position as 8 big-endian bytes. Anything else is a 400.
+Positions are opaque tokens that sort as strings in log order (``leadstream.positions``; the
+first, base64 form is still accepted). Anything else is a 400.
 
 Which events: those the push would send (the subscription's stream, tenant, event types and
 subscriber ``filter``), in the subscription's format; ``legacy`` has no per-event form, so legacy
@@ -25,18 +25,16 @@ again the events this one passed over.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from leadstream import positions
 from leadstream.errors import Gone, LeadstreamError
 from leadstream.events import Event
 from leadstream.store.base import Store
 
-POSITION_VERSION = "1"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_BODY_BYTES = 1_500_000  # 1.5 MB (decimal: under the cap whichever megabyte a client means)
@@ -44,10 +42,8 @@ SCAN_BOUND = 10_000  # events of the subscription's stream and tenant examined p
 READ_PAGE = 1000  # the largest store read
 RETRY_AFTER_SECONDS = 10
 
-_TOKEN_LENGTH = 1 + 11  # version + base64url of 8 bytes, unpadded
-_MAX_POSITION = 2**63 - 1
 # what the body adds around its elements, for the largest position token and count
-_ENVELOPE = len(b'{"events":[],"_page":{"last":"%s","count":%d}}' % (b"x" * _TOKEN_LENGTH, MAX_LIMIT))
+_ENVELOPE = len(b'{"events":[],"_page":{"last":"%s","count":%d}}' % (b"x" * positions.TOKEN_LENGTH, MAX_LIMIT))
 
 
 class BadQuery(LeadstreamError):
@@ -58,20 +54,16 @@ class BadQuery(LeadstreamError):
 
 
 def encode_position(position: int) -> str:
-    return POSITION_VERSION + base64.urlsafe_b64encode(position.to_bytes(8, "big")).rstrip(b"=").decode()
+    return positions.encode(position)
 
 
 def decode_position(token: str, field: str = "since") -> int:
-    """The log position behind a token this module made, or BadQuery naming ``field``."""
-    bad = BadQuery(f"{field}: {token[:40]!r} is not a journal position (use _page.last or the next link)", field=field)
-    if len(token) != _TOKEN_LENGTH or not token.startswith(POSITION_VERSION):
-        raise bad
-    try:
-        position = int.from_bytes(base64.urlsafe_b64decode(token[1:] + "="), "big")
-    except (ValueError, binascii.Error):
-        raise bad from None
-    if position > _MAX_POSITION or encode_position(position) != token:  # the one canonical spelling only
-        raise bad
+    """The log position behind a position token (``leadstream.positions``), or BadQuery naming ``field``."""
+    position = positions.decode_or_none(token)
+    if position is None:
+        raise BadQuery(
+            f"{field}: {token[:40]!r} is not a journal position (use _page.last or the next link)", field=field
+        )
     return position
 
 

@@ -25,6 +25,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -390,11 +391,34 @@ async def start_receiver(config: ReceiverConfig, host: str = HOST, port: int = 0
     return RunningReceiver(runner, app[RECEIVER], f"http://{url_host}:{bound_port}")
 
 
-async def run_receiver(config: ReceiverConfig, host: str = HOST, port: int = PORT) -> None:
-    """Serve until cancelled; buffered lines are written out on the way down."""
+def summary(stats: dict[str, int]) -> str:
+    """The counters as one line for people: what was written, and what was dropped or refused."""
+    parts = [f"received {stats['received']} events", f"{stats['duplicates']} duplicates dropped"]
+    parts += [f"{stats[name]} {name}" for name in ("rejected", "failed", "challenges") if stats[name]]
+    return ", ".join(parts)
+
+
+async def run_receiver(
+    config: ReceiverConfig,
+    host: str = HOST,
+    port: int = PORT,
+    report: Callable[[str], None] | None = None,
+    report_every: float = 2.0,
+) -> None:
+    """Serve until cancelled; buffered lines are written out on the way down. ``report`` gets
+    the counters (``summary``) every ``report_every`` seconds when they changed, and at the end."""
     running = await start_receiver(config, host, port)
     log.info("receiving on %s", running.url)
+    if report is not None:
+        report(f"receiving on {running.url}" + (f", writing {config.out}" if config.out else ""))
+    last: dict[str, int] = dict(running.receiver.stats)
     try:
-        await asyncio.Event().wait()
+        while True:
+            await asyncio.sleep(report_every)
+            if report is not None and running.receiver.stats != last:
+                last = dict(running.receiver.stats)
+                report(summary(last))
     finally:
         await running.close()
+        if report is not None:
+            report(summary(running.receiver.stats))

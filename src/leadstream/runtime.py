@@ -42,6 +42,7 @@ from leadstream.sources.runner import SourceRunner
 from leadstream.sources.service import Sources
 from leadstream.store import Store, open_store
 from leadstream.subscriptions.service import Subscriptions
+from leadstream.subscriptions.state import Transition
 
 # The delivery process's own writes (attempt logs, state checkpoints) need no haste: gathered for
 # this long, they take the SQLite write lock it shares with ingest once.
@@ -90,6 +91,22 @@ def prepare(settings: Settings) -> None:
     KeyRing(settings.data_dir / "keys")
 
 
+def log_transition(moved: Transition) -> None:
+    """One log line per state move of a subscription, with the reason (not one per attempt)."""
+    after = moved.after
+    failing = after.state == "retrying" or after.pausedReason == "failures"
+    (log.warning if failing else log.info)(
+        "subscription state changed",
+        subscription=moved.subscription,
+        munchkin_id=moved.munchkin_id,
+        state=after.state,
+        was=moved.before.state,
+        reason=after.pausedReason,
+        failures=after.consecutiveFailures or None,
+        error=after.lastError if failing else None,
+    )
+
+
 def _secret(settings: Settings, name: str) -> str | None:
     value = getattr(settings, name)
     return value.get_secret_value() if value is not None else None
@@ -128,6 +145,7 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
             store, catalog, session, options, keyring=keyring, secretbox=secretbox,
             before_follow=lambda: catalogs.restore(catalog, store),
         )  # fmt: skip
+        delivery.on_transition.append(log_transition)
         source_runner = SourceRunner(
             store, catalog, validator, session, secretbox=secretbox, node_id=settings.node_id,
             lease_ttl=settings.lease_ttl, follow_interval=settings.source_follow_interval,

@@ -3,31 +3,46 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import uvicorn
 from rich.console import Console
 
-from leadstream import runtime
+from leadstream import datadir, runtime
 from leadstream.api import create_app
 from leadstream.logs import configure, log
 from leadstream.settings import Settings
 
 
 def serve(settings: Settings) -> None:
+    """Run until stopped. Raises ``DataDirError`` when another server holds the data directory."""
     configure(settings.log_format, settings.log_level)
+    lock = datadir.hold(settings.data_dir)  # held until this process ends; a crash releases it
+    try:
+        _serve(settings)
+    finally:
+        os.close(lock)
+
+
+def _serve(settings: Settings) -> None:
     key, generated = settings.resolve_admin_key()
     if generated:
         # Printed once, on the run that created it; it is kept in the data dir with mode 0600.
         Console(stderr=True).print(
             f"[bold]Admin API key[/bold] (stored in {settings.data_dir / 'admin.key'}, shown once): {key}"
         )
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        AccessLog(app) if settings.access_log else app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -41,22 +56,45 @@ def serve(settings: Settings) -> None:
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )
     if not settings.delivery_process:
-        uvicorn.Server(config).run()
+        _Server(config, settings).run()
         return
     if settings.database_url:
         raise SystemExit("--delivery-process is for the embedded store (a cluster spreads delivery over its nodes)")
     delivery = DeliveryProcess(settings)
     delivery.start()
-    _ServerThen(config, delivery.stop).run()
+    _Server(config, settings, after=delivery.stop).run()
 
 
-class _ServerThen(uvicorn.Server):
-    """uvicorn's server, then ``after`` once it has stopped — before uvicorn re-raises the signal
-    that stopped it (which ends this process before any ``finally`` of ours could run)."""
+def key_source(settings: Settings) -> str:
+    """Where the operator key comes from, said without the key."""
+    if settings.admin_key is not None:
+        return "LEADSTREAM_ADMIN_KEY"
+    return str(settings.data_dir / "admin.key")
 
-    def __init__(self, config: uvicorn.Config, after: Callable[[], None]) -> None:
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that says where it listens once it does, and runs ``after`` once it has
+    stopped — before uvicorn re-raises the signal that stopped it (which ends this process
+    before any ``finally`` of ours could run)."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings, after: Callable[[], None] | None = None) -> None:
         super().__init__(config)
+        self.settings = settings
         self.after = after
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # bound: say where, on what, and how to get in
+            settings = self.settings
+            url = f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}"
+            where: dict[str, Any] = {"url": url, "docs": url + "/docs", "data_dir": str(settings.data_dir.resolve())}
+            if settings.database_url:
+                where["database"] = redacted_url(settings.database_url)
+            else:
+                where["store"] = str((settings.data_dir / "leadstream.db").resolve())
+            if settings.delivery_process:
+                where["delivery_process"] = True
+            log.info("leadstream listening", **where, admin_key=key_source(settings), pid=os.getpid())
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -64,7 +102,52 @@ class _ServerThen(uvicorn.Server):
             try:
                 yield
             finally:
-                self.after()
+                log.info("leadstream stopping")
+                if self.after is not None:
+                    self.after()
+
+
+def redacted_url(url: str) -> str:
+    """A database URL without its password, for the log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class AccessLog:
+    """``--access-log``: one structured line per HTTP request (method, path, status, duration),
+    never its headers or query (keys and tokens live there)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def sending(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client")
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status or 500,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+                client=client[0] if client else None,
+            )
 
 
 class DeliveryProcess:

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = None
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
+    access_log: bool = False  # one log line per HTTP request
     node_id: str = f"{socket.gethostname()}-{os.getpid()}"
     lease_ttl: float = 15.0  # clusters: a dead node's subscriptions move to live ones within this (seconds)
     delivery_process: bool = False  # one node: delivery runs in a second process (uses a second core)

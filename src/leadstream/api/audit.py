@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from leadstream.api.auth import require_key
 from leadstream.api.deps import Services
 from leadstream.errors import NotFound
+from leadstream.logs import log
 from leadstream.runtime import Runtime
 from leadstream.security.principals import Principal
 
@@ -23,6 +24,7 @@ async def audit(
     """Record an admin action from a route: ``await audit(services, principal, "subscription.pause", sub_id,
     munchkin_ids=[sub.munchkin_id])``. ``changes`` is redacted there; pass the request body as is."""
     await services.audit.record(principal.key_id, action, target, changes, munchkin_ids)
+    log.info("admin action", action=action, target=target, actor=principal.key_id)  # what changed: GET /v1/audit
 
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])

@@ -163,7 +163,13 @@ async def _act(services: Services, principal: Principal, sub_id: str, action: st
             "type": "object",
             "required": ["from"],
             "properties": {
-                "from": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer", "minimum": 0}]}
+                "from": {
+                    "oneOf": [
+                        {"type": "string", "format": "date-time"},
+                        {"type": "string", "description": "a position token (journal, status cursor, attempts)"},
+                        {"type": "integer", "minimum": 0, "deprecated": True},
+                    ]
+                }
             },
         },
         {"from": "2026-11-28T10:00:00Z"},
@@ -177,7 +183,7 @@ async def replay_subscription(
     await services.subscriptions.get(sub_id, principal.sees)
     start = decode_body(await request.body()).get("from")
     if isinstance(start, bool) or not isinstance(start, int | str) or (isinstance(start, int) and start < 0):
-        raise Invalid(f"from: expected an RFC 3339 time or a position (an integer >= 0), got {start!r}", field="from")
+        raise Invalid(f"from: expected an RFC 3339 time or a position token, got {start!r}", field="from")
     view = await services.subscriptions.replay(sub_id, start, principal.sees)
     await audit(services, principal, "subscription.replay", sub_id, {"from": start}, [view["munchkinId"]])
     return _json(view)

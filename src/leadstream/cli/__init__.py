@@ -1,12 +1,16 @@
 """The `leadstream` command: thin — parse, build settings, call the library.
 
 One module per command or group: serve, subscriptions, sources, publish, catalog, receive, simulate, demo,
-bench, keys, db; ``client`` holds what the commands that talk to a server share, and ``group``
+bench, audit, keys, db; ``client`` holds what the commands that talk to a server share, and ``group``
 how they read (help, and the defaults from ``Settings``).
 """
 
 from __future__ import annotations
 
+import typer
+
+import leadstream
+from leadstream.cli.audit import audit
 from leadstream.cli.bench import bench
 from leadstream.cli.catalog import catalog
 from leadstream.cli.db import db
@@ -23,12 +27,22 @@ from leadstream.cli.subscriptions import subscriptions
 app = CommandGroup(help="leadstream: Data Streams, self-hosted.")
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"leadstream {leadstream.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
     """leadstream: Data Streams, self-hosted."""
 
 
-for command in (serve, publish, catalog, receive, simulate, demo, bench):
+for command in (serve, publish, catalog, receive, simulate, demo, bench, audit):
     app.command()(command)
 app.add_typer(subscriptions, name="subscriptions")
 app.add_typer(sources, name="sources")

@@ -19,5 +19,5 @@ def bench(
         None, "--scenario", metavar="NAME", help=f"run only these scenarios (repeatable): {', '.join(SCENARIO_NAMES)}"
     ),
 ) -> None:
-    """Measure throughput, latency, idle cost, backlog drain and memory on this machine (SPEC §9)."""
+    """Measure throughput, latency, idle cost, backlog drain and memory on this machine."""
     raise typer.Exit(run_bench(quick, json_path, plot, scenario or None))

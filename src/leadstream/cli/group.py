@@ -3,6 +3,7 @@ a value its metavar, never a Python type), and the server's defaults, read from 
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,26 @@ from typer.models import CommandFunctionType
 from leadstream.settings import Settings
 
 DEFAULTS = Settings.model_construct()  # the defaults alone: no environment read, nothing checked
+
+
+class Stream(enum.StrEnum):
+    """A choice typer checks and lists in help and in its error."""
+
+    activity = "activity"
+    audit = "audit"
+    notification = "notification"
+
+
+class Format(enum.StrEnum):
+    legacy = "legacy"
+    cloudevents = "cloudevents"
+    adobe_io = "adobe_io"
+
+
+class Scope(enum.StrEnum):
+    ingest = "ingest"
+    subscriptions = "subscriptions"
+    read = "read"
 
 
 def with_default(help_text: str, value: object) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import typer
 
-from leadstream.cli.client import KEY, SERVER, echo_json, request
-from leadstream.cli.group import DEFAULTS, CommandGroup
+from leadstream.cli.client import JSON, KEY, SERVER, echo_json, fail, request, show
+from leadstream.cli.group import DEFAULTS, CommandGroup, Scope
+from leadstream.datadir import KEYS_DIR, STORE_FILE, DataDirError, holder_if_locked, require_existing
 
 keys = CommandGroup(help="Signing keys and API keys.")
 DATA_DIR = typer.Option(
@@ -22,19 +24,29 @@ DATA_DIR = typer.Option(
 )
 
 
+KEY_COLUMNS = ["id", "name", "munchkinIds", "scopes", "createdAt", "lastUsedAt", "revokedAt"]
+
+
 @keys.command("create")
 def create(
     munchkin: list[str] = typer.Option(
         ..., "--munchkin", metavar="MUNCHKIN-ID", help="a tenant the key acts for (repeatable)"
     ),
-    scope: list[str] = typer.Option(..., "--scope", metavar="SCOPE", help="ingest, subscriptions or read (repeatable)"),
+    scope: list[Scope] = typer.Option(
+        ..., "--scope", metavar="ingest|subscriptions|read", help="what the key may do (repeatable)"
+    ),
     name: str = typer.Option("", metavar="NAME", help="a name for people"),
     server: str = SERVER,
     key: str | None = KEY,
+    as_json: bool = JSON,
 ) -> None:
     """Create a tenant API key; it is printed once and stored only as a hash."""
-    created = request(server, key, "POST", "/v1/keys", {"munchkinIds": munchkin, "scopes": scope, "name": name})
-    echo_json({k: v for k, v in created.items() if k != "key"})
+    body = {"munchkinIds": munchkin, "scopes": [s.value for s in scope], "name": name}
+    created = request(server, key, "POST", "/v1/keys", body)
+    if as_json:
+        echo_json(created)  # the key included: a script asked for it
+        return
+    show({k: v for k, v in created.items() if k != "key"}, False, title="created")
     typer.echo(f"API key (shown once, keep it now): {created['key']}")
 
 
@@ -43,10 +55,11 @@ def list_keys(
     munchkin: str | None = typer.Option(None, "--munchkin", metavar="MUNCHKIN-ID", help="only this tenant's keys"),
     server: str = SERVER,
     key: str | None = KEY,
+    as_json: bool = JSON,
 ) -> None:
     """List tenant API keys (never the keys themselves)."""
-    query = f"?munchkinId={munchkin}" if munchkin else ""
-    echo_json(request(server, key, "GET", f"/v1/keys{query}")["keys"])
+    query = f"?munchkinId={quote(munchkin)}" if munchkin else ""
+    show(request(server, key, "GET", f"/v1/keys{query}")["keys"], as_json, KEY_COLUMNS, full_columns=("id",))
 
 
 @keys.command("revoke")
@@ -54,9 +67,10 @@ def revoke(
     key_id: str = typer.Argument(..., metavar="KEY-ID", help="the key's id (not the key)"),
     server: str = SERVER,
     key: str | None = KEY,
+    as_json: bool = JSON,
 ) -> None:
     """Revoke a tenant API key."""
-    echo_json(request(server, key, "DELETE", f"/v1/keys/{key_id}"))
+    show(request(server, key, "DELETE", f"/v1/keys/{quote(key_id, safe='')}"), as_json, title="revoked")
 
 
 @keys.command("new-master")
@@ -85,6 +99,11 @@ def rotate_master_command(
     ),
 ) -> None:
     """Re-seal every stored secret with a new master key (run it with the server stopped)."""
+    if not database_url:
+        _check_data_dir(data_dir, STORE_FILE)
+        holder = holder_if_locked(data_dir)
+        if holder:
+            fail(f"a server is running on {data_dir} ({holder}): stop it first")
     current = os.environ.get("LEADSTREAM_MASTER_KEY")
     if current and not new_key:
         typer.echo(
@@ -130,6 +149,16 @@ def rotate_signing(data_dir: Path = DATA_DIR) -> None:
     """Promote signing key 2 to key 1 and create a new key 2 (a running server picks it up)."""
     from leadstream.security.signing import KeyRing
 
-    ring = KeyRing(data_dir / "keys")
+    _check_data_dir(data_dir, KEYS_DIR)
+    ring = KeyRing(data_dir / KEYS_DIR)
     ring.rotate()
-    typer.echo("rotated; now serving " + ", ".join(ring.public_paths))
+    typer.echo(
+        f"rotated the signing keys in {(data_dir / KEYS_DIR).resolve()}; now serving " + ", ".join(ring.public_paths)
+    )
+
+
+def _check_data_dir(data_dir: Path, what: str) -> None:
+    try:
+        require_existing(data_dir, what)
+    except DataDirError as exc:
+        fail(str(exc))

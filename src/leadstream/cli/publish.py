@@ -9,34 +9,65 @@ import msgspec
 import typer
 from rich.progress import Progress
 
-from leadstream.cli.client import JSON, KEY, SERVER, call, echo_json
+from leadstream.cli.client import JSON, KEY, SERVER, call, echo_json, fail
+from leadstream.cli.group import Stream
 from leadstream.client import Client
 from leadstream.events import MAX_RECORDS
 
 BATCH = 5000  # records per request unless told
 
 
-def read_records(path: Path) -> list[bytes]:
-    """The raw records of a JSON array file or an NDJSON file, undecoded."""
+class Records:
+    """The raw records of a file, undecoded, and what to call each in a message: its line in an
+    NDJSON file, its index in a JSON array."""
+
+    def __init__(self, raw: list[bytes], lines: list[int] | None) -> None:
+        self.raw = raw
+        self.lines = lines  # None: a JSON array
+
+    def label(self, index: int) -> str:
+        return f"line {self.lines[index]}" if self.lines is not None else f"record {index}"
+
+
+def read_records(path: Path) -> Records:
+    """A JSON array file or an NDJSON file; ValueError naming the place when it is not JSON."""
     content = path.read_bytes()
     if content.lstrip().startswith(b"["):
-        return [bytes(raw) for raw in msgspec.json.decode(content, type=list[msgspec.Raw])]
-    return [line for line in content.splitlines() if line.strip()]
+        try:
+            return Records([bytes(raw) for raw in msgspec.json.decode(content, type=list[msgspec.Raw])], None)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"{path}: not a JSON array: {exc}") from None
+    raw, lines = [], []
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            msgspec.json.decode(line)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"{path}: line {number} is not JSON: {exc}") from None
+        raw.append(line)
+        lines.append(number)
+    return Records(raw, lines)
 
 
-async def publish_file(client: Client, path: Path, stream: str, batch: int = BATCH) -> dict[str, Any]:
-    """Publish every record; rejections carry their index in the whole file."""
-    records = read_records(path)
+async def publish_records(
+    client: Client, records: Records, stream: str, batch: int = BATCH, name: str = "records"
+) -> dict[str, Any]:
+    """Publish every record; each rejection carries its index in the whole file and its ``where``
+    (its line in an NDJSON file)."""
     batch = max(1, min(batch, MAX_RECORDS))
     total: dict[str, Any] = {"accepted": 0, "duplicates": 0, "rejected": []}
-    with Progress(transient=True, disable=len(records) <= batch) as progress:
-        task = progress.add_task(f"publishing {path.name}", total=len(records))
-        for start in range(0, len(records), batch):
-            chunk = records[start : start + batch]
+    count = len(records.raw)
+    with Progress(transient=True, disable=count <= batch) as progress:
+        task = progress.add_task(f"publishing {name}", total=count)
+        for start in range(0, count, batch):
+            chunk = records.raw[start : start + batch]
             result = await client.publish(stream, b"[" + b",".join(chunk) + b"]")
             total["accepted"] += result["accepted"]
             total["duplicates"] += result["duplicates"]
-            total["rejected"] += [{**r, "index": r["index"] + start} for r in result["rejected"]]
+            for rejection in result["rejected"]:
+                index = rejection["index"] + start
+                total["rejected"].append({**rejection, "index": index, "where": records.label(index)})
             progress.advance(task, len(chunk))
     return total
 
@@ -45,19 +76,26 @@ def publish(
     file: Path = typer.Argument(
         ..., exists=True, dir_okay=False, metavar="FILE", help="a JSON array of records, or NDJSON (one record a line)"
     ),
-    stream: str = typer.Option("activity", metavar="STREAM", help="activity, audit or notification"),
-    batch: int = typer.Option(BATCH, metavar="N", help=f"records per request (at most {MAX_RECORDS:,})"),
+    stream: Stream = typer.Option(Stream.activity, help="the stream the records belong to"),
+    batch: int = typer.Option(BATCH, min=1, max=MAX_RECORDS, metavar="N", help="records per request"),
     server: str = SERVER,
     key: str | None = KEY,
     as_json: bool = JSON,
 ) -> None:
-    """Publish records from a file; prints accepted, duplicates and every rejection with its reason."""
-    result = call(server, key, lambda client: publish_file(client, file, stream, batch))
+    """Publish records from a file; prints accepted, duplicates and every rejection with its reason.
+    Exits 1 when any record was rejected (the others are stored)."""
+    try:
+        records = read_records(file)  # a file that is not JSON stops here, before anything is sent
+    except (ValueError, OSError) as exc:
+        fail(str(exc), 2)
+    result = call(server, key, lambda client: publish_records(client, records, stream.value, batch, file.name))
     if as_json:
         echo_json(result)
-        return
-    typer.echo(f"accepted {result['accepted']}, duplicates {result['duplicates']}, rejected {len(result['rejected'])}")
-    for rejection in result["rejected"]:
-        typer.echo(f"  record {rejection['index']}: {'; '.join(rejection['errors'])}")
-    if result["rejected"] and not result["accepted"] and not result["duplicates"]:
+    else:
+        typer.echo(
+            f"accepted {result['accepted']}, duplicates {result['duplicates']}, rejected {len(result['rejected'])}"
+        )
+        for rejection in result["rejected"]:
+            typer.echo(f"  {rejection['where']}: {'; '.join(rejection['errors'])}")
+    if result["rejected"]:
         raise typer.Exit(1)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import typer
 
-from leadstream.receiver import HOST, PORT, ReceiverConfig, run_receiver
+from leadstream.cli.client import fail
+from leadstream.receiver import HOST, PORT, Receiver, ReceiverConfig, run_receiver
 
 DEFAULTS = ReceiverConfig()
 
@@ -28,7 +29,11 @@ def receive(
         help="verify Standard Webhooks signatures (whsec_…)",
     ),
     public_key: list[Path] | None = typer.Option(
-        None, metavar="PEM", help="PEM public key(s): verify x-adobe-digital-signature-1/-2 (repeatable)"
+        None,
+        exists=True,
+        dir_okay=False,
+        metavar="PEM",
+        help="PEM public key(s): verify x-adobe-digital-signature-1/-2 (repeatable)",
     ),
     fail_for: float = typer.Option(
         DEFAULTS.fail_for, metavar="SECONDS", help="answer --status to every delivery for this many seconds"
@@ -46,6 +51,8 @@ def receive(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log one line per request"),
 ) -> None:
     """A ready consumer: answers challenges, checks token or signatures, drops duplicates, writes NDJSON."""
+    if challenge_format not in ("text", "json"):
+        fail(f"--challenge-format: expected text or json, got {challenge_format!r}", 2)
     config = ReceiverConfig(
         out=out,
         token=token,
@@ -57,8 +64,18 @@ def receive(
         challenge_format=challenge_format,
         max_body=max_body,
     )
-    if verbose:
-        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(message)s")
-    typer.echo(f"receiving on http://{host}:{port}" + (f", writing {out}" if out else ""))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_receiver(config, host, port))
+    try:
+        Receiver(config)  # checks the keys and the secret now, not at the first delivery
+    except ValueError as exc:
+        fail(f"--public-key or --hmac-secret: {str(exc).splitlines()[0]}", 2)
+    if verbose:  # our request lines only: asyncio and aiohttp stay at warnings
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        receiver_log = logging.getLogger("leadstream.receiver")
+        receiver_log.addHandler(handler)
+        receiver_log.setLevel(logging.DEBUG)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_receiver(config, host, port, report=typer.echo))
+    except OSError as exc:  # the port is taken, or the address is not ours
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")

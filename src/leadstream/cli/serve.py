@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from leadstream.cli.client import fail
 from leadstream.cli.group import DEFAULTS, with_default
 from leadstream.settings import Settings
 
@@ -87,8 +88,17 @@ def serve(
         envvar="LEADSTREAM_DELIVERY_PROCESS",
         help="deliver from a second process, so that a node uses two cores (embedded store)",
     ),
+    access_log: bool | None = typer.Option(
+        None,
+        "--access-log",
+        envvar="LEADSTREAM_ACCESS_LOG",
+        help="log one line per HTTP request (method, path, status, duration)",
+    ),
 ) -> None:
     """Run the server: ingest, admin, journal and delivery."""
+    from pydantic import ValidationError
+
+    from leadstream.datadir import DataDirError
     from leadstream.server import serve as run
 
     options: dict[str, Any] = {
@@ -104,8 +114,31 @@ def serve(
         "tls_key": tls_key,
         "allowed_cidrs": allow_cidr or None,
         "delivery_process": delivery_process,
+        "access_log": access_log,
     }
-    settings = Settings(**{name: value for name, value in options.items() if value is not None})
+    try:
+        settings = Settings(**{name: value for name, value in options.items() if value is not None})
+    except ValidationError as exc:
+        fail(settings_problems(exc), 2)
     if "purge_interval" not in settings.model_fields_set:  # a short retention is purged more often
         settings.purge_interval = min(settings.purge_interval, settings.retention / 10)
-    run(settings)
+    try:
+        run(settings)
+    except DataDirError as exc:
+        fail(str(exc))
+
+
+def settings_problems(exc: Any) -> str:
+    """A pydantic ``ValidationError`` of ``Settings`` as one line, by option name, not by field."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        where = f"--{field.replace('_', '-')} (LEADSTREAM_{field.upper()}): " if field else ""
+        problems.append(where + plain_message(error))
+    return "; ".join(problems)
+
+
+def plain_message(error: Any) -> str:
+    """pydantic's message without its "Value error, " prefix."""
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")

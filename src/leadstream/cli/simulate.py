@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from leadstream.cli.client import JSON, KEY, SERVER, echo_json
+from leadstream.cli.client import JSON, KEY, SERVER, check_server, echo_json
 from leadstream.client import operator_key
 
 RATE = typer.Option(200.0, metavar="N", help="records per second")
@@ -27,6 +27,7 @@ def simulate(
     from leadstream.sim.publish import PublishError
     from leadstream.sim.publish import simulate as run
 
+    check_server(server)
     stop = asyncio.Event()
 
     async def go() -> Any:

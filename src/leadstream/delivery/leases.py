@@ -68,6 +68,9 @@ class Leases:
             if self._lapse is not None:
                 self._lapse.cancel()
             self._lapse = loop.call_at(self.valid_until, self._lapsed)
+            before = self.owned or set()
+            if owned != before:  # the operator's log tells where each subscription went
+                log.info("leases moved", node=self.node_id, gained=sorted(owned - before), lost=sorted(before - owned))
         self.owned = owned
         return owned
 

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from leadstream import formats
+from leadstream import formats, positions
 from leadstream.clock import now_ms, rfc3339
 from leadstream.delivery import metrics
 from leadstream.delivery.endpoint import Batch, Endpoint
@@ -407,8 +407,8 @@ class Sender:
             "time": rfc3339(now_ms()),
             "batchId": batch.id,
             "events": len(batch.events),
-            "firstPosition": batch.events[0].position,
-            "lastPosition": batch.events[-1].position,
+            "firstPosition": positions.encode(batch.events[0].position),  # the tokens the journal uses
+            "lastPosition": positions.encode(batch.events[-1].position),
             "status": answer.status,
             "error": None if answer.ok else answer.describe(),
             "durationMs": round(answer.duration * 1000, 2),

@@ -111,6 +111,7 @@ def unseal(stored: bytes, box: SecretBox | None) -> SubscriptionConfig:
 def redacted(config: SubscriptionConfig) -> dict[str, Any]:
     """The settings as a response shows them: every secret replaced by "***"."""
     document: dict[str, Any] = msgspec.to_builtins(config)
+    document["challenge"] = config.needs_challenge  # cloudevents and adobe_io endpoints always pass one
     auth = document["auth"]
     for name in ("token", "clientSecret"):
         if name in auth:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from leadstream import positions
 from leadstream.catalog import Catalog
 from leadstream.clock import now_ms, rfc3339
 from leadstream.errors import Conflict, Gone, Invalid, NotFound
@@ -172,7 +173,7 @@ class Subscriptions:
             "expired": s.expired,
             "deadLettered": s.deadLettered,
             "lagSeconds": round(lag, 3),
-            "cursor": s.cursor,
+            "cursor": positions.encode(s.cursor),
             "consecutiveFailures": s.consecutiveFailures,
             "lastSuccessAt": rfc3339(s.lastSuccessAt),
             "lastAttemptAt": rfc3339(s.lastAttemptAt),
@@ -221,7 +222,13 @@ class Subscriptions:
     async def dead_letters(self, sub_id: str, limit: int, visible: Visible = _everyone) -> list[dict[str, Any]]:
         await self.get(sub_id, visible)
         return [
-            {"position": e.position, "eventid": e.eventid, "type": e.type, "id": e.id, "reason": reason}
+            {
+                "position": positions.encode(e.position),
+                "eventid": e.eventid,
+                "type": e.type,
+                "id": e.id,
+                "reason": reason,
+            }
             for e, reason in await self.store.dead_letters(sub_id, limit)
         ]
 
@@ -287,26 +294,30 @@ class Subscriptions:
         return await self._answer(sub_id)
 
     async def replay(self, sub_id: str, start: int | str, visible: Visible = _everyone) -> dict[str, Any]:
-        """Move the cursor back to a position, or to a time (clamped to the oldest retained event).
+        """Move the cursor back to a position (a token, or the bare integer of the first API), or to
+        a time (clamped to the oldest retained event).
 
         A position older than the log's first retained one is 410: those events are gone.
         """
         await self.get(sub_id, visible)
         first = await self.store.first_position()
-        if isinstance(start, str):
+        position = positions.decode_or_none(start) if isinstance(start, str) else start
+        if position is None:
+            assert isinstance(start, str)
             position = max(await self.store.position_before(start_ms(start, field="from")), first - 1)
-        else:
-            position = start
-            if position < first - 1:
-                raise Gone(
-                    f"from: position {position} has expired; the oldest retained position is {first}", oldest=first
-                )
+        elif position < first - 1:
+            raise Gone(
+                f"from: position {positions.encode(position)} has expired; the oldest retained position is "
+                f"{positions.encode(first)}",
+                oldest=positions.encode(first),
+            )
 
         def check(state: DeliveryState) -> None:
             _refuse_deprovisioned(sub_id, state)
             if position > state.cursor:
                 raise Invalid(
-                    f"from: replay moves the cursor back; {position} is ahead of the cursor {state.cursor}",
+                    f"from: replay moves the cursor back; {positions.encode(position)} is ahead of the cursor "
+                    f"{positions.encode(state.cursor)}",
                     field="from",
                 )
 

@@ -148,7 +148,7 @@ def start_ms(value: str, field: str = "startAt") -> int:
     try:
         moment = msgspec.convert(value, AwareDatetime)
     except msgspec.ValidationError:
-        expected = "now, earliest or an RFC 3339 time" if field == "startAt" else "an RFC 3339 time or a position"
+        expected = "now, earliest or an RFC 3339 time" if field == "startAt" else "an RFC 3339 time or a position token"
         raise Invalid(f"{field}: expected {expected} with a time zone, got {value!r}", field=field) from None
     return int(moment.timestamp() * 1000)
 
