@@ -73,6 +73,8 @@ def test_version():
 REQUIRED = {
     "subscriptions create": ["--name", "n", "--munchkin", "123-ABC-456", "--stream", "activity", "--endpoint",
                              "https://example.com/hook"],
+    "sources create": ["--name", "n", "--munchkin", "123-ABC-456", "--rest-url", "https://123-ABC-456.mktorest.com",
+                       "--client-id", "c", "--client-secret", "s"],
 }  # fmt: skip
 
 
@@ -102,7 +104,7 @@ def arguments(command: tuple[str, ...], records: Path) -> list[str]:
         return ["some-id", "--type", "Open Email"]
     if name == "subscriptions delete":
         return ["some-id", "--yes"]
-    if command[0] == "subscriptions" and name not in ("subscriptions list",):
+    if len(command) == 2 and command[1] != "list":  # a command about one resource: its id
         return ["some-id"]
     return []
 

@@ -40,7 +40,7 @@ def create(
     quota_share: float | None = typer.Option(None, metavar="SHARE", help="the share of the daily quota to spend"),
     daily_quota: int | None = typer.Option(None, metavar="CALLS", help="the instance's daily API quota"),
     settings_file: Path | None = typer.Option(
-        None, "--from-file", metavar="FILE", help="JSON with any further fields of SPEC §10.1"
+        None, "--from-file", metavar="FILE", help="a JSON object with any further source fields"
     ),
     server: str = SERVER,
     key: str | None = KEY,
