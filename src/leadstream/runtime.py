@@ -153,6 +153,7 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
                 window_seconds=settings.source_rate_window, backoff_base=settings.source_backoff_base,
                 backoff_cap=settings.source_backoff_cap, auth_retry=settings.source_auth_retry,
                 quota_probe=settings.source_quota_probe, catalog_refresh=settings.source_catalog_refresh,
+                call_timeout=settings.source_call_timeout,
             ),
         )  # fmt: skip
     runtime = Runtime(

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     source_auth_retry: float = 300.0  # refused credentials are tried again this often
     source_quota_probe: float = 3600.0  # while the instance answers 607, one (uncounted) probe this often
     source_catalog_refresh: float = 86400.0  # Get Activity Types again this often
+    source_call_timeout: float = 30.0  # a REST call not answered by then is a timeout (Marketo answers within 30 s)
 
     @field_validator("retention", "purge_interval", "lease_ttl", mode="before")
     @classmethod

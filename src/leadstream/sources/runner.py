@@ -122,6 +122,7 @@ class SourceRunner:
         client = MarketoClient(
             config.restUrl, config.clientId, config.clientSecret, budget=budget, session=self.session,
             identity_url=config.identity, observe=metrics.observe_call,
+            timeout=aiohttp.ClientTimeout(total=self.options.call_timeout),
         )  # fmt: skip
         poller = MarketoPoller(
             source.id, config, store=self.store, catalog=self.catalog, validator=self.validator,

@@ -68,6 +68,7 @@ class PollerOptions:
     auth_retry: float = 300.0
     quota_probe: float = 3600.0
     catalog_refresh: float = 86_400.0
+    call_timeout: float = 30.0
 
 
 @dataclass(slots=True)
