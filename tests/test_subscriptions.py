@@ -112,7 +112,7 @@ async def test_missing_fields_and_bad_json_are_named(api, http, server):
     status, body, _ = await api.call("POST", "", {"name": "x", "munchkinId": MUNCHKIN, "stream": "activity"})
     assert (status, body["detail"]) == (422, "endpoint: required field is missing")
     async with http.post(f"{server.url}/v1/subscriptions", data=b"{nope", headers=server.headers) as r:
-        assert r.status == 422 and "not valid JSON" in (await r.json(content_type=None))["detail"]
+        assert r.status == 400 and "not valid JSON" in (await r.json(content_type=None))["detail"]
 
 
 async def test_secrets_are_stored_never_shown_and_kept_when_sent_back_redacted(api):

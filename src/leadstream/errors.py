@@ -98,3 +98,54 @@ def value_at(document: Any, path: str) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return document
+
+
+# -- every wrong field of a document, not only the first ---------------------------------------------
+
+
+def every_invalid(document: dict[str, Any], struct_type: type) -> list[tuple[str, str]]:
+    """(field, sentence) for each field of ``document`` that ``struct_type`` refuses: unknown,
+    missing or of the wrong kind. msgspec stops at the first problem, so each field is converted
+    on its own; a choice (an enum, a tagged union) lists the values it allows."""
+    fields = {f.encode_name: f for f in msgspec.structs.fields(struct_type)}
+    problems = [(name, f"{name}: unknown field") for name in document if name not in fields]
+    for name, spec in fields.items():
+        if name not in document:
+            if spec.required:
+                problems.append((name, f"{name}: required field is missing"))
+            continue
+        value = document[name]
+        try:
+            msgspec.convert(value, spec.type)
+        except msgspec.ValidationError as exc:
+            inner, sentence = describe_invalid(exc, value)
+            field = f"{name}.{inner}" if inner and not inner.startswith("[") else name + inner
+            sentence = sentence.removeprefix(f"{inner}: ") if inner else sentence
+            if not inner and "got" not in sentence and not sentence.startswith("invalid"):
+                sentence += f", got {value!r}"
+            allowed = _choices(spec.type, inner)
+            if allowed is not None:
+                sentence = f"expected one of {', '.join(allowed)}, got {value_at(value, inner) if inner else value!r}"
+            problems.append((field, f"{field}: {sentence}"))
+    return problems
+
+
+def _choices(field_type: Any, inner: str) -> list[str] | None:
+    """The values a field allows when it is a choice: a Literal (``inner`` empty), or the tag of a
+    tagged union (``inner`` is its tag field)."""
+    info = msgspec.inspect.type_info(field_type)
+    members = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+    if not inner:
+        values = [v for m in members if isinstance(m, msgspec.inspect.LiteralType) for v in m.values]
+        return [str(v) for v in values] or None
+    tags = [m.tag for m in members if isinstance(m, msgspec.inspect.StructType) and m.tag_field == inner]
+    return [str(t) for t in tags] or None
+
+
+def invalid_fields(problems: list[tuple[str, str]]) -> Invalid:
+    """One 422 for several wrong fields: ``detail`` says them all, ``errors`` has one entry each."""
+    return Invalid(
+        "; ".join(sentence for _, sentence in problems),
+        field=problems[0][0],
+        errors=[{"field": field, "detail": sentence} for field, sentence in problems],
+    )

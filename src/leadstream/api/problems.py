@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -35,13 +36,73 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:
-    """FastAPI body/query validation: name each field, as every other error does."""
+    """FastAPI's body/query validation, said as every other error is: each wrong field named, in
+    our words (not pydantic's), enum errors listing what is allowed; a body that is not JSON is 400."""
     assert isinstance(exc, RequestValidationError)
-    errors = []
+    problems: list[tuple[str, str]] = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"] if part not in ("body", "query", "path"))
-        errors.append(f"{where or 'body'}: {error['msg']}")
-    return problem(422, "Unprocessable Content", "; ".join(errors), errors=errors)
+        if error["type"] == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error", "")
+            detail = f"the body is not valid JSON{': ' + str(reason) if reason else ''}"
+            return problem(400, "Bad Request", detail, field="body")
+        where = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}"
+            for part in error["loc"]
+            if part not in ("body", "query", "path", "header")
+        ).removeprefix(".")
+        field = where or "body"
+        if field == "body" and error["type"] in ("dict_type", "model_attributes_type", "model_type"):
+            return problem(400, "Bad Request", "the body must be a JSON object", field="body")
+        problems.append((field, f"{field}: {plain(error)}"))
+    return problem(
+        422,
+        "Unprocessable Content",
+        "; ".join(sentence for _, sentence in problems),
+        field=problems[0][0],
+        errors=[{"field": field, "detail": sentence} for field, sentence in problems],
+    )
+
+
+def _got(error: Any) -> str:
+    return f", got {error['input']!r}" if "input" in error and not isinstance(error["input"], dict | list) else ""
+
+
+def plain(error: Any) -> str:
+    """One pydantic error in leadstream's words."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind in ("literal_error", "enum"):
+        allowed = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"expected one of {', '.join(allowed)}{_got(error)}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expected an integer{_got(error)}"
+    if kind in ("float_parsing", "float_type"):
+        return f"expected a number{_got(error)}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expected true or false{_got(error)}"
+    if kind in ("string_type",):
+        return f"expected a string{_got(error)}"
+    if kind in ("dict_type", "model_attributes_type", "model_type"):
+        return "expected a JSON object"
+    if kind in ("list_type",):
+        return "expected a list"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "")
+        return f"must be {bounds[kind]} {limit}{_got(error)}"
+    if kind == "too_short":
+        return f"must have at least {ctx.get('min_length')} item(s)"
+    if kind == "too_long":
+        return f"must have at most {ctx.get('max_length')} item(s)"
+    if kind == "string_too_short":
+        return f"must be at least {ctx.get('min_length')} characters long"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters long"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return message[0].lower() + message[1:] if message else kind
 
 
 HANDLERS = {

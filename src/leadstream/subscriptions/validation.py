@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from leadstream.catalog import Catalog
-from leadstream.errors import Invalid, describe_invalid
+from leadstream.errors import Invalid, LeadstreamError, describe_invalid, every_invalid, invalid_fields
 from leadstream.events import AwareDatetime
 from leadstream.filtering import compile_pattern
 from leadstream.security.guard import GuardPolicy, refusal
@@ -37,20 +37,28 @@ from leadstream.tenants import check_munchkin_id
 
 
 def decode_body(body: bytes) -> dict[str, Any]:
-    """A request body as a JSON object, or Invalid."""
+    """A request body as a JSON object; a 400 when it is not JSON or not an object (a request
+    that cannot be read, as ingest says of its bodies), before any field is looked at."""
     try:
         document = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
-        raise Invalid(f"the body is not valid JSON: {exc}") from None
+        raise LeadstreamError(f"the body is not valid JSON: {exc}", field="body") from None
     if not isinstance(document, dict):
-        raise Invalid("the body must be a JSON object")
+        raise LeadstreamError(f"the body must be a JSON object, not {_json_kind(document)}", field="body")
     return document
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
 def _convert(document: dict[str, Any]) -> SubscriptionConfig:
     try:
         return msgspec.convert(document, SubscriptionConfig)
     except msgspec.ValidationError as exc:
+        problems = every_invalid(document, SubscriptionConfig)
+        if problems:
+            raise invalid_fields(problems) from None
         field, sentence = describe_invalid(exc, document)
         if not field:
             raise Invalid(f"subscription: {sentence}") from None

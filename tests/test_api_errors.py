@@ -1,0 +1,78 @@
+"""One error style on every admin route: problem+json naming every wrong field, in our words."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import MUNCHKIN
+
+PYDANTIC_WORDS = ("Input should", "Extra inputs", "valid dictionary", "List should", "JSON decode error")
+
+
+async def call(http, server, method: str, path: str, body: bytes | None):
+    headers = {**server.headers, "Content-Type": "application/json"}
+    async with http.request(method, server.url + path, data=body, headers=headers) as r:
+        assert r.content_type == "application/problem+json", await r.text()
+        document = await r.json(content_type=None)
+        assert not any(words in str(document) for words in PYDANTIC_WORDS), document
+        assert document["status"] == r.status
+        return r.status, document
+
+
+BODY_ROUTES = [
+    ("POST", "/v1/subscriptions"),
+    ("PATCH", "/v1/subscriptions/{sub}"),
+    ("POST", "/v1/subscriptions/{sub}/replay"),
+    ("POST", "/v1/subscriptions/{sub}/sample"),
+    ("POST", "/v1/keys"),
+    ("PUT", f"/v1/catalog/activity/{MUNCHKIN}"),
+    ("POST", f"/v1/catalog/activity/{MUNCHKIN}/custom"),
+]
+
+
+@pytest.fixture
+async def sub_id(http, server) -> str:
+    body = {"name": "e", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": "https://hooks.example.com/x"}
+    async with http.post(f"{server.url}/v1/subscriptions", json=body, headers=server.headers) as r:
+        assert r.status == 201
+        return str((await r.json())["id"])
+
+
+@pytest.mark.parametrize("method, path", BODY_ROUTES)
+async def test_malformed_json_is_400_on_every_admin_route(http, server, sub_id, method, path):
+    for body, says in ((b'{"name": ', "not valid JSON"), (b"[1, 2]", "must be a JSON object")):
+        status, problem = await call(http, server, method, path.format(sub=sub_id), body)
+        assert (status, problem["field"], problem["title"]) == (400, "body", "Bad Request")
+        assert says in problem["detail"]
+
+
+async def test_every_wrong_field_of_a_subscription_is_named_and_choices_are_listed(http, server):
+    body = (b'{"name": "", "munchkinId": "%s", "stream": "clicks", "endpoint": "https://hooks.example.com/x",'
+            b' "format": "xml", "auth": {"type": "basic"}, "batchSize": 0, "colour": "red"}') % MUNCHKIN.encode()  # fmt: skip
+    status, problem = await call(http, server, "POST", "/v1/subscriptions", body)
+    assert status == 422
+    by_field = {e["field"]: e["detail"] for e in problem["errors"]}
+    assert set(by_field) == {"colour", "name", "stream", "format", "auth.type", "batchSize"}
+    assert by_field["stream"] == "stream: expected one of activity, audit, notification, got 'clicks'"
+    assert by_field["format"] == "format: expected one of adobe_io, cloudevents, legacy, got 'xml'"
+    assert by_field["auth.type"] == "auth.type: expected one of none, token, oauth2, got 'basic'"
+    assert by_field["colour"] == "colour: unknown field"
+    assert problem["detail"] == "; ".join(e["detail"] for e in problem["errors"])
+
+
+async def test_key_errors_name_each_field_and_the_allowed_scopes(http, server):
+    status, problem = await call(
+        http, server, "POST", "/v1/keys", b'{"munchkinIds": [], "scopes": ["read", "write"], "extra": 1}'
+    )
+    assert status == 422
+    assert {e["field"]: e["detail"] for e in problem["errors"]} == {
+        "munchkinIds": "munchkinIds: must have at least 1 item(s)",
+        "scopes[1]": "scopes[1]: expected one of ingest, subscriptions, read, got 'write'",
+        "extra": "extra: unknown field",
+    }
+
+
+async def test_query_errors_are_problems_naming_each_parameter(http, server):
+    status, problem = await call(http, server, "GET", "/v1/keys?limit=0&offset=x", None)
+    assert status == 422 and [e["field"] for e in problem["errors"]] == ["limit", "offset"]
+    assert problem["errors"][1]["detail"] == "offset: expected an integer, got 'x'"
