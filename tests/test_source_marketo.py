@@ -206,8 +206,8 @@ async def test_tokens_expiring_every_few_seconds_lose_nothing_and_count_no_failu
         aiohttp.ClientSession() as http,
     ):
         source = await create(http, server.url, source_body(sim, activityTypes=[1, 2, 3]))
-        for i in range(30):
-            sim.inject(100, [1, 2, 3])
+        for i in range(20):
+            sim.inject(150, [1, 2, 3])
             if i % 3 == 0:
                 sim.expire_tokens()  # and sooner than the client expects, now and then
             await asyncio.sleep(0.1)
