@@ -24,7 +24,8 @@ def test_demo_runs_and_loses_nothing():
     assert "every published event reached each matching subscription, in order, none lost" in out
     # the failing receiver's subscription went through the whole cycle and caught up
     assert "states seen: active → retrying → paused → active" in out
-    assert out.count("✔") == 4 and "✘" not in out
+    assert out.count("✔") == 6 and "✘" not in out
+    assert "✔ legacy, from a Marketo source:" in out  # the source's events too, in the instance's order
 
 
 def test_ctrl_c_stops_publishing_drains_and_runs_the_same_check(tmp_path):

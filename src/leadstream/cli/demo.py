@@ -3,8 +3,10 @@
 A server on a temporary embedded store (a subprocess, as a user runs it), a local OAuth2 token
 endpoint, one ready receiver per subscription, subscriptions in each format and auth mode, and
 the simulated platform publishing. One receiver fails for a while, so its subscription goes
-retrying → paused → active and catches up. At the end every subscription must hold exactly the
-published events it matches, in log order, none lost.
+retrying → paused → active and catches up. Beside it a simulated Marketo instance (SPEC §10.2) of
+another tenant is read by a source, which feeds two more subscriptions. At the end every
+subscription must hold exactly the events it matches — published, or read by the source — in
+order, none lost.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -32,6 +35,7 @@ from rich.text import Text
 from leadstream.cli.simulate import RATE, SEED
 from leadstream.client import ApiError, Client
 from leadstream.receiver import ReceiverConfig, RunningReceiver, start_receiver
+from leadstream.sim.marketo import Limits, MarketoInstance
 from leadstream.sim.platform import DEFAULT_TENANTS
 from leadstream.sim.publish import SimResult, simulate
 from leadstream.testing import ServerProcess, free_port, wait_until
@@ -41,6 +45,9 @@ OAUTH_CLIENT = ("demo-client", secrets.token_urlsafe(16))
 OAUTH_TOKEN = secrets.token_urlsafe(24)
 BEARER_TOKEN = secrets.token_urlsafe(24)
 EMAIL_TYPES = [6, 7, 8, 9, 10, 11, 27]
+SOURCE_TENANT = "246-SRC-135"  # the simulated Marketo instance the source reads
+SOURCE_TYPES = [*EMAIL_TYPES, 1, 2, 12]  # one group of ≤ 10 type ids: its order is the instance's order
+SOURCE_RATE = 20.0  # activities per second on the simulated instance
 
 
 @dataclass
@@ -94,6 +101,9 @@ def demo_subscriptions(fail_for: float) -> list[DemoSubscription]:
     def tenant_activity(stream: str, record: dict[str, Any]) -> bool:
         return stream == "activity" and record["munchkinId"] == TENANT
 
+    def from_source(stream: str, record: dict[str, Any]) -> bool:
+        return False  # filled from the instance's own record at the end (``expect_source``)
+
     return [
         DemoSubscription(
             "legacy + OAuth2",
@@ -136,7 +146,59 @@ def demo_subscriptions(fail_for: float) -> list[DemoSubscription]:
             {**fast, "name": "ops-alerts", "stream": "notification", "format": "adobe_io"},
             lambda stream, r: stream == "notification" and r["munchkinId"] == TENANT,
         ),
+        DemoSubscription(
+            "legacy, from a Marketo source",
+            {**fast, "munchkinId": SOURCE_TENANT, "name": "source-all", "stream": "activity", "format": "legacy"},
+            from_source,
+        ),
+        DemoSubscription(
+            "cloudevents email, from the source",
+            {
+                **fast,
+                "munchkinId": SOURCE_TENANT,
+                "name": "source-email",
+                "stream": "activity",
+                "format": "cloudevents",
+                "eventTypes": EMAIL_TYPES,
+            },
+            from_source,
+        ),
     ]
+
+
+async def start_marketo() -> tuple[MarketoInstance, dict[str, Any]]:
+    """The simulated instance, and the source that reads it (from the instance's first second on)."""
+    instance = await MarketoInstance(
+        munchkin_id=SOURCE_TENANT, rate=SOURCE_RATE, activity_type_ids=SOURCE_TYPES,
+        limits=Limits(daily_quota=500_000),
+    ).start()  # fmt: skip
+    body = {
+        "type": "marketo",
+        "name": "demo-instance",
+        "munchkinId": SOURCE_TENANT,
+        "restUrl": instance.url,
+        "clientId": instance.client_id,
+        "clientSecret": instance.client_secret,
+        "activityTypes": SOURCE_TYPES,
+        "deletedLeads": False,
+        "startAt": datetime.fromtimestamp(int(instance.schedule.start), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "pollIntervalMs": 1000,
+        # a larger quota than the default 50,000 so that the short demo polls every second or so
+        "dailyQuota": 500_000,
+    }
+    return instance, body
+
+
+def expect_source(instance: MarketoInstance, subs: list[DemoSubscription]) -> None:
+    """Stop the instance's traffic; what the source subscriptions must hold is then known, in its order."""
+    instance.advance()
+    instance.schedule.rate = 0
+    truth = instance.truth()
+    for sub in subs:
+        if sub.body["munchkinId"] != SOURCE_TENANT:
+            continue
+        wanted = sub.body.get("eventTypes")
+        sub.expected = [r["marketoGUID"] for r in truth if wanted is None or r["activityTypeId"] in wanted]
 
 
 # -- the parts ---------------------------------------------------------------------------------------
@@ -169,7 +231,9 @@ async def start_token_endpoint() -> tuple[web.AppRunner, str]:
 # -- the live view and the closing check ----------------------------------------------------------------
 
 
-def view(subs: list[DemoSubscription], sim: SimResult | None, phase: str) -> Group:
+def view(
+    subs: list[DemoSubscription], sim: SimResult | None, phase: str, source: dict[str, Any] | None = None
+) -> Group:
     table = Table(title="subscriptions", expand=False)
     for column in ("subscription", "state", "delivered", "pending", "lag s", "last error"):
         table.add_column(column)
@@ -186,7 +250,18 @@ def view(subs: list[DemoSubscription], sim: SimResult | None, phase: str) -> Gro
             (sub.status.get("lastError") or "")[:60],
         )
     published = sim.published if sim else 0
-    return Group(Text(f"{phase} — published {published} events", style="bold"), table)
+    parts: list[Any] = [Text(f"{phase} — published {published} events", style="bold"), table]
+    if source:
+        sources = Table(title="source (simulated Marketo instance)", expand=False)
+        for column in ("source", "state", "read", "calls today", "budget", "lag s", "last error"):
+            sources.add_column(column)
+        sources.add_row(
+            source.get("name", ""), source.get("state", "…"), str(source.get("published", 0)),
+            str(source.get("callsToday", 0)), str(source.get("callBudget", "")),
+            f"{source.get('lagSeconds') or 0:.1f}", (source.get("lastError") or "")[:60],
+        )  # fmt: skip
+        parts.append(sources)
+    return Group(*parts)
 
 
 async def poll_status(client: Client, subs: list[DemoSubscription]) -> None:
@@ -240,9 +315,13 @@ async def run_demo(
     token_runner, token_url = await start_token_endpoint()
     sim: SimResult | None = None
     stop = asyncio.Event()
+    marketo: MarketoInstance | None = None
+    source: dict[str, Any] = {}
     try:
         await server.start()
         async with Client(server.url, server.key) as client:
+            marketo, source_body = await start_marketo()
+            source = await client.request("POST", "/v1/sources", json=source_body)
             for sub in subs:
                 sub.out = work / f"{sub.body['name']}.ndjson"
                 sub.receiver = await start_receiver(ReceiverConfig(out=sub.out, **sub.receiver_config))
@@ -274,20 +353,27 @@ async def run_demo(
                 )
             )
             interrupted = False
+
+            async def poll_source() -> dict[str, Any]:
+                with contextlib.suppress(ApiError):
+                    source.update(await client.request("GET", f"/v1/sources/{source['id']}"))
+                return source
+
             with Live(view(subs, sim, "publishing"), console=console, refresh_per_second=4) as live:
                 try:
                     while not publisher.done():
                         await poll_status(client, subs)
-                        live.update(view(subs, sim, "publishing"))
+                        live.update(view(subs, sim, "publishing", await poll_source()))
                         await asyncio.wait({publisher}, timeout=0.5)
                 except asyncio.CancelledError:  # Ctrl-C: stop publishing, then drain and check as usual
                     interrupted = True
                     stop.set()
                 sim = await publisher
+                expect_source(marketo, subs)
 
                 async def drained() -> bool:
                     await poll_status(client, subs)
-                    live.update(view(subs, sim, "draining"))
+                    live.update(view(subs, sim, "draining", await poll_source()))
                     return all(
                         s.status.get("pending") == 0 and s.status.get("state") == "active" and not check(s)
                         for s in subs
@@ -295,11 +381,13 @@ async def run_demo(
 
                 with contextlib.suppress(TimeoutError):  # not drained in a minute: the check says what is missing
                     await wait_until(drained, 60, interval=0.5, what="every subscription to drain")
-                live.update(view(subs, sim, "done"))
+                live.update(view(subs, sim, "done", await poll_source()))
         return report(console, subs, sim, interrupted)
     finally:
         stop.set()
         server.stop()
+        if marketo is not None:
+            await marketo.stop()
         for sub in subs:
             if sub.receiver:
                 await sub.receiver.close()
