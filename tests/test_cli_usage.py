@@ -43,7 +43,7 @@ def run(*args: str, input: str | None = None, env: dict[str, str] | None = None)
 def test_every_command_is_listed():
     names = {" ".join(c) for c in COMMANDS}
     for expected in (
-        "serve", "publish", "catalog", "receive", "simulate", "demo", "bench", "audit", "keys create", "keys list",
+        "serve", "publish", "catalog", "receive", "simulate marketo", "demo", "bench", "audit", "keys create", "keys list",
         "keys revoke", "keys rotate", "keys rotate-master", "keys new-master", "db upgrade", "subscriptions create",
         "subscriptions patch", "subscriptions list", "subscriptions show", "subscriptions pause",
         "subscriptions resume", "subscriptions delete", "subscriptions replay", "subscriptions attempts",

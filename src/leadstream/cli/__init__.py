@@ -42,9 +42,10 @@ def main(
     """leadstream: Data Streams, self-hosted."""
 
 
-for command in (serve, publish, catalog, receive, simulate, demo, bench, audit):
+for command in (serve, publish, catalog, receive, demo, bench, audit):
     app.command()(command)
 app.add_typer(subscriptions, name="subscriptions")
 app.add_typer(sources, name="sources")
+app.add_typer(simulate, name="simulate")
 app.add_typer(keys, name="keys")
 app.add_typer(db, name="db")

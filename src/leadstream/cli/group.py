@@ -71,9 +71,13 @@ class _Group(_FlagsShowNoType, TyperGroup):
 class CommandGroup(typer.Typer):
     """``typer.Typer`` with leadstream's settings; its commands use the help above."""
 
-    def __init__(self, help: str) -> None:
+    def __init__(self, help: str, *, runs_alone: bool = False) -> None:
+        """``runs_alone``: the group is a command too (its callback runs when no subcommand is given)."""
         # rich markup, said explicitly: help texts escape "\[default: …]" the same on every typer version
-        super().__init__(cls=_Group, help=help, no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
+        super().__init__(
+            cls=_Group, help=help, no_args_is_help=not runs_alone, invoke_without_command=runs_alone,
+            add_completion=False, rich_markup_mode="rich",
+        )  # fmt: skip
 
     def command(
         self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
