@@ -40,6 +40,7 @@ def bodies(endpoint: str, munchkin: str) -> dict[tuple[str, str], Any]:
             "result": [{"id": 100002, "name": "Watch Demo", "attributes": []}]
         },
         ("POST", "/v1/keys"): {"munchkinIds": [munchkin], "scopes": ["read"]},
+        ("POST", "/v1/alerts"): {"endpoint": endpoint},  # operator only: every tenant key gets 403
         ("POST", "/v1/streams/{stream}/events"): [activity(900, munchkin=munchkin)],
         ("POST", "/v1/subscriptions"): {
             "name": "x",
@@ -76,6 +77,7 @@ class Walk:
             "key_id": "0123456789ab",
             "stream": "activity",
             "source_id": "src_00000000000000000000",
+            "alert_id": "alr_0123456789abcdef",
         }
 
     def request(self, method: str, path: str, op: dict[str, Any], target: str) -> tuple[str, Any, dict[str, str]]:
@@ -158,6 +160,7 @@ async def test_every_route_keeps_tenants_apart(tmp_path):
             "key_id": key_a["id"],
             "stream": "activity",
             "source_id": source_a["id"],
+            "alert_id": "alr_0123456789abcdef",
         }
         walk = Walk(s, server.url, endpoint.url, owned)
         operations = [(m.upper(), p, op) for p, ops in document["paths"].items() for m, op in ops.items()]

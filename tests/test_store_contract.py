@@ -670,3 +670,41 @@ async def test_a_version_1_database_is_upgraded(pg_url: str) -> None:
         await conn.close()
     async with open_store(pg_url) as store:
         await _check_upgraded(store)
+
+
+async def test_alert_endpoints_and_their_outbox(store: Store) -> None:
+    await store.put_alert("a1", b'{"v":1}')
+    await store.put_alert("a2", b'{"v":2}')
+    await store.put_alert("a1", b'{"v":3}')  # replaced, keeps its place
+    assert await store.alerts() == [("a1", b'{"v":3}'), ("a2", b'{"v":2}')]
+
+    await store.enqueue_alert_messages([("a1", b"m1"), ("a2", b"m1"), (None, b"m0")], now=1000, keep=100)
+    assert await store.claim_alert_messages(now=999, hold_ms=500, limit=10) == []  # not due yet
+    claimed = await store.claim_alert_messages(now=1000, hold_ms=500, limit=10)
+    assert [(m.alert_id, m.message, m.state, m.attempts) for m in claimed] == [
+        ("a1", b"m1", "pending", 0),
+        ("a2", b"m1", "pending", 0),
+    ]  # a recorded one (no endpoint wanted it) is never sent
+    assert await store.claim_alert_messages(now=1400, hold_ms=500, limit=10) == []  # held by the first claim
+
+    first, second = claimed
+    await store.settle_alert_message(first.seq, "sent", 1, 0, None)
+    await store.settle_alert_message(second.seq, "pending", 1, 3000, "HTTP 500")
+    assert await store.claim_alert_messages(now=2000, hold_ms=500, limit=10) == []  # the retry is not due
+    [again] = await store.claim_alert_messages(now=3000, hold_ms=500, limit=10)
+    assert (again.seq, again.attempts, again.last_error) == (second.seq, 1, "HTTP 500")
+
+    recent = await store.alert_messages(10)
+    assert [(m.alert_id, m.state) for m in recent] == [(None, "recorded"), ("a2", "pending"), ("a1", "sent")]
+    assert await store.delete_alert("a2") is True  # and what was pending for it
+    assert await store.delete_alert("a2") is False
+    assert await store.alerts() == [("a1", b'{"v":3}')]
+    assert [(m.alert_id, m.state) for m in await store.alert_messages(10)] == [(None, "recorded"), ("a1", "sent")]
+
+
+async def test_the_alert_outbox_keeps_every_pending_row_and_the_newest_others(store: Store) -> None:
+    await store.enqueue_alert_messages([("a1", b"waiting")], now=0, keep=3)
+    for n in range(10):
+        await store.enqueue_alert_messages([(None, b"r%d" % n)], now=n, keep=3)
+    kept = [m.message for m in await store.alert_messages(100)]
+    assert b"waiting" in kept and 4 <= len(kept) <= 5 and kept[0] == b"r9"

@@ -23,6 +23,8 @@ from typing import Any
 
 import aiohttp
 
+from leadstream.alerts.dispatch import AlertDispatcher, DispatchOptions
+from leadstream.alerts.service import Alerts
 from leadstream.catalog import Catalog
 from leadstream.catalog import persistence as catalogs
 from leadstream.delivery.endpoint import sample_sender
@@ -78,6 +80,8 @@ class Runtime:
     source_runner: SourceRunner | None  # None: this process runs no source (the API process)
     delivery: DeliveryEngine | None  # None: this process delivers nothing
     retention: Retention | None  # None: another process purges
+    alerts: Alerts
+    alert_dispatcher: AlertDispatcher | None  # None: the process that delivers raises and sends them
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def reload_catalog(self) -> None:
@@ -190,12 +194,22 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
         source_runner=source_runner,
         delivery=delivery,
         retention=None,
+        alerts=Alerts(store, secretbox, GuardPolicy.from_settings(settings)),
+        alert_dispatcher=None,
     )
+    if delivery is not None:  # alerts are raised where delivery runs (and sent from there)
+        runtime.alert_dispatcher = dispatcher = AlertDispatcher(
+            store, runtime.alerts, session, DispatchOptions.from_settings(settings), delivery
+        )
+        delivery.on_transition.append(dispatcher.on_transition)
+        delivery.on_expired.append(dispatcher.on_expired)
     try:
         await runtime.reload_catalog()
         if role is not Role.DELIVERY:
             await runtime.api_keys.load()
             runtime.tasks.append(asyncio.create_task(runtime.api_keys.run(), name="api-keys"))
+        if runtime.alert_dispatcher is not None:
+            await runtime.alert_dispatcher.start()
         if delivery is not None:
             await delivery.start()
             # Retention counts, per subscription, the events that expire before delivery; in a
@@ -216,5 +230,7 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
             await source_runner.stop()
         if delivery is not None:
             await delivery.stop()
+        if runtime.alert_dispatcher is not None:  # after delivery: the alerts it raised are written
+            await runtime.alert_dispatcher.stop()
         await session.close()
         await store.close()

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     lease_ttl: float = 15.0  # clusters: a dead node's subscriptions move to live ones within this (seconds)
     delivery_process: bool = False  # one node: delivery runs in a second process (uses a second core)
     attempts_kept: Annotated[int, Field(ge=1)] = 1000  # attempts (with traces) kept per subscription
+    # -- operator alerts (SPEC §11) --
+    alert_retry_interval: float = 5.0  # first retry of a failed alert; doubles each time…
+    alert_retry_max_interval: float = 600.0  # …up to this
+    alert_retry_attempts: Annotated[int, Field(ge=1)] = 15  # then the alert is given up
+    alert_poll_interval: float = 1.0  # how often due alert retries are looked for
+    alert_timeout: float = 10.0  # per alert POST
+    alert_lag_threshold: float = 900.0  # a subscription lagging this much (seconds) raises an alert
+    alert_lag_check_interval: float = 10.0
     # -- security (issue 8) --
     master_key: SecretStr | None = None  # seals subscriber secrets; else <data_dir>/master.key (0600)
     allowed_cidrs: Annotated[list[str], NoDecode] = []  # outbound endpoints allowed although private
@@ -66,7 +74,10 @@ class Settings(BaseSettings):
     source_catalog_refresh: float = 86400.0  # Get Activity Types again this often
     source_call_timeout: float = 30.0  # a REST call not answered by then is a timeout (Marketo answers within 30 s)
 
-    @field_validator("retention", "purge_interval", "lease_ttl", mode="before")
+    @field_validator(
+        "retention", "purge_interval", "lease_ttl", "alert_retry_interval", "alert_retry_max_interval",
+        "alert_poll_interval", "alert_timeout", "alert_lag_threshold", "alert_lag_check_interval", mode="before",
+    )  # fmt: skip
     @classmethod
     def _duration(cls, value: object) -> float:
         return parse_duration(value)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from starlette.routing import Route
 import leadstream
 from leadstream import runtime
 from leadstream.api import admin_keys
+from leadstream.api import alerts as alert_routes
 from leadstream.api import audit as audit_routes
 from leadstream.api import catalog as catalog_routes
 from leadstream.api import journal as journal_routes
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(journal_routes.router)  # journal (pull) and sample events
     app.include_router(admin_keys.router)  # /v1/keys (tenant API keys)
     app.include_router(audit_routes.router)  # /v1/audit
+    app.include_router(alert_routes.router)  # /v1/alerts (operator alerts)
     app.add_middleware(IngestGuard)  # ingest scope and per-key rate limit
 
     def openapi() -> dict[str, Any]:

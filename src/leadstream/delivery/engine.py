@@ -48,6 +48,16 @@ from leadstream.subscriptions.state import Transition
 
 
 @dataclass(frozen=True)
+class Expiry:
+    """Retention counted events a subscription will never receive (for ``on_expired`` listeners)."""
+
+    subscription: str
+    munchkin_id: str
+    newly: int  # counted this time
+    total: int  # its ``expired`` now
+
+
+@dataclass(frozen=True)
 class EngineOptions:
     node_id: str = "local"
     tail_events: int = 100_000  # the shared window of recent events…
@@ -76,6 +86,7 @@ class DeliveryEngine:
         self.leases = Leases(store, self.options.node_id, self.options.lease_ttl, self._lapsed)
         self.senders: dict[str, Sender] = {}
         self.on_transition: list[Callable[[Transition], None]] = []  # listeners of state transitions (log, alerts)
+        self.on_expired: list[Callable[[Expiry], None]] = []  # listeners of events lost to retention (alerts)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.started = False
@@ -263,8 +274,15 @@ class DeliveryEngine:
         for sender in list(self.senders.values()):
             if sender.state.state != rules.DEPROVISIONED and sender.received_through() < through:
                 async with self._lock(sender.id):
+                    before = sender.state.expired
                     if await sender.count_expired(through) and self.leases.mine(sender.id):
                         await sender.save()
+                    if sender.state.expired > before:
+                        expiry = Expiry(
+                            sender.id, sender.config.munchkinId, sender.state.expired - before, sender.state.expired
+                        )
+                        for listener in self.on_expired:
+                            listener(expiry)
 
     def lags(self) -> Iterator[tuple[str, float]]:
         """For the lag gauge: what each sender holds, without touching the store."""

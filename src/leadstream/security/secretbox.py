@@ -174,7 +174,8 @@ def write_key_file(data_dir: Path, keys: list[str]) -> None:
 
 
 async def rotate_master(store: Store, box: SecretBox) -> int:
-    """Re-seal every subscription's secrets with ``box``'s first key; returns how many changed.
+    """Re-seal every subscription's (and alert endpoint's) secrets with ``box``'s first key;
+    returns how many changed.
 
     ``box`` must also hold the old key(s) so the current values open. Run it with the servers
     stopped, or after every node has been given the new key second in its list (then first).
@@ -188,4 +189,8 @@ async def rotate_master(store: Store, box: SecretBox) -> int:
                 changed += 1
                 break
             sub = await store.get_subscription(sub.id)
+    for alert_id, record in await store.alerts():  # operator alert endpoints keep their HMAC secret the same way
+        if (resealed := box.seal_config(box.open_config(record))) != record:
+            await store.put_alert(alert_id, resealed)
+            changed += 1
     return changed

@@ -125,6 +125,28 @@ CALL_COUNTS_SQL = (
     "FROM source_api_calls WHERE munchkin_id = $4 AND (finished_at > $2 OR reserved_at >= $3)"
 )
 
+
+@dataclass(frozen=True, slots=True)
+class AlertMessage:
+    """One alert (a CloudEvent) on its way to one operator endpoint: a row of the alert outbox.
+
+    ``state``: ``pending`` (to send at ``next_at``), ``sent``, ``failed`` (gave up), or
+    ``recorded`` (no endpoint wanted it; kept so the console still shows it, ``alert_id`` None).
+    """
+
+    seq: int
+    alert_id: str | None
+    message: bytes
+    state: str
+    attempts: int = 0
+    next_at: int = 0  # ms since the epoch
+    created_at: int = 0
+    last_error: str | None = None
+
+
+ALERT_MESSAGE_COLUMNS = "seq, alert_id, message, state, attempts, next_at, created_at, last_error"
+
+
 TRACE_PACK_ABOVE = 1024  # bytes: a larger attempt trace is stored zlib-compressed
 
 
@@ -440,6 +462,37 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def block_api_calls(self, munchkin_id: str, until: float, reason: str) -> None:
         """No call of the Munchkin ID until ``until`` (606, 607); a later block wins."""
+
+    # -- operator alerts: the endpoints, and an outbox row per alert and endpoint -------------------
+    @abc.abstractmethod
+    async def put_alert(self, alert_id: str, record: bytes) -> None:
+        """Create or replace an alert endpoint's record (its secret sealed)."""
+
+    @abc.abstractmethod
+    async def alerts(self) -> list[tuple[str, bytes]]:
+        """Every alert endpoint, oldest first."""
+
+    @abc.abstractmethod
+    async def delete_alert(self, alert_id: str) -> bool:
+        """Delete an alert endpoint and what is still pending for it; False if there is none."""
+
+    @abc.abstractmethod
+    async def enqueue_alert_messages(self, messages: Sequence[tuple[str | None, bytes]], now: int, keep: int) -> None:
+        """Durably add outbox rows (alert id, message), due at once (alert id None: ``recorded``).
+        Only the newest ``keep`` rows that are no longer pending are kept."""
+
+    @abc.abstractmethod
+    async def claim_alert_messages(self, now: int, hold_ms: int, limit: int) -> list[AlertMessage]:
+        """Take up to ``limit`` pending rows that are due and not held by anyone, oldest first, and
+        hold them for ``hold_ms``: in a cluster exactly one node sends each (until its hold lapses)."""
+
+    @abc.abstractmethod
+    async def settle_alert_message(self, seq: int, state: str, attempts: int, next_at: int, error: str | None) -> None:
+        """Record how a claimed row's attempt went (``pending`` again: retry at ``next_at``); releases it."""
+
+    @abc.abstractmethod
+    async def alert_messages(self, limit: int) -> list[AlertMessage]:
+        """The newest outbox rows, newest first (the console's recent alerts)."""
 
     # -- small settings (tenant catalogs, checkpoints, …) -----------------------------------------
     @abc.abstractmethod

@@ -51,10 +51,12 @@ from leadstream.errors import Conflict, Invalid, Unavailable
 from leadstream.events import Event
 from leadstream.logs import log
 from leadstream.store.base import (
+    ALERT_MESSAGE_COLUMNS,
     CALL_COUNTS_SQL,
     CONTROL_COLUMNS,
     SOURCE_COLUMNS,
     SUBSCRIPTION_COLUMNS,
+    AlertMessage,
     CallCounts,
     Control,
     LogHead,
@@ -201,6 +203,22 @@ MIGRATIONS = [
     CREATE INDEX source_api_calls_reserved ON source_api_calls (munchkin_id, reserved_at);
     CREATE TABLE source_api_blocks (
         munchkin_id text PRIMARY KEY, blocked_until double precision NOT NULL, reason text NOT NULL);
+    """,
+    # 5: operator alerts: the endpoints, and the outbox (a row per alert and endpoint).
+    """
+    CREATE TABLE alerts (seq bigserial PRIMARY KEY, id text NOT NULL UNIQUE, record bytea NOT NULL);
+    CREATE TABLE alert_outbox (
+        seq bigserial PRIMARY KEY,
+        alert_id text,
+        message bytea NOT NULL,
+        state text NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_at bigint NOT NULL,
+        held_until bigint NOT NULL DEFAULT 0,
+        created_at bigint NOT NULL,
+        last_error text
+    );
+    CREATE INDEX alert_outbox_due ON alert_outbox (state, next_at);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -849,6 +867,80 @@ class PostgresStore(Store):
             )
         )
         return [(msgspec.msgpack.decode(blob, type=Event), reason) for blob, reason in rows]
+
+    # -- operator alerts ----------------------------------------------------------------------------------
+    async def put_alert(self, alert_id: str, record: bytes) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO alerts (id, record) VALUES ($1, $2) "
+                "ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+                alert_id,
+                record,
+            )
+        )
+
+    async def alerts(self) -> list[tuple[str, bytes]]:
+        rows = await self._run(lambda conn: conn.fetch("SELECT id, record FROM alerts ORDER BY seq"))
+        return [(row[0], row[1]) for row in rows]
+
+    async def delete_alert(self, alert_id: str) -> bool:
+        async def run(conn: asyncpg.Connection) -> bool:
+            async with conn.transaction():
+                await conn.execute("DELETE FROM alert_outbox WHERE alert_id = $1 AND state = 'pending'", alert_id)
+                return bool(await conn.execute("DELETE FROM alerts WHERE id = $1", alert_id) == "DELETE 1")
+
+        return await self._run(run)
+
+    async def enqueue_alert_messages(self, messages: Sequence[tuple[str | None, bytes]], now: int, keep: int) -> None:
+        async def run(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.executemany(
+                    "INSERT INTO alert_outbox (alert_id, message, state, next_at, created_at) "
+                    "VALUES ($1, $2, $3, $4, $4)",
+                    [(alert_id, message, "pending" if alert_id else "recorded", now) for alert_id, message in messages],
+                )
+                await conn.execute(
+                    "DELETE FROM alert_outbox WHERE state <> 'pending' AND seq <= "
+                    "(SELECT seq FROM alert_outbox ORDER BY seq DESC LIMIT 1 OFFSET $1)",
+                    keep,
+                )
+
+        await self._run(run)
+
+    async def claim_alert_messages(self, now: int, hold_ms: int, limit: int) -> list[AlertMessage]:
+        # SKIP LOCKED: nodes claiming at the same moment take different rows instead of waiting.
+        rows = await self._run(
+            lambda conn: conn.fetch(
+                f"UPDATE alert_outbox SET held_until = $1 + $2 WHERE seq IN ("
+                "SELECT seq FROM alert_outbox WHERE state = 'pending' AND next_at <= $1 AND held_until <= $1 "
+                f"ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {ALERT_MESSAGE_COLUMNS}",
+                now,
+                hold_ms,
+                limit,
+            )
+        )
+        return sorted((AlertMessage(*row) for row in rows), key=lambda m: m.seq)
+
+    async def settle_alert_message(self, seq: int, state: str, attempts: int, next_at: int, error: str | None) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE alert_outbox SET state = $2, attempts = $3, next_at = $4, last_error = $5, held_until = 0 "
+                "WHERE seq = $1",
+                seq,
+                state,
+                attempts,
+                next_at,
+                error,
+            )
+        )
+
+    async def alert_messages(self, limit: int) -> list[AlertMessage]:
+        rows = await self._run(
+            lambda conn: conn.fetch(
+                f"SELECT {ALERT_MESSAGE_COLUMNS} FROM alert_outbox ORDER BY seq DESC LIMIT $1", limit
+            )
+        )
+        return [AlertMessage(*row) for row in rows]
 
     # -- API keys and the audit trail ----------------------------------------------------------------
     async def create_api_key(self, key_id: str, record: bytes) -> None:

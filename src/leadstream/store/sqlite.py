@@ -36,10 +36,12 @@ from msgspec.structs import astuple
 from leadstream.errors import Conflict, Unavailable
 from leadstream.events import Event
 from leadstream.store.base import (
+    ALERT_MESSAGE_COLUMNS,
     CALL_COUNTS_SQL,
     CONTROL_COLUMNS,
     SOURCE_COLUMNS,
     SUBSCRIPTION_COLUMNS,
+    AlertMessage,
     CallCounts,
     Control,
     LogHead,
@@ -154,6 +156,22 @@ MIGRATIONS = [
     CREATE INDEX source_api_calls_finished ON source_api_calls (munchkin_id, finished_at);
     CREATE INDEX source_api_calls_reserved ON source_api_calls (munchkin_id, reserved_at);
     CREATE TABLE source_api_blocks (munchkin_id TEXT PRIMARY KEY, blocked_until REAL NOT NULL, reason TEXT NOT NULL);
+    """,
+    # 5: operator alerts: the endpoints, and the outbox (a row per alert and endpoint).
+    """
+    CREATE TABLE alerts (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, record BLOB NOT NULL);
+    CREATE TABLE alert_outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert_id TEXT,
+        message BLOB NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        held_until INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX alert_outbox_due ON alert_outbox (state, next_at);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -595,6 +613,74 @@ class SqliteStore(Store):
             [before if before is not None else 2**62, limit],
         )
         return [(seq, bytes(entry)) for seq, entry in rows]
+
+    # -- operator alerts ----------------------------------------------------------------------------------
+    async def put_alert(self, alert_id: str, record: bytes) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO alerts (id, record) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+                (alert_id, record),
+            ),
+            durable=True,
+        )
+
+    async def alerts(self) -> list[tuple[str, bytes]]:
+        return [
+            (alert_id, bytes(record))
+            for alert_id, record in await self._query("SELECT id, record FROM alerts ORDER BY seq")
+        ]
+
+    async def delete_alert(self, alert_id: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM alert_outbox WHERE alert_id = ? AND state = 'pending'", (alert_id,))
+            return conn.execute("DELETE FROM alerts WHERE id = ?", (alert_id,)).rowcount == 1
+
+        return bool(await self._write(run, durable=True))
+
+    async def enqueue_alert_messages(self, messages: Sequence[tuple[str | None, bytes]], now: int, keep: int) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO alert_outbox (alert_id, message, state, next_at, created_at) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (alert_id, message, "pending" if alert_id else "recorded", now, now)
+                    for alert_id, message in messages
+                ],
+            )
+            conn.execute(
+                "DELETE FROM alert_outbox WHERE state <> 'pending' AND seq <= "
+                "(SELECT seq FROM alert_outbox ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (keep,),
+            )
+
+        await self._write(run, durable=True)
+
+    async def claim_alert_messages(self, now: int, hold_ms: int, limit: int) -> list[AlertMessage]:
+        def run(conn: sqlite3.Connection) -> list[AlertMessage]:
+            rows = conn.execute(
+                f"SELECT {ALERT_MESSAGE_COLUMNS} FROM alert_outbox WHERE state = 'pending' AND next_at <= ? "
+                "AND held_until <= ? ORDER BY seq LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE alert_outbox SET held_until = ? WHERE seq = ?", [(now + hold_ms, r[0]) for r in rows]
+            )
+            return [AlertMessage(r[0], r[1], bytes(r[2]), *r[3:]) for r in rows]
+
+        return await self._write(run, durable=True)
+
+    async def settle_alert_message(self, seq: int, state: str, attempts: int, next_at: int, error: str | None) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE alert_outbox SET state = ?, attempts = ?, next_at = ?, last_error = ?, held_until = 0 "
+                "WHERE seq = ?",
+                (state, attempts, next_at, error, seq),
+            ),
+            durable=True,
+        )
+
+    async def alert_messages(self, limit: int) -> list[AlertMessage]:
+        rows = await self._query(f"SELECT {ALERT_MESSAGE_COLUMNS} FROM alert_outbox ORDER BY seq DESC LIMIT ?", [limit])
+        return [AlertMessage(r[0], r[1], bytes(r[2]), *r[3:]) for r in rows]
 
     # -- settings ---------------------------------------------------------------------------------------
     async def get_setting(self, name: str) -> bytes | None:

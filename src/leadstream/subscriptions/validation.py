@@ -123,9 +123,9 @@ def _check_rules(config: SubscriptionConfig, catalog: Catalog) -> None:
         )
     if config.customObjects and config.stream != "activity":
         raise Invalid("customObjects: custom objects travel on the activity stream only", field="customObjects")
-    _check_url(config.endpoint, "endpoint")
+    check_url(config.endpoint, "endpoint")
     if isinstance(config.auth, OAuth2Auth):
-        _check_url(config.auth.tokenUrl, "auth.tokenUrl")
+        check_url(config.auth.tokenUrl, "auth.tokenUrl")
     if config.startAt not in ("now", "earliest"):
         start_ms(config.startAt)
     if config.signing is not None:
@@ -161,7 +161,7 @@ def start_ms(value: str, field: str = "startAt") -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _check_url(url: str, field: str) -> None:
+def check_url(url: str, field: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(f"{field}: must be an http(s) URL with a host, got {url!r}", field=field)

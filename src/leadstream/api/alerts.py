@@ -1,0 +1,97 @@
+"""``/v1/alerts``: the operator's alert endpoints (SPEC §11), and the recent alerts. Operator key only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from leadstream.alerts.model import EVENT_TYPES
+from leadstream.api.audit import audit
+from leadstream.api.auth import require_operator
+from leadstream.api.deps import Services
+from leadstream.security.principals import Principal
+from leadstream.subscriptions.validation import decode_body
+
+router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
+
+ALERT_SCHEMA = {
+    "type": "object",
+    "required": ["endpoint"],
+    "additionalProperties": False,
+    "properties": {
+        "endpoint": {"type": "string", "format": "uri", "description": "where the alerts are POSTed (http or https)"},
+        "events": {
+            "type": "array",
+            "items": {"enum": ["*", *EVENT_TYPES]},
+            "default": ["*"],
+            "description": "the alert types this endpoint wants",
+        },
+        "signing": {
+            "type": "object",
+            "description": 'Standard Webhooks HMAC: {"hmacSecret": "whsec_…"}, or {"hmac": true} (the default) to '
+            "have a secret generated and shown once, in the answer",
+            "properties": {"hmacSecret": {"type": "string"}, "hmac": {"type": "boolean"}},
+        },
+        "name": {"type": "string", "maxLength": 200},
+    },
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Register an alert endpoint",
+    description="Each alert is one POST of a CloudEvent (application/cloudevents+json) signed with Standard "
+    f"Webhooks HMAC (webhook-id, webhook-timestamp, webhook-signature), retried with backoff. Types: "
+    f"{', '.join(EVENT_TYPES)}.",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": ALERT_SCHEMA,
+                    "example": {"endpoint": "https://ops.example.com/hook", "events": ["*"], "signing": {"hmac": True}},
+                }
+            },
+        }
+    },
+    responses={201: {"description": 'The endpoint; its secret is "***" unless it was generated just now'}},
+)
+async def create_alert(
+    request: Request, services: Services, principal: Principal = Depends(require_operator)
+) -> JSONResponse:
+    document = decode_body(await request.body())
+    view = await services.alerts.create(document)
+    await audit(services, principal, "alert.create", view["id"], document)
+    return JSONResponse(view, status_code=201, headers={"Cache-Control": "no-store"})
+
+
+@router.get("", summary="The alert endpoints (secrets shown as ***)")
+async def list_alerts(services: Services, principal: Principal = Depends(require_operator)) -> dict[str, Any]:
+    return {"alerts": [alert.view() for alert in await services.alerts.all()]}
+
+
+@router.get(
+    "/recent",
+    summary="The recent alerts, newest first, and how their sending goes",
+    description="Each CloudEvent once, with `deliveries`: per endpoint, state (pending | sent | failed), "
+    "attempts, lastError and nextAttemptAt. An alert no endpoint wanted has none.",
+)
+async def recent_alerts(
+    services: Services, limit: int = Query(50, ge=1, le=500), principal: Principal = Depends(require_operator)
+) -> dict[str, Any]:
+    return {"alerts": await services.alerts.recent(limit)}
+
+
+@router.get("/{alert_id}", summary="One alert endpoint")
+async def get_alert(services: Services, alert_id: str, principal: Principal = Depends(require_operator)) -> Any:
+    return (await services.alerts.get(alert_id)).view()
+
+
+@router.delete("/{alert_id}", summary="Delete an alert endpoint (what is still pending for it is dropped)")
+async def delete_alert(services: Services, alert_id: str, principal: Principal = Depends(require_operator)) -> Any:
+    view = await services.alerts.delete(alert_id)
+    await audit(services, principal, "alert.delete", alert_id)
+    return view

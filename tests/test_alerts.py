@@ -1,0 +1,219 @@
+"""Operator alerts (SPEC §11): /v1/alerts, the CloudEvents an operator endpoint receives — signed,
+once per transition, retried with backoff, kept across a restart."""
+
+from __future__ import annotations
+
+import itertools
+
+import orjson
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from helpers import MUNCHKIN, activity, publish, running_server, wait_until
+from test_delivery_support import Received, bench, receiver
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+PAUSED = "com.leadstream.subscription.paused"
+REACTIVATED = "com.leadstream.subscription.reactivated"
+EXPIRING = "com.leadstream.subscription.expiring"
+LAGGING = "com.leadstream.subscription.lagging"
+FAST_ALERTS = {"alert_retry_interval": 0.1, "alert_poll_interval": 0.05, "alert_lag_check_interval": 0.05}
+FAST_SUB = {"pushIntervalMs": 20, "retryAttempts": 1, "retryIntervalMs": 50, "probeIntervalMs": 100, "timeoutMs": 2000}
+
+
+def verified(seen: Received, secret: str = SECRET) -> dict:
+    """The CloudEvent, once its Standard Webhooks signature checks out (raises otherwise)."""
+    Webhook(secret).verify(seen.body, seen.headers)
+    return orjson.loads(seen.body)
+
+
+def types(r) -> list[str]:
+    return [orjson.loads(x.body)["type"] for x in r.requests]
+
+
+class Switch:
+    """An endpoint answer that fails while ``down``."""
+
+    def __init__(self, status: int = 500) -> None:
+        self.down, self.status = True, status
+
+    def __call__(self, seen: Received) -> web.Response | None:
+        return web.Response(status=self.status, text="endpoint down") if self.down else None
+
+
+async def test_an_endpoint_gets_paused_once_and_reactivated_once_with_valid_signatures(tmp_path, http):
+    subscriber = Switch()
+    async with (
+        running_server(data_dir=tmp_path, **FAST_ALERTS) as server,
+        receiver() as ops,
+        receiver(answer=subscriber) as endpoint,
+    ):
+        async with http.post(
+            f"{server.url}/v1/alerts", headers=server.headers,
+            json={"endpoint": ops.url, "events": [PAUSED, REACTIVATED], "signing": {"hmacSecret": SECRET}},
+        ) as r:  # fmt: skip
+            assert r.status == 201
+            alert = await r.json()
+        assert alert["signing"] == {"hmacSecret": "***"} and alert["events"] == sorted([PAUSED, REACTIVATED])
+
+        document = {"name": "crm", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": endpoint.url, **FAST_SUB}
+        async with http.post(f"{server.url}/v1/subscriptions", headers=server.headers, json=document) as r:
+            sub = await r.json()
+        await publish(http, server, "activity", [activity(i) for i in range(3)])
+        await wait_until(lambda: len(ops.requests) == 1, what="the paused alert")
+        await wait_until(lambda: len(endpoint.requests) >= 5, what="probes while paused")  # failures go on…
+        subscriber.down = False
+        await wait_until(lambda: len(ops.requests) == 2, what="the reactivated alert")
+        await wait_until(lambda: endpoint.delivered, what="the backlog delivered")
+        await publish(http, server, "activity", [activity(i) for i in range(3, 6)])  # more successes…
+        await wait_until(lambda: len(endpoint.delivered) >= 2, what="the next batch")
+
+        assert types(ops) == [PAUSED, REACTIVATED]  # …and still one alert each
+        paused, reactivated = (verified(seen) for seen in ops.requests)
+        assert paused["specversion"] == "1.0" and paused["subject"] == sub["id"]
+        assert paused["data"]["subscriptionId"] == sub["id"] and paused["data"]["name"] == "crm"
+        assert paused["data"]["pausedReason"] == "failures" and "HTTP 500" in paused["data"]["lastError"]
+        assert reactivated["data"]["state"] == "active" and reactivated["id"] != paused["id"]
+        assert ops.requests[0].headers["webhook-id"] == paused["id"]
+        assert ops.requests[0].headers["content-type"].startswith("application/cloudevents+json")
+
+        async with http.get(f"{server.url}/v1/alerts/recent", headers=server.headers) as r:
+            recent = (await r.json())["alerts"]
+        assert [a["type"] for a in recent] == [REACTIVATED, PAUSED]
+        assert recent[0]["deliveries"] == [
+            {"alert": alert["id"], "state": "sent", "attempts": 1, "lastError": None, "nextAttemptAt": None}
+        ]
+
+
+async def test_a_failing_alert_endpoint_gets_the_same_alert_again_with_backoff(tmp_path, http):
+    answers = iter([500, 503, 200])
+
+    def flaky(seen: Received) -> web.Response:
+        return web.Response(status=next(answers, 200), text="ops hook")
+
+    async with running_server(data_dir=tmp_path, **FAST_ALERTS) as server, receiver(answer=flaky) as ops:
+        async with http.post(f"{server.url}/v1/alerts", headers=server.headers, json={"endpoint": ops.url}) as r:
+            secret = (await r.json())["signing"]["hmacSecret"]  # generated, shown this once
+        assert secret.startswith("whsec_")
+        server.services.alert_dispatcher.raise_alert(PAUSED, "sub-1", {"subscriptionId": "sub-1"})
+        await wait_until(lambda: any(x.ok for x in ops.requests), what="the alert, at last")
+
+        assert [x.status for x in ops.requests] == [500, 503, 200]
+        assert len({x.headers["webhook-id"] for x in ops.requests}) == 1  # one alert, sent three times
+        assert all(verified(x, secret)["subject"] == "sub-1" for x in ops.requests)
+        first, second = (b - a for a, b in itertools.pairwise(x.at for x in ops.requests))
+        assert first >= 0.09 and second >= 0.19  # retry_interval, then twice that
+        async with http.get(f"{server.url}/v1/alerts", headers=server.headers) as r:
+            assert (await r.json())["alerts"][0]["signing"] == {"hmacSecret": "***"}
+        [shown] = await server.services.alerts.recent(10)
+        assert shown["deliveries"][0]["state"] == "sent" and shown["deliveries"][0]["attempts"] == 3
+
+
+async def test_an_alert_is_given_up_after_its_attempts(tmp_path):
+    async with (
+        bench(tmp_path, alert_retry_attempts=2, **FAST_ALERTS) as b,
+        receiver(answer=lambda seen: web.Response(status=500)) as ops,
+    ):
+        await b.runtime.alerts.create({"endpoint": ops.url})
+        b.runtime.alert_dispatcher.raise_alert(PAUSED, "sub-1", {})
+
+        async def given_up() -> dict | None:
+            [shown] = await b.runtime.alerts.recent(10) or [None]
+            return shown if shown and shown["deliveries"][0]["state"] == "failed" else None
+
+        shown = await wait_until(given_up, what="the alert given up")
+        assert shown["deliveries"][0]["attempts"] == 2 and "HTTP 500" in shown["deliveries"][0]["lastError"]
+        assert len(ops.requests) == 2
+
+
+async def test_bad_alert_registrations_are_refused_naming_the_field_and_nothing_is_stored(tmp_path, http):
+    async with running_server(data_dir=tmp_path) as server:
+        cases = [
+            ({"endpoint": "ftp://ops.example.com/hook"}, "endpoint"),
+            ({"events": ["*"]}, "endpoint"),
+            ({"endpoint": "https://ops.example.com/hook", "events": ["subscription.nope"]}, "events[0]"),
+            ({"endpoint": "https://ops.example.com/hook", "events": []}, "events"),
+            ({"endpoint": "https://ops.example.com/hook", "signing": {"hmacSecret": "s3cret"}}, "signing.hmacSecret"),
+            ({"endpoint": "https://ops.example.com/hook", "signing": {}}, "signing"),
+            ({"endpoint": "https://ops.example.com/hook", "colour": "red"}, "colour"),
+        ]
+        for body, field in cases:
+            async with http.post(f"{server.url}/v1/alerts", headers=server.headers, json=body) as r:
+                problem = await r.json()
+                assert r.status == 422, (body, problem)
+                assert problem["field"] == field and field in problem["detail"], (body, problem)
+        async with http.post(f"{server.url}/v1/alerts", headers=server.headers, data=b"[1, 2") as r:
+            assert r.status == 422 and "not valid JSON" in (await r.json())["detail"]
+
+        _, tenant_key = await server.services.api_keys.create(
+            [MUNCHKIN], ["subscriptions", "read"], created_by="operator"
+        )
+        tenant = {"Authorization": f"Bearer {tenant_key}"}
+        async with http.post(f"{server.url}/v1/alerts", headers=tenant, json={"endpoint": "https://o.example"}) as r:
+            assert r.status == 403
+        async with http.get(f"{server.url}/v1/alerts", headers=tenant) as r:
+            assert r.status == 403
+        async with http.get(f"{server.url}/v1/alerts", headers=server.headers) as r:
+            assert (await r.json()) == {"alerts": []}
+        async with http.delete(f"{server.url}/v1/alerts/alr_nope", headers=server.headers) as r:
+            assert r.status == 404
+
+        async with http.post(
+            f"{server.url}/v1/alerts",
+            headers=server.headers,
+            json={"endpoint": "https://o.example", "signing": {"hmacSecret": SECRET}},
+        ) as r:
+            created = await r.json()
+        async with http.delete(f"{server.url}/v1/alerts/{created['id']}", headers=server.headers) as r:
+            assert r.status == 200 and (await r.json())["signing"] == {"hmacSecret": "***"}
+        async with http.get(f"{server.url}/v1/audit?action=alert", headers=server.headers) as r:
+            entries = (await r.json())["entries"]
+        assert [e["action"] for e in entries] == ["alert.delete", "alert.create"]
+        assert SECRET not in orjson.dumps(entries).decode()
+        assert await server.services.store.alerts() == []
+
+
+async def test_a_pending_alert_survives_a_restart_and_is_sent_after_it(tmp_path):
+    ops_switch = Switch(status=503)
+    subscriber = Switch()
+    async with (
+        bench(tmp_path, **FAST_ALERTS) as b,
+        receiver(answer=ops_switch) as ops,
+        receiver(answer=subscriber) as endpoint,
+    ):
+        await b.runtime.alerts.create({"endpoint": ops.url, "signing": {"hmacSecret": SECRET}})
+        assert SECRET.encode() not in b"".join(record for _, record in await b.store.alerts())  # sealed
+        sub = await b.subscribe(endpoint.url, retryAttempts=0)
+        await b.publish("activity", [activity(1)])
+        await wait_until(lambda: ops.requests, what="a first try of the paused alert")
+
+        await b.restart()  # the alert is still pending: its endpoint has not taken it
+        ops_switch.down = False
+        await wait_until(lambda: any(x.ok for x in ops.requests), what="the alert, after the restart")
+        assert len({x.headers["webhook-id"] for x in ops.requests}) == 1
+        assert types(ops) == [PAUSED] * len(ops.requests)  # the restart raised nothing new
+        assert verified(ops.requests[-1])["data"]["subscriptionId"] == sub["id"]
+
+
+async def test_lagging_and_expiring_are_told_once_each(tmp_path):
+    subscriber = Switch()
+    async with (
+        bench(tmp_path, alert_lag_threshold=0.3, retention=0.5, purge_interval=0.1, **FAST_ALERTS) as b,
+        receiver() as ops,
+        receiver(answer=subscriber) as endpoint,
+    ):
+        await b.runtime.alerts.create(
+            {"endpoint": ops.url, "events": [LAGGING, EXPIRING], "signing": {"hmacSecret": SECRET}}
+        )
+        sub = await b.subscribe(endpoint.url, retryAttempts=0, probeIntervalMs=50)
+        await b.publish("activity", [activity(0)])  # the batch in flight: kept (it will be delivered)
+        await b.wait_status(sub["id"], "paused", state="paused")
+        await b.publish("activity", [activity(i) for i in range(1, 4)])  # behind it: these expire
+        await wait_until(lambda: len(ops.requests) == 2, what="lagging and expiring")
+        await b.wait_status(sub["id"], "the events behind the batch expired", expired=3)
+        await b.publish("activity", [activity(i) for i in range(4, 7)])  # more is lost…
+        await b.wait_status(sub["id"], "the later events expired too", expired=6)
+        assert sorted(types(ops)) == sorted([LAGGING, EXPIRING])  # …but each was told once
+        by_type = {e["type"]: e for e in (verified(x) for x in ops.requests)}
+        assert by_type[LAGGING]["data"]["lagSeconds"] >= 0.3 and by_type[LAGGING]["data"]["thresholdSeconds"] == 0.3
+        assert by_type[EXPIRING]["data"]["newlyExpired"] >= 1 and by_type[EXPIRING]["subject"] == sub["id"]
