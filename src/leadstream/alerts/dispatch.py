@@ -222,8 +222,11 @@ class AlertDispatcher:
 
     async def _send_loop(self) -> None:
         while True:
+            # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that comes as
+            # the wake does, and stop() would wait for this task for ever)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.options.poll_interval)
+                async with asyncio.timeout(self.options.poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.send_due()
