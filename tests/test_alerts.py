@@ -143,7 +143,7 @@ async def test_bad_alert_registrations_are_refused_naming_the_field_and_nothing_
                 assert r.status == 422, (body, problem)
                 assert problem["field"] == field and field in problem["detail"], (body, problem)
         async with http.post(f"{server.url}/v1/alerts", headers=server.headers, data=b"[1, 2") as r:
-            assert r.status == 422 and "not valid JSON" in (await r.json())["detail"]
+            assert r.status == 400 and "not valid JSON" in (await r.json())["detail"]
 
         _, tenant_key = await server.services.api_keys.create(
             [MUNCHKIN], ["subscriptions", "read"], created_by="operator"
