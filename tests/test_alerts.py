@@ -217,3 +217,35 @@ async def test_lagging_and_expiring_are_told_once_each(tmp_path):
         by_type = {e["type"]: e for e in (verified(x) for x in ops.requests)}
         assert by_type[LAGGING]["data"]["lagSeconds"] >= 0.3 and by_type[LAGGING]["data"]["thresholdSeconds"] == 0.3
         assert by_type[EXPIRING]["data"]["newlyExpired"] >= 1 and by_type[EXPIRING]["subject"] == sub["id"]
+
+
+async def test_a_source_with_refused_credentials_is_told_failing_once_then_recovered(tmp_path, http):
+    from test_source_marketo import FAST as FAST_SOURCES
+    from test_source_marketo import H, create, instance, source_body, status
+
+    async with (
+        instance() as sim,
+        running_server(data_dir=tmp_path, **FAST_SOURCES, **FAST_ALERTS) as server,
+        receiver() as ops,
+    ):
+        await server.services.alerts.create({"endpoint": ops.url, "signing": {"hmacSecret": SECRET}})
+        source = await create(http, server.url, source_body(sim, clientSecret="not-the-secret", activityTypes=[1]))
+        sim.inject(5, [1])
+        await wait_until(lambda: ops.requests, what="the failing alert")
+
+        def failed_again() -> bool:
+            return (server.services.source_runner.live(source["id"]) or {}).get("failures", 0) >= 3
+
+        await wait_until(failed_again, what="more refused tries")  # still one alert (checked below)
+        async with http.patch(
+            f"{server.url}/v1/sources/{source['id']}", json={"clientSecret": sim.client_secret}, headers=H
+        ) as r:
+            assert r.status == 200
+        await wait_until(lambda: len(ops.requests) >= 2, what="the recovered alert")
+        assert (await status(http, server.url, source["id"]))["state"] == "running"
+
+        assert types(ops) == ["com.leadstream.source.failing", "com.leadstream.source.recovered"]
+        failing, recovered = (verified(x) for x in ops.requests)
+        assert failing["subject"] == source["id"] and failing["data"]["munchkinId"] == source["munchkinId"]
+        assert "identity refused" in failing["data"]["lastError"] and sim.client_secret not in str(failing)
+        assert recovered["data"]["state"] == "running" and recovered["data"]["lastError"] is None

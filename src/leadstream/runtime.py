@@ -199,7 +199,7 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
     )
     if delivery is not None:  # alerts are raised where delivery runs (and sent from there)
         runtime.alert_dispatcher = dispatcher = AlertDispatcher(
-            store, runtime.alerts, session, DispatchOptions.from_settings(settings), delivery
+            store, runtime.alerts, session, DispatchOptions.from_settings(settings), delivery, source_runner
         )
         delivery.on_transition.append(dispatcher.on_transition)
         delivery.on_expired.append(dispatcher.on_expired)

@@ -6,8 +6,10 @@ Triggers, once per transition and not once per attempt:
 - ``expiring``: retention counted events the subscription will never receive
   (``DeliveryEngine.on_expired``); told once until it is active again or has caught up;
 - ``lagging``: the age of its oldest undelivered event passed ``lag_threshold``; told once until
-  the lag is back under half of it (checked every ``lag_check_interval``).
-The ``expiring`` and ``lagging`` marks are kept in the store (a setting per subscription), so a
+  the lag is back under half of it (checked every ``lag_check_interval``);
+- sources (checked as often): ``quota_exhausted`` and ``failing`` when a source this node runs
+  enters that state, ``recovered`` when it is running again after one of them.
+The ``expiring``, ``lagging`` and sources' marks are kept in the store (a setting per subscription), so a
 restart or a lease that moves to another node does not tell them again.
 
 Listeners run on the event loop and must be quick: they queue the alert; a task writes it to the
@@ -36,6 +38,7 @@ from leadstream.delivery.http import post
 from leadstream.logs import log
 from leadstream.security.signing import hmac_headers
 from leadstream.settings import Settings
+from leadstream.sources.runner import SourceRunner
 from leadstream.store.base import AlertMessage, Store
 from leadstream.subscriptions import state as rules
 from leadstream.subscriptions.state import DeliveryState, Transition
@@ -43,6 +46,7 @@ from leadstream.subscriptions.state import DeliveryState, Transition
 FLAG_SETTING = "alerts.flags."  # + subscription id: the marks it carries ("expiring", "lagging")
 KEEP_MESSAGES = 10_000  # outbox rows kept once sent (or given up), for the recent alerts
 CLAIM = 20  # rows claimed per round
+SOURCE_ALERTS = {"quota_exhausted": model.SOURCE_QUOTA_EXHAUSTED, "failing": model.SOURCE_FAILING}
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,14 @@ def backoff(failed_attempts: int, initial: float, maximum: float) -> float:
 class AlertDispatcher:
     def __init__(
         self, store: Store, alerts: Alerts, session: aiohttp.ClientSession, options: DispatchOptions,
-        engine: DeliveryEngine | None = None,
+        engine: DeliveryEngine | None = None, sources: SourceRunner | None = None,
     ) -> None:  # fmt: skip
         self.store = store
         self.alerts = alerts
         self.session = session
         self.options = options
         self.engine = engine  # lags and subscription names; None: no subscription triggers here
+        self.sources = sources  # the sources this node runs, whose states are watched
         self.flags: dict[str, set[str]] = {}
         self._queued: list[tuple[str, str, dict[str, Any]] | str] = []  # alerts to write; a str: flags to save
         self._has_queued = asyncio.Event()
@@ -97,8 +102,8 @@ class AlertDispatcher:
             asyncio.create_task(self._write_loop(), name="alerts-write"),
             asyncio.create_task(self._send_loop(), name="alerts-send"),
         ]
-        if self.engine is not None:
-            self._tasks.append(asyncio.create_task(self._lag_loop(), name="alerts-lag"))
+        if self.engine is not None or self.sources is not None:
+            self._tasks.append(asyncio.create_task(self._watch_loop(), name="alerts-watch"))
 
     async def stop(self) -> None:
         """Stop sending; write what is queued (it is sent after the next start)."""
@@ -150,6 +155,25 @@ class AlertDispatcher:
                 self._mark(sub_id, "lagging", False)
                 if lag == 0:
                     self._mark(sub_id, "expiring", False)  # caught up
+
+    def check_sources(self) -> None:
+        """Tell a source entering ``quota_exhausted`` or ``failing``, and its recovery from them."""
+        if self.sources is None:
+            return
+        for source_id, poller in list(self.sources.states()):
+            state = poller.state
+            if state not in SOURCE_ALERTS and (state != "running" or poller.last_poll_at is None):
+                continue  # throttled (Marketo's 20 s window: nothing for a person to do), or not polled yet
+            if state in SOURCE_ALERTS:
+                told = self._mark(source_id, state, True)
+            else:
+                told = bool([flag for flag in SOURCE_ALERTS if self._mark(source_id, flag, False)])  # clear all
+            if told:
+                data = {
+                    "sourceId": source_id, "munchkinId": poller.config.munchkinId, "name": poller.config.name,
+                    "state": state, "lastError": poller.last_error,
+                }  # fmt: skip
+                self.raise_alert(SOURCE_ALERTS.get(state, model.SOURCE_RECOVERED), source_id, data)
 
     def _mark(self, sub_id: str, flag: str, on: bool) -> bool:
         """Set or clear a mark; True when that changed it (then it is saved, and told if set)."""
@@ -263,7 +287,8 @@ class AlertDispatcher:
         wait = backoff(attempts, self.options.retry_interval, self.options.retry_max_interval)
         await self.store.settle_alert_message(row.seq, "pending", attempts, now_ms() + int(wait * 1000), error)
 
-    async def _lag_loop(self) -> None:
+    async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.lag_check_interval)
             self.check_lags()
+            self.check_sources()

@@ -73,6 +73,10 @@ class SourceRunner:
     def lags(self) -> Iterable[tuple[str, float]]:
         return [(source_id, r.poller.lag()) for source_id, r in self._running.items()]
 
+    def states(self) -> Iterable[tuple[str, MarketoPoller]]:
+        """Each source this node runs, with its poller (``state``, ``last_error``, ``config``): for alerts."""
+        return [(source_id, r.poller) for source_id, r in self._running.items()]
+
     def budgets_left(self) -> Iterable[tuple[str, float]]:
         """Calls left today per Munchkin ID, as of the last look at the store."""
         return [(munchkin_id, float(calls)) for munchkin_id, calls in self._left.items()]
