@@ -188,3 +188,10 @@ def test_the_bench_runs_from_an_install_without_extras(pytestconfig: pytest.Conf
     figures = {f["metric"]: f for f in orjson.loads(figures_file.read_bytes())["figures"]}
     p50 = next(f for metric, f in figures.items() if "p50" in metric)
     assert p50["leadstream"] is not None and p50["leadstream"] > 0, figures
+
+
+def test_the_micro_benchmarks_measure_ingest_and_bodies() -> None:
+    from leadstream.bench.micro import measure
+
+    figures = measure(rounds=1, repeat=1)
+    assert len(figures) == 5 and all(value > 0 for value in figures.values()), figures

@@ -220,3 +220,34 @@ async def test_healthz_needs_no_key_and_openapi_documents_ingest(server, session
         spec = await r.json()
     operation = spec["paths"]["/v1/streams/{stream}/events"]["post"]
     assert {"200", "400", "413", "422"} <= set(operation["responses"])
+
+
+async def test_a_record_with_several_faults_names_every_one(server, session):
+    four_faults = activity(1, munchkinId="123-abc-456", leadId="twelve", activityDate="yesterday", marketoGUID="")
+    status, body = await publish(session, server, "activity", [four_faults, activity(2)])
+    assert (status, body["accepted"]) == (200, 1)
+    errors = body["rejected"][0]["errors"]
+    assert sorted(e.split(":")[0] for e in errors) == ["activityDate", "leadId", "marketoGUID", "munchkinId"], errors
+    assert any("'twelve'" in e for e in errors) and any("'yesterday'" in e for e in errors)
+    # Type faults and the others together; missing fields too.
+    record = {k: v for k, v in activity(3, activityTypeId=424242, attributes="none").items() if k != "activityDate"}
+    status, body = await publish(session, server, "activity", [record])
+    errors = body["rejected"][0]["errors"]
+    assert status == 422 and len(errors) == 3, errors
+    assert {e.split(":")[0] for e in errors} == {"attributes", "activityDate", "activityTypeId"}
+    assert "activityDate: required field is missing" in errors
+
+
+async def test_enum_faults_list_the_allowed_values(server, session):
+    custom = {
+        "kind": "customObject", "munchkinId": MUNCHKIN, "apiName": "car_c", "marketoGUID": "car-1",
+        "action": "explode", "updatedAt": "2026-11-28T10:00:00Z",
+    }  # fmt: skip
+    audit = {"munchkinId": "nope", "componentType": "Spaceship", "eventAction": "launch", "time": "later"}
+    _, body = await publish(session, server, "activity", [custom])
+    assert body["rejected"][0]["errors"] == ["action: 'explode' is not an action (one of: create, update, delete)"]
+    _, body = await publish(session, server, "audit", [audit])
+    errors = body["rejected"][0]["errors"]
+    assert [e.split(":")[0] for e in errors] == ["munchkinId", "componentType", "time"], errors
+    assert "(one of: " in errors[1] and "Email" in errors[1]
+    assert await all_events(server) == []

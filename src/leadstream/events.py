@@ -36,6 +36,8 @@ MAX_ATTRIBUTES = 200
 MAX_ATTRIBUTE_VALUE_BYTES = 32 * 1024
 
 ACTIVITY_SOURCE = "urn:marketo_activity_stream"
+CUSTOM_OBJECT_ACTIONS = ("create", "update", "delete")
+_API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 class Event(msgspec.Struct, gc=False):
@@ -64,7 +66,15 @@ class TooLarge(LeadstreamError):
 
 
 class RecordError(Exception):
-    """One record is rejected; ``str()`` names the field and the bad value."""
+    """One record is rejected: ``errors`` holds one message per wrong field, each naming the field
+    and the bad value; ``str()`` joins them."""
+
+    def __init__(self, *errors: str) -> None:
+        super().__init__(*errors)
+        self.errors = list(errors)
+
+    def __str__(self) -> str:
+        return "; ".join(self.errors)
 
 
 # -- splitting a body ---------------------------------------------------------------------------
@@ -209,6 +219,63 @@ def _decoded_or_none(raw: bytes) -> Any:
         return None
 
 
+# Each field of each record shape on its own, for naming every wrong field (msgspec stops at the first).
+_one_field = {
+    cls: {
+        f.name: (msgspec.defstruct(f"{cls.__name__}_{f.name}", [(f.name, f.type)]), f.required)
+        for f in msgspec.structs.fields(cls)
+    }
+    for cls in (ActivityIn, CustomObjectIn, AuditIn, NotificationIn)
+}
+_STAND_IN: dict[type, Any] = {msgspec.inspect.StrType: "", msgspec.inspect.IntType: 0, msgspec.inspect.DictType: {}}
+
+
+def _typed(cls: type[msgspec.Struct], raw: bytes) -> tuple[Any, dict[str, str]]:
+    """The record decoded as ``cls``, and the message of every field whose type is wrong.
+
+    When some are, the record comes back with stand-ins for them (so the other fields can still
+    be checked) and the messages name each of them; a record that is not an object at all, or is
+    wrong in a way no single field shows, raises RecordError with ``_decode``'s message."""
+    try:
+        return _decode(cls, raw), {}
+    except RecordError as first:
+        document = _decoded_or_none(raw)
+        if not isinstance(document, dict):
+            raise
+        wrong: dict[str, str] = {}
+        good: dict[str, Any] = {}
+        for name, (one, required) in _one_field[cls].items():  # type: ignore[index]  # one of the record classes
+            if name not in document:
+                if required:
+                    wrong[name] = f"{name}: required field is missing"
+                continue
+            try:
+                good[name] = getattr(msgspec.convert({name: document[name]}, one, strict=False), name)
+            except msgspec.ValidationError as exc:
+                wrong[name] = describe_invalid(exc, document)[1]
+        if not wrong:
+            raise first from None
+        info = msgspec.inspect.type_info(cls)
+        assert isinstance(info, msgspec.inspect.StructType)
+        for field in info.fields:
+            if field.required and field.name not in good:
+                good[field.name] = _STAND_IN.get(type(_plain(field.type)), "")
+        return cls(**good), wrong
+
+
+def _plain(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    return info.type if isinstance(info, msgspec.inspect.Metadata) else info
+
+
+def _reject(wrong: dict[str, str], problems: list[tuple[str, str]]) -> None:
+    """Raise RecordError with every wrong field: those of the wrong type, then the checks that
+    failed on the others."""
+    errors = list(wrong.values())
+    errors += [message for field, message in problems if field not in wrong]
+    if errors:
+        raise RecordError(*errors)
+
+
 # Already UTC and in its shortest exact form (what producers mostly send): kept as it is once
 # datetime has checked the date is real; anything else takes the general path below.
 _CANONICAL_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}|\.[0-9]{6})?Z")
@@ -231,18 +298,46 @@ def _utc(value: str, field: str) -> str:
     return moment.isoformat(timespec=spec) + "Z"
 
 
-def _munchkin(value: str) -> str:
+# What was found valid lately: a set or dict look-up instead of a regex and a date parse per record
+# (a request's records mostly share their tenant, and times at second precision repeat).
+_valid_munchkins: set[str] = set()
+_utc_of: dict[str, str] = {}
+_REMEMBERED = 4096
+
+
+def _check_munchkin(value: str, problems: list[tuple[str, str]]) -> None:
+    if value in _valid_munchkins:
+        return
     if not MUNCHKIN_RE.fullmatch(value):
-        raise RecordError(not_a_munchkin_id(value))
-    return value
+        problems.append(("munchkinId", not_a_munchkin_id(value)))
+        return
+    if len(_valid_munchkins) >= _REMEMBERED:
+        _valid_munchkins.clear()
+    _valid_munchkins.add(value)
 
 
-def _check_key_text(value: str, field: str) -> None:
+def _check_key_text(value: str, field: str, problems: list[tuple[str, str]]) -> None:
     """Keys and ids must be non-empty printable text (every backend stores them as text)."""
     if not value:
-        raise RecordError(f"{field}: must not be empty")
-    if not value.isprintable():
-        raise RecordError(f"{field}: {value!r} holds control characters")
+        problems.append((field, f"{field}: must not be empty"))
+    elif not value.isprintable():
+        problems.append((field, f"{field}: {value!r} holds control characters"))
+
+
+def _check_utc(value: str, field: str, problems: list[tuple[str, str]]) -> str:
+    """``_utc``, recording the problem instead of raising (the value is then "")."""
+    found = _utc_of.get(value)
+    if found is not None:
+        return found
+    try:
+        found = _utc(value, field)
+    except RecordError as exc:
+        problems.append((field, str(exc)))
+        return ""
+    if len(_utc_of) >= _REMEMBERED:
+        _utc_of.clear()
+    _utc_of[value] = found
+    return found
 
 
 def _encode(data: dict[str, Any]) -> bytes:
@@ -252,7 +347,10 @@ def _encode(data: dict[str, Any]) -> bytes:
         raise RecordError(f"record: a value cannot be stored ({exc}); integers must fit in 64 bits") from None
 
 
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+# Random bytes → version 4 UUIDs: the version nibble and the variant bits set with one translate
+# each over every id of a draw (bytes 6 and 8 of each 16).
+_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
+_VARIANT_RFC = bytes((b & 0x3F) | 0x80 for b in range(256))
 _eventids: deque[str] = deque()
 os.register_at_fork(after_in_child=_eventids.clear)  # a forked worker draws its own
 
@@ -262,10 +360,12 @@ def new_eventid() -> str:
     try:
         return _eventids.popleft()
     except IndexError:
-        h = os.urandom(16 * 1024).hex()
+        drawn = bytearray(os.urandom(16 * 1024))
+        drawn[6::16] = drawn[6::16].translate(_VERSION_4)
+        drawn[8::16] = drawn[8::16].translate(_VARIANT_RFC)
+        h = drawn.hex()
         _eventids.extend(
-            f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
-            f"{_VARIANT[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+            f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
             for i in range(0, len(h), 32)
         )
         return _eventids.popleft()
@@ -294,35 +394,42 @@ class Validator:
 
     def _activity(self, raw: bytes) -> Event:
         try:
-            record: ActivityIn = _decode(ActivityIn, raw)
+            record, wrong = _typed(ActivityIn, raw)
         except RecordError:
             if _kind(raw) is not None:
                 return self._custom_object(raw)
             raise
-        if record.kind is not None:
+        if record.kind is not None or (wrong and _kind(raw) is not None):
             return self._custom_object(raw)
-        munchkin = _munchkin(record.munchkinId)
-        _check_key_text(record.marketoGUID, "marketoGUID")
+        problems: list[tuple[str, str]] = []
+        munchkin = record.munchkinId
+        _check_munchkin(munchkin, problems)
+        _check_key_text(record.marketoGUID, "marketoGUID", problems)
         activity = self.catalog.activity_type(munchkin, record.activityTypeId)
         if activity is None:
-            raise RecordError(
+            problems.append((
+                "activityTypeId",
                 f"activityTypeId: {record.activityTypeId} is not in the catalog of {munchkin}"
-                " (load the tenant's Get Activity Types response to add it)"
-            )
+                " (load the tenant's Get Activity Types response to add it)",
+            ))  # fmt: skip
         attributes = record.attributes
         if len(attributes) > MAX_ATTRIBUTES:
-            raise RecordError(f"attributes: {len(attributes)} attributes; the limit is {MAX_ATTRIBUTES}")
-        if len(raw) > MAX_ATTRIBUTE_VALUE_BYTES:  # only then can one value be over the limit
+            problems.append(("attributes", f"attributes: {len(attributes)} attributes; the limit is {MAX_ATTRIBUTES}"))
+        elif len(raw) > MAX_ATTRIBUTE_VALUE_BYTES:  # only then can one value be over the limit
             for i, a in enumerate(attributes):
                 if len(orjson.dumps(a.value)) > MAX_ATTRIBUTE_VALUE_BYTES:
-                    raise RecordError(
-                        f"attributes[{i}].value: the value of {a.name!r} is over {MAX_ATTRIBUTE_VALUE_BYTES} bytes"
-                    )
+                    problems.append((
+                        "attributes",
+                        f"attributes[{i}].value: the value of {a.name!r} is over {MAX_ATTRIBUTE_VALUE_BYTES} bytes",
+                    ))  # fmt: skip
+        activity_date = _check_utc(record.activityDate, "activityDate", problems)
+        if wrong or problems or activity is None:
+            _reject(wrong, problems)
+        assert activity is not None
         ce_type, data_types = self._described(activity)
         stored_attributes = [
             {"name": a.name, "dataType": data_types.get(a.name, "string"), "value": a.value} for a in attributes
         ]
-        activity_date = _utc(record.activityDate, "activityDate")
         data = {
             "munchkinId": munchkin,
             "leadId": str(record.leadId),
@@ -364,16 +471,24 @@ class Validator:
         return known[1], known[2]
 
     def _custom_object(self, raw: bytes) -> Event:
-        record: CustomObjectIn = _decode(CustomObjectIn, raw)
+        record, wrong = _typed(CustomObjectIn, raw)
+        problems: list[tuple[str, str]] = []
         if record.kind != "customObject":
-            raise RecordError(f"kind: the activity stream takes 'customObject' records only, got {record.kind!r}")
-        munchkin = _munchkin(record.munchkinId)
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", record.apiName):
-            raise RecordError(f"apiName: {record.apiName!r} is not a custom object API name (letters, digits, _)")
-        if record.action not in ("create", "update", "delete"):
-            raise RecordError(f"action: expected create, update or delete, got {record.action!r}")
-        _check_key_text(record.marketoGUID, "marketoGUID")
-        updated_at = _utc(record.updatedAt, "updatedAt")
+            problems.append(("kind", f"kind: expected 'customObject' (the only kind), got {record.kind!r}"))
+        munchkin = record.munchkinId
+        _check_munchkin(munchkin, problems)
+        if not _API_NAME.fullmatch(record.apiName):
+            problems.append(
+                ("apiName", f"apiName: {record.apiName!r} is not a custom object API name (letters, digits, _)")
+            )
+        if record.action not in CUSTOM_OBJECT_ACTIONS:
+            problems.append(
+                ("action", f"action: {record.action!r} is not an action (one of: {', '.join(CUSTOM_OBJECT_ACTIONS)})")
+            )
+        _check_key_text(record.marketoGUID, "marketoGUID", problems)
+        updated_at = _check_utc(record.updatedAt, "updatedAt", problems)
+        if wrong or problems:
+            _reject(wrong, problems)
         data = {
             "munchkinId": munchkin,
             "apiName": record.apiName,
@@ -397,16 +512,27 @@ class Validator:
         )
 
     def _audit(self, raw: bytes) -> Event:
-        record: AuditIn = _decode(AuditIn, raw)
-        munchkin = _munchkin(record.munchkinId)
-        actions = self.catalog.audit_components.get(record.componentType)
+        record, wrong = _typed(AuditIn, raw)
+        problems: list[tuple[str, str]] = []
+        munchkin = record.munchkinId
+        _check_munchkin(munchkin, problems)
+        components = self.catalog.audit_components
+        actions = components.get(record.componentType)
         if actions is None:
-            raise RecordError(f"componentType: {record.componentType!r} is not an audit component of the catalog")
-        if record.eventAction not in actions:
-            raise RecordError(
+            problems.append((
+                "componentType",
+                f"componentType: {record.componentType!r} is not an audit component of the catalog"
+                f" (one of: {', '.join(sorted(components))})",
+            ))  # fmt: skip
+        elif record.eventAction not in actions:
+            problems.append((
+                "eventAction",
                 f"eventAction: {record.eventAction!r} is not an action of {record.componentType!r}"
-                f" (one of: {', '.join(sorted(actions))})"
-            )
+                f" (one of: {', '.join(sorted(actions))})",
+            ))  # fmt: skip
+        event_id, event_time = self._id_and_time(record.id, record.time, problems)
+        if wrong or problems:
+            _reject(wrong, problems)
         data: dict[str, Any] = {
             "componentId": record.componentId,
             "componentType": record.componentType,
@@ -422,19 +548,25 @@ class Validator:
             munchkin,
             f"{record.componentType}:{record.eventAction}",
             audit_ce_type(record.componentType),
-            record.id,
-            record.time,
+            event_id,
+            event_time,
             data,
         )
 
     def _notification(self, raw: bytes) -> Event:
-        record: NotificationIn = _decode(NotificationIn, raw)
-        munchkin = _munchkin(record.munchkinId)
+        record, wrong = _typed(NotificationIn, raw)
+        problems: list[tuple[str, str]] = []
+        munchkin = record.munchkinId
+        _check_munchkin(munchkin, problems)
         if record.componentType not in self.catalog.notification_kinds:
-            raise RecordError(
+            problems.append((
+                "componentType",
                 f"componentType: {record.componentType!r} is not a notification kind"
-                f" (one of: {', '.join(self.catalog.notification_kinds)})"
-            )
+                f" (one of: {', '.join(self.catalog.notification_kinds)})",
+            ))  # fmt: skip
+        event_id, event_time = self._id_and_time(record.id, record.time, problems)
+        if wrong or problems:
+            _reject(wrong, problems)
         data: dict[str, Any] = {"munchkinId": munchkin}
         if record.imsOrgId is not None:
             data["imsOrgId"] = record.imsOrgId
@@ -447,10 +579,20 @@ class Validator:
             munchkin,
             record.componentType,
             notification_ce_type(record.componentType),
-            record.id,
-            record.time,
+            event_id,
+            event_time,
             data,
         )
+
+    @staticmethod
+    def _id_and_time(
+        given_id: int | str | None, given_time: str | None, problems: list[tuple[str, str]]
+    ) -> tuple[str | None, str | None]:
+        """Audit and notification ids and times as given (checked), or None when absent."""
+        event_id = None if given_id is None else str(given_id)
+        if event_id is not None:
+            _check_key_text(event_id, "id", problems)
+        return event_id, None if given_time is None else _check_utc(given_time, "time", problems)
 
     @staticmethod
     def _keyed(
@@ -458,15 +600,13 @@ class Validator:
         munchkin: str,
         etype: str,
         ce_type: str,
-        given_id: int | str | None,
+        given_id: str | None,
         given_time: str | None,
         data: dict[str, Any],
     ) -> Event:
         """Audit and notification events: ``id`` and ``time`` are assigned when absent."""
         eventid = new_eventid()
-        if given_id is not None:
-            _check_key_text(str(given_id), "id")
-        event_id = eventid if given_id is None else str(given_id)
+        event_id = eventid if given_id is None else given_id
         return Event(
             eventid=eventid,
             stream=stream,
@@ -474,7 +614,7 @@ class Validator:
             etype=etype,
             type=ce_type,
             id=event_id,
-            time=now_rfc3339(micros=True) if given_time is None else _utc(given_time, "time"),
+            time=now_rfc3339(micros=True) if given_time is None else given_time,
             key=f"{stream}/{munchkin}/{event_id}",
             data=_encode(data),
         )
@@ -495,5 +635,5 @@ def validate_records(
         try:
             events.append(validator.event(stream, raw))
         except RecordError as exc:
-            rejected.append(Rejection(index, [str(exc)]))
+            rejected.append(Rejection(index, exc.errors))
     return events, rejected
