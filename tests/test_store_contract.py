@@ -19,7 +19,7 @@ import pytest
 from leadstream.errors import Conflict, Invalid, Unavailable
 from leadstream.events import Event
 from leadstream.store import Store, StoredSubscription, open_store
-from leadstream.store.base import Control
+from leadstream.store.base import Control, EventQuery
 from leadstream.store.postgres import DAY_MS, SCHEMA_VERSION, PostgresStore, partition_ddl, partition_name, upgrade
 
 TENANT, OTHER_TENANT = "123-ABC-456", "987-XYZ-654"
@@ -130,6 +130,35 @@ async def test_read_filters_by_stream_and_tenant(store: Store) -> None:
     assert ids(await store.read(0, 10, stream="activity", munchkin_id=TENANT)) == ids([mixed[0], mixed[4]])
     assert ids(await store.read(mixed[0].position, 1, stream="activity", munchkin_id=TENANT)) == ids([mixed[4]])
     assert await store.read(0, 10, stream="notification", munchkin_id=OTHER_TENANT) == []
+
+
+async def test_find_events_for_the_event_browser(store: Store) -> None:
+    mine = make_events(3)
+    other = make_event(tenant=OTHER_TENANT, guid="wanted-guid")
+    audit = make_event(stream="audit")
+    audit.etype, audit.type = "Login:login", "com.adobe.platform.marketo.audit.login"
+    lead = make_event()
+    lead.data = orjson.dumps({"munchkinId": TENANT, "leadId": "777", "x": 1})
+    await store.append([*mine, other, audit, lead])
+    top = await store.last_position()
+
+    async def find(query: EventQuery, above: int = 0, upto: int = top, limit: int = 50) -> list[int]:
+        return [e.position for e in await store.find_events(query, above=above, upto=upto, limit=limit)]
+
+    everything = await find(EventQuery())
+    assert everything == list(range(top, top - 6, -1))  # newest first
+    assert await find(EventQuery(event_id="wanted-guid")) == [other.position]
+    assert await find(EventQuery(event_id="wanted-guid", munchkin_ids=frozenset({TENANT}))) == []  # not its tenant's
+    assert await find(EventQuery(munchkin_ids=frozenset({OTHER_TENANT, "555-QQQ-555"}))) == [other.position]
+    assert await find(EventQuery(stream="audit")) == [audit.position]
+    assert await find(EventQuery(etypes=frozenset({"com.adobe.platform.marketo.audit.login"}))) == [audit.position]
+    assert await find(EventQuery(etypes=frozenset({"10"}), stream="activity", lead_id=777)) == [lead.position]
+    assert len(await find(EventQuery(lead_id=1234))) == 4  # the three of mine and the other tenant's
+    assert await find(EventQuery(), above=mine[0].position, upto=mine[2].position) == [
+        mine[2].position,
+        mine[1].position,
+    ]
+    assert await find(EventQuery(), limit=2) == everything[:2]
 
 
 async def test_position_before(store: Store) -> None:

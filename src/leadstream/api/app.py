@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +26,8 @@ from leadstream.api import sources as source_routes
 from leadstream.api import subscriptions as subscription_routes
 from leadstream.api.ingest import OPENAPI_PATH, IngestGuard, ingest
 from leadstream.api.problems import HANDLERS
+from leadstream.console import Sampler
+from leadstream.console.pages import console_app, readings
 from leadstream.settings import Settings
 
 
@@ -33,6 +36,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with runtime.running(settings, runtime.Role.of_server(settings)) as running:
         app.state.runtime = running
+        sampler: Sampler = app.state.console_sampler  # the console's charts: a few counters per interval
+        running.tasks.append(asyncio.create_task(sampler.run(lambda: readings(running)), name="console-sampler"))
         try:
             yield
         finally:
@@ -70,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_keys.router)  # /v1/keys (tenant API keys)
     app.include_router(audit_routes.router)  # /v1/audit
     app.include_router(alert_routes.router)  # /v1/alerts (operator alerts)
+    app.state.console_sampler = Sampler(interval=app.state.settings.console_sample_interval)
+    app.mount("/ui", console_app(lambda: getattr(app.state, "runtime", None), app.state.console_sampler))
     app.add_middleware(IngestGuard)  # ingest scope and per-key rate limit
 
     def openapi() -> dict[str, Any]:

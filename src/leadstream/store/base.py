@@ -147,6 +147,24 @@ class AlertMessage:
 ALERT_MESSAGE_COLUMNS = "seq, alert_id, message, state, attempts, next_at, created_at, last_error"
 
 
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """What the console's event browser looks for; every field left None matches everything.
+
+    ``etypes``: any of these filter types or CloudEvents types; ``event_id``: the CloudEvents id
+    (an activity's marketoGUID, an audit or notification id); ``lead_id``: activities of one lead."""
+
+    munchkin_ids: frozenset[str] | None = None
+    stream: str | None = None
+    etypes: frozenset[str] | None = None
+    event_id: str | None = None
+    lead_id: int | None = None
+
+    def lead_bytes(self) -> bytes | None:
+        """How a lead id appears in an activity's stored ``data`` (events.py writes it as a string)."""
+        return None if self.lead_id is None else b'"leadId":"%d",' % self.lead_id
+
+
 TRACE_PACK_ABOVE = 1024  # bytes: a larger attempt trace is stored zlib-compressed
 
 
@@ -277,6 +295,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def wait_for_events(self, after: int, timeout: float) -> int:
         """Return ``last_position()`` once it is above ``after``, or after ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    async def find_events(self, query: EventQuery, *, above: int, upto: int, limit: int) -> list[Event]:
+        """Up to ``limit`` events matching ``query`` with ``above`` < position <= ``upto``, newest
+        first (the console's event browser: the caller bounds the span it scans)."""
 
     async def read_page(self, after: int, limit: int, *, stream: str, munchkin_id: str) -> tuple[list[Event], int]:
         """A page of one stream and tenant's events above ``after``, and the position up to

@@ -59,6 +59,7 @@ from leadstream.store.base import (
     AlertMessage,
     CallCounts,
     Control,
+    EventQuery,
     LogHead,
     Store,
     StoredSource,
@@ -545,6 +546,29 @@ class PostgresStore(Store):
             where += f" AND munchkin_id = ${len(params)}"
         params.append(limit)
         sql = f"SELECT {READ_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ${len(params)}"
+        rows = await self._run(lambda conn: conn.fetch(sql, *params))
+        return [Event(*row) for row in rows]
+
+    async def find_events(self, query: EventQuery, *, above: int, upto: int, limit: int) -> list[Event]:
+        params: list[Any] = [above, upto]
+
+        def mark(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        where = "position > $1 AND position <= $2"
+        if query.munchkin_ids is not None:
+            where += f" AND munchkin_id = ANY({mark(sorted(query.munchkin_ids))}::text[])"
+        if query.stream is not None:
+            where += f" AND stream = {mark(query.stream)}"
+        if query.etypes is not None:
+            types = mark(sorted(query.etypes))
+            where += f" AND (etype = ANY({types}::text[]) OR type = ANY({types}::text[]))"
+        if query.event_id is not None:
+            where += f" AND id = {mark(query.event_id)}"
+        if (lead := query.lead_bytes()) is not None:
+            where += f" AND stream = 'activity' AND position({mark(lead)}::bytea IN data) > 0"
+        sql = f"SELECT {READ_COLUMNS} FROM events WHERE {where} ORDER BY position DESC LIMIT {mark(limit)}"
         rows = await self._run(lambda conn: conn.fetch(sql, *params))
         return [Event(*row) for row in rows]
 

@@ -44,6 +44,7 @@ from leadstream.store.base import (
     AlertMessage,
     CallCounts,
     Control,
+    EventQuery,
     LogHead,
     Store,
     StoredSource,
@@ -425,6 +426,28 @@ class SqliteStore(Store):
         params.append(limit)
         rows = await self._query(f"SELECT {READ_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ?", params)
         return [Event(*row) for row in rows]
+
+    async def find_events(self, query: EventQuery, *, above: int, upto: int, limit: int) -> list[Event]:
+        where, params = "position > ? AND position <= ?", list[Any]([above, upto])
+        if query.munchkin_ids is not None:
+            where += f" AND munchkin_id IN ({', '.join('?' * len(query.munchkin_ids))})"
+            params.extend(sorted(query.munchkin_ids))
+        if query.stream is not None:
+            where += " AND stream = ?"
+            params.append(query.stream)
+        if query.etypes is not None:
+            marks = ", ".join("?" * len(query.etypes))
+            where += f" AND (etype IN ({marks}) OR type IN ({marks}))"
+            params.extend([*sorted(query.etypes), *sorted(query.etypes)])
+        if query.event_id is not None:
+            where += " AND id = ?"
+            params.append(query.event_id)
+        if (lead := query.lead_bytes()) is not None:
+            where += " AND stream = 'activity' AND instr(data, ?) > 0"
+            params.append(lead)
+        params.append(limit)
+        sql = f"SELECT {READ_COLUMNS} FROM events WHERE {where} ORDER BY position DESC LIMIT ?"
+        return [Event(*row) for row in await self._query(sql, params)]
 
     async def last_position(self) -> int:
         return self._head.position

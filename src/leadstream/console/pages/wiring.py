@@ -1,0 +1,76 @@
+"""The console for a running service: sign-in against its API keys, its pages, the sampler's readings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+
+from prometheus_client import REGISTRY
+from starlette.applications import Starlette
+
+from leadstream.console.app import ConsoleOptions, create_console
+from leadstream.console.pages import catalog, events, operator, overview, sources, subscriptions
+from leadstream.console.pages.deps import RuntimeOf, when, when_text
+from leadstream.console.series import Sampler
+from leadstream.console.session import Identity
+from leadstream.console.templating import Templates
+from leadstream.events import STREAMS
+from leadstream.runtime import Runtime
+from leadstream.security.principals import Principal, identify_fresh
+
+
+def console_app(runtime_of: RuntimeOf, sampler: Sampler, options: ConsoleOptions = ConsoleOptions()) -> Starlette:
+    """The ASGI app to mount at ``options.prefix``; ``runtime_of`` gives the running service (None
+    while it starts or stops: sign-in then refuses, pages answer 503)."""
+
+    async def verify(key: str) -> Identity | None:
+        runtime = runtime_of()
+        if runtime is None:
+            return None
+        return await identify_fresh(key, runtime.admin_key, runtime.api_keys)
+
+    async def recheck(identity: Identity) -> Identity | None:
+        """The key as it is now: a revoked key's sessions end at the next request."""
+        runtime = runtime_of()
+        if runtime is None or identity.munchkin_ids is None:
+            return identity
+        record = runtime.api_keys.get(identity.key_id)
+        if record is None or record.revokedAt is not None:
+            return None
+        return Principal(record.id, frozenset(record.munchkinIds), frozenset(record.scopes))
+
+    templates = Templates(prefix=options.prefix, product=options.product)
+    templates.env.globals.update(when=when, when_text=when_text)
+    pages = [
+        *overview.routes(),
+        *subscriptions.routes(),
+        *events.routes(),
+        *sources.routes(),
+        *catalog.routes(),
+        *operator.routes(),
+    ]
+    app = create_console(verify, recheck=recheck, pages=pages, options=options, templates=templates)
+    app.state.runtime_of = runtime_of
+    app.state.sampler = sampler
+    return app
+
+
+def _ingested(stream: str) -> float:
+    return REGISTRY.get_sample_value("leadstream_ingested_events_total", {"stream": stream}) or 0.0
+
+
+def readings(runtime: Runtime) -> dict[Hashable, float]:
+    """One sample for the charts: events ingested per stream (this node's counter), and per
+    subscription this node delivers, events delivered and lag. A few numbers per subscription
+    every sampler interval, read from what the senders hold already: no store query, nothing per event."""
+    values: dict[Hashable, float] = {("ingested", stream): _ingested(stream) for stream in STREAMS}
+    if runtime.delivery is None:
+        return values
+    now_ms = time.time() * 1000
+    for sub_id in list(runtime.delivery.senders):
+        live = runtime.delivery.live(sub_id)
+        if live is None:
+            continue
+        values[("delivered", sub_id)] = float(live.state.delivered)
+        values[("lag", sub_id)] = max(0.0, (now_ms - live.oldest) / 1000) if live.oldest is not None else 0.0
+    return values
