@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,12 +17,13 @@ from starlette.routing import Route
 
 import leadstream
 from leadstream import runtime
-from leadstream.api import admin_keys
+from leadstream.api import admin_keys, docs
 from leadstream.api import alerts as alert_routes
 from leadstream.api import audit as audit_routes
 from leadstream.api import catalog as catalog_routes
 from leadstream.api import journal as journal_routes
 from leadstream.api import keys as key_routes
+from leadstream.api import openapi as openapi_doc
 from leadstream.api import sources as source_routes
 from leadstream.api import subscriptions as subscription_routes
 from leadstream.api.ingest import OPENAPI_PATH, IngestGuard, ingest
@@ -55,6 +57,12 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+HEALTH = {
+    "type": "object",
+    "properties": {"status": {"type": "string", "enum": ["ok", "degraded"]}, "version": {"type": "string"}},
+}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="leadstream",
@@ -62,7 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Data Streams: a durable event log pushed to subscriber endpoints, and a journal to pull it.",
         lifespan=lifespan,
         exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        docs_url=None,  # served by docs.add_docs, from packaged assets (no CDN)
+        redoc_url=None,
     )
+    docs.add_docs(app)
     app.state.settings = settings or Settings()
     app.router.routes.append(Route("/v1/streams/{stream}/events", ingest, methods=["POST"]))
     app.router.routes.append(Route("/healthz", healthz, methods=["GET"]))
@@ -82,7 +93,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema["paths"]["/v1/streams/{stream}/events"] = OPENAPI_PATH
+            schema["paths"]["/v1/streams/{stream}/events"] = copy.deepcopy(OPENAPI_PATH)
+            ingest_operation = schema["paths"]["/v1/streams/{stream}/events"]["post"]
+            ingest_operation["requestBody"] = openapi_doc.ingest_body()
+            ingest_operation["responses"]["200"]["content"]["application/json"]["example"] = {
+                "accepted": 1, "duplicates": 0, "rejected": []
+            }  # fmt: skip
+            ingest_operation["responses"]["422"]["content"]["application/json"]["example"] = {
+                "accepted": 0, "duplicates": 0,
+                "rejected": [{"index": 0, "errors": ["leadId: expected an integer, got 'x'"]}],
+            }  # fmt: skip
+            ingest_operation["responses"].setdefault("429", {})
             schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             schema["security"] = [{"bearer": []}]
             schema["paths"]["/healthz"] = {
@@ -90,7 +111,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "summary": "Liveness and store health (no auth)",
                     "operationId": "healthz",
                     "security": [],
-                    "responses": {"200": {"description": "ok"}, "503": {"description": "degraded"}},
+                    "responses": {
+                        "200": openapi_doc.ok(HEALTH, {"status": "ok", "version": leadstream.__version__}),
+                        "503": openapi_doc.ok(
+                            HEALTH,
+                            {"status": "degraded", "version": leadstream.__version__},
+                            "degraded: the store cannot be reached",
+                        ),
+                    },
                 }
             }
             schema["paths"]["/metrics"] = {
@@ -98,10 +126,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "summary": "Prometheus metrics (no auth)",
                     "operationId": "metrics",
                     "security": [],
-                    "responses": {"200": {"description": "text exposition format"}},
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format",
+                            "content": {
+                                "text/plain": {
+                                    "schema": {"type": "string"},
+                                    "example": "leadstream_ingest_records_total 1200.0\n",
+                                }
+                            },
+                        }
+                    },
                 }
             }
-            app.openapi_schema = schema
+            app.openapi_schema = openapi_doc.finish(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

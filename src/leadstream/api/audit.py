@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import msgspec
 from fastapi import APIRouter, Depends, Query
 
+from leadstream.api import openapi
 from leadstream.api.auth import require_key
 from leadstream.api.deps import Services
 from leadstream.errors import NotFound
@@ -30,7 +31,43 @@ async def audit(
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
-@router.get("", summary="The audit trail of admin actions, newest first")
+AUDIT_ENTRY = {
+    "type": "object",
+    "properties": {
+        "time": {"type": "string", "format": "date-time"},
+        "actor": {"type": "string", "description": "the key id: operator, or a tenant key's id"},
+        "action": {"type": "string", "example": "subscription.pause"},
+        "target": {"type": "string"},
+        "munchkinIds": {"type": "array", "items": {"type": "string"}},
+        "changes": {"description": "the request body, secrets redacted"},
+        "seq": {"type": "integer"},
+    },
+}
+
+
+@router.get(
+    "",
+    summary="The audit trail of admin actions, newest first",
+    responses={
+        200: openapi.ok(
+            openapi.list_of("entries", AUDIT_ENTRY),
+            {
+                "entries": [
+                    {
+                        "time": "2026-11-28T10:00:00.000Z",
+                        "actor": "operator",
+                        "action": "subscription.pause",
+                        "target": "6f1c…",
+                        "munchkinIds": ["123-ABC-456"],
+                        "changes": None,
+                        "seq": 42,
+                    }
+                ],
+                "next": "/v1/audit?limit=100&before=42",
+            },
+        )
+    },
+)
 async def list_audit(
     services: Services,
     limit: int = Query(100, ge=1, le=1000),

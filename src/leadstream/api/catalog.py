@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query
 
+from leadstream.api import openapi
 from leadstream.api.auth import require_key
 from leadstream.api.deps import Services
 from leadstream.catalog import persistence
@@ -18,7 +19,49 @@ from leadstream.tenants import check_munchkin_id
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 
 
-@router.get("/{stream}", summary="The event types of a stream")
+CATALOG = openapi.ok(
+    {
+        "type": "object",
+        "properties": {
+            "stream": {"type": "string", "enum": ["activity", "audit", "notification"]},
+            "types": {"type": "array", "items": {"type": "object", "description": "one event type"}},
+            "samples": {"type": "object", "description": "how sample events of this stream are made"},
+        },
+    },
+    {"stream": "activity", "types": [{"id": 7, "name": "Open Email", "type": "standard"}], "samples": {}},
+)
+ACTIVITY_TYPES = openapi.body(
+    {
+        "type": "object",
+        "required": ["result"],
+        "description": "a Get Activity Types response (GET /rest/v1/activities/types.json)",
+        "properties": {
+            "result": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "name"],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "name": {"type": "string"},
+                        "description": {"type": "string"},
+                        "primaryAttribute": {"type": "object"},
+                        "attributes": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            }
+        },
+    },
+    {"result": [{"id": 100001, "name": "Attend Webinar", "attributes": [{"name": "Webinar", "dataType": "string"}]}]},
+)
+LOADED = openapi.ok(
+    {"type": "object", "properties": {"munchkinId": {"type": "string"}, "loaded": {"type": "integer"}}},
+    {"munchkinId": "123-ABC-456", "loaded": 12},
+    "How many types were loaded",
+)
+
+
+@router.get("/{stream}", summary="The event types of a stream", responses={200: CATALOG})
 async def get_catalog(
     services: Services,
     stream: str,
@@ -40,7 +83,12 @@ async def _load(services: Services, munchkin_id: str, document: Any, custom_only
     return {"munchkinId": munchkin_id, "loaded": loaded}
 
 
-@router.put("/activity/{munchkinId}", summary="Load a tenant's Get Activity Types response (adds or overrides types)")
+@router.put(
+    "/activity/{munchkinId}",
+    summary="Load a tenant's Get Activity Types response (adds or overrides types)",
+    responses={200: LOADED},
+    openapi_extra=ACTIVITY_TYPES,
+)
 async def load_activity_types(
     services: Services,
     munchkinId: str,
@@ -54,11 +102,18 @@ async def load_activity_types(
     return await _load(services, munchkinId, document, custom_only=False)
 
 
-@router.post("/activity/{munchkinId}/custom", summary="Register custom activity types (ids >= 100000)")
+@router.post(
+    "/activity/{munchkinId}/custom",
+    summary="Register custom activity types (ids >= 100000)",
+    responses={200: LOADED},
+    openapi_extra=ACTIVITY_TYPES,
+)
 async def register_custom_types(
     services: Services,
     munchkinId: str,
-    document: dict[str, Any] = Body(...),
+    document: dict[str, Any] = Body(
+        ..., examples=[{"result": [{"id": 100001, "name": "Attend Webinar", "attributes": []}]}]
+    ),
     principal: Principal = Depends(require_key),
 ) -> dict[str, Any]:
     if not principal.sees(munchkinId):

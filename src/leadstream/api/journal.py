@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from leadstream import journal
+from leadstream.api import openapi
 from leadstream.api.auth import require_key
 from leadstream.api.deps import Services
 from leadstream.formats import event_body
@@ -45,7 +46,7 @@ the scan. `_page.last` is where the next page starts.
 JOURNAL_EXAMPLE = {
     "events": [
         {
-            "position": "1AAAAAAAAAGQ",
+            "position": "20000000000000064",
             "event": {
                 "eventid": "6f1c…", "specversion": "1.0",
                 "type": "com.adobe.platform.marketo.activity.standard.openemail",
@@ -55,8 +56,32 @@ JOURNAL_EXAMPLE = {
             },
         }
     ],
-    "_page": {"last": "1AAAAAAAAAGQ", "count": 1},
+    "_page": {"last": "20000000000000064", "count": 1},
 }  # fmt: skip
+JOURNAL_SCHEMA = {
+    "type": "object",
+    "required": ["events", "_page"],
+    "properties": {
+        "events": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["position", "event"],
+                "properties": {
+                    "position": {"type": "string", "description": "opaque; sorts as a string in log order"},
+                    "event": {"type": "object", "description": "the event in the subscription's format"},
+                },
+            },
+        },
+        "_page": {
+            "type": "object",
+            "properties": {
+                "last": {"type": "string", "description": "where the next page starts (since=)"},
+                "count": {"type": "integer"},
+            },
+        },
+    },
+}
 _NEXT = {"Link": {"description": 'rel="next": the next page', "schema": {"type": "string"}}}
 
 
@@ -71,8 +96,7 @@ def _next_link(sub_id: str, last: int, limit: int) -> str:
     description=JOURNAL_DESCRIPTION,
     response_class=Response,
     responses={
-        200: {"description": "A page of events", "headers": _NEXT,
-              "content": {"application/json": {"example": JOURNAL_EXAMPLE}}},
+        200: openapi.ok(JOURNAL_SCHEMA, JOURNAL_EXAMPLE, "A page of events", headers=_NEXT),
         204: {"description": "At the end of the log; try the next link again later",
               "headers": {**_NEXT, "Retry-After": {"description": "seconds", "schema": {"type": "integer"}}}},
         400: {"description": "A query parameter is not valid (problem+json naming it)"},
@@ -126,6 +150,18 @@ SAMPLE_SCHEMA = {
 }
 
 
+SAMPLE_ANSWER = {
+    "type": "object",
+    "properties": {
+        "delivered": {"type": "boolean"},
+        "status": {"type": ["integer", "null"], "description": "the endpoint's status; null: no HTTP answer"},
+        "error": {"type": ["string", "null"]},
+        "durationMs": {"type": "number"},
+        "event": {"type": "object", "description": "the sample event as sent"},
+    },
+}
+
+
 @router.post(
     "/{sub_id}/sample",
     summary="Push a sample event of a type to the endpoint",
@@ -133,12 +169,12 @@ SAMPLE_SCHEMA = {
     "not stored: sent to the subscription's endpoint with its format, delivery mode, auth and signatures, as a "
     "delivery is. The type must be one the subscription takes (its eventTypes; its filter is not applied). "
     "The answer says what the endpoint answered: `status` (null when there was no HTTP answer) and `error`.",
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": SAMPLE_SCHEMA, "example": {"type": "Open Email"}}}}},
+    openapi_extra=openapi.body(SAMPLE_SCHEMA, {"type": "Open Email"}),
     responses={
-        200: {"description": "The endpoint's answer", "content": {"application/json": {"example": {
+        200: openapi.ok(SAMPLE_ANSWER, {
             "delivered": True, "status": 200, "error": None, "durationMs": 12.5,
-            "event": {"eventid": "…", "type": "com.adobe.platform.marketo.activity.standard.openemail", "id": "…"}}}}},
+            "event": {"eventid": "…", "type": "com.adobe.platform.marketo.activity.standard.openemail", "id": "…"}},
+            "The endpoint's answer"),
         404: {"description": "No such subscription"},
         409: {"description": "The subscription is deprovisioned"},
         422: {"description": "The type is not in the catalog, or not one the subscription takes"},

@@ -16,7 +16,15 @@ router = APIRouter(tags=["signatures"])
     response_class=Response,
     openapi_extra={"security": []},  # public: receivers fetch keys without credentials
     responses={
-        200: {"content": {"application/x-pem-file": {}}, "description": "PEM (SPKI) RSA public key"},
+        200: {
+            "description": "PEM (SPKI) RSA public key",
+            "content": {
+                "application/x-pem-file": {
+                    "schema": {"type": "string"},
+                    "example": "-----BEGIN PUBLIC KEY-----\nMIIBIjANBg…\n-----END PUBLIC KEY-----\n",
+                }
+            },
+        },
         404: {"description": "No such key"},
     },
 )

@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from leadstream.api import openapi
 from leadstream.api.audit import audit
 from leadstream.api.auth import require_key
 from leadstream.api.deps import Services
@@ -37,6 +38,20 @@ EXAMPLE = {
     "activityTypes": ["*"],
     "quotaShare": 0.5,
 }
+SOURCE_VIEW = openapi.ok(
+    openapi.with_properties(
+        SOURCE_SCHEMA,
+        {
+            "id": {"type": "string"}, "createdAt": {"type": "string", "format": "date-time"},
+            "state": {"type": "string", "enum": ["running", "throttled", "quota_exhausted", "failing", "paused"]},
+            "published": {"type": "integer"}, "duplicates": {"type": "integer"}, "rejected": {"type": "integer"},
+            "callsToday": {"type": "integer"}, "callBudget": {"type": "integer"},
+            "quotaResetsAt": {"type": "string", "format": "date-time"}, "lagSeconds": {"type": "number"},
+        },
+    ),
+    {"id": "c2d1…", **EXAMPLE, "clientSecret": "***", "state": "running", "published": 1200, "callsToday": 40},
+    "The source and its status",
+)  # fmt: skip
 STATUS_FIELDS = (
     "id, createdAt, state (running|throttled|quota_exhausted|failing|paused), published, duplicates, rejected, "
     "callsToday, callBudget, quotaResetsAt, lastPollAt, lagSeconds, lastError (Marketo's code and message), and "
@@ -60,7 +75,7 @@ def _json(document: Any, status: int = 200) -> Response:
             "content": {"application/json": {"schema": SOURCE_SCHEMA, "example": EXAMPLE}},
         }
     },
-    responses={201: {"description": "Created"}, 422: {"description": "A field is not valid (problem+json naming it)"}},
+    responses={201: SOURCE_VIEW},
 )
 async def create_source(request: Request, services: Services, principal: Principal = Depends(require_key)) -> Response:
     document = decode_body(await request.body())
@@ -72,7 +87,16 @@ async def create_source(request: Request, services: Services, principal: Princip
     return _json(view, 201)
 
 
-@router.get("", summary="List sources, with status")
+@router.get(
+    "",
+    summary="List sources, with status",
+    responses={
+        200: openapi.ok(
+            openapi.list_of("sources", SOURCE_VIEW["content"]["application/json"]["schema"]),
+            {"sources": [SOURCE_VIEW["content"]["application/json"]["example"]]},
+        )
+    },
+)
 async def list_sources(
     services: Services,
     munchkinId: str | None = Query(None, description="only this tenant's sources"),
@@ -88,7 +112,7 @@ async def list_sources(
     return _json(body)
 
 
-@router.get("/{source_id}", summary="A source and its status", description=STATUS_FIELDS)
+@router.get("/{source_id}", summary="A source and its status", description=STATUS_FIELDS, responses={200: SOURCE_VIEW})
 async def get_source(services: Services, source_id: str, principal: Principal = Depends(require_key)) -> Response:
     return _json(await services.sources.view(source_id, principal.sees))
 
@@ -101,9 +125,15 @@ async def get_source(services: Services, source_id: str, principal: Principal = 
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"type": "object"}, "example": {"quotaShare": 0.3}}},
+            "content": {
+                "application/json": {
+                    "schema": openapi.with_properties(SOURCE_SCHEMA, {}),
+                    "example": {"quotaShare": 0.3},
+                }
+            },
         }
     },
+    responses={200: SOURCE_VIEW},
 )
 async def patch_source(
     request: Request, services: Services, source_id: str, principal: Principal = Depends(require_key)
@@ -115,17 +145,25 @@ async def patch_source(
     return _json(view)
 
 
-@router.delete("/{source_id}", summary="Delete a source: it stops for good (what it published stays in the log)")
+@router.delete(
+    "/{source_id}",
+    summary="Delete a source: it stops for good (what it published stays in the log)",
+    responses={200: SOURCE_VIEW},
+)
 async def delete_source(services: Services, source_id: str, principal: Principal = Depends(require_key)) -> Response:
     return await _act(services, principal, source_id, "delete")
 
 
-@router.post("/{source_id}/pause", summary="Pause a source: no more calls to the instance until resumed")
+@router.post(
+    "/{source_id}/pause",
+    summary="Pause a source: no more calls to the instance until resumed",
+    responses={200: SOURCE_VIEW},
+)
 async def pause_source(services: Services, source_id: str, principal: Principal = Depends(require_key)) -> Response:
     return await _act(services, principal, source_id, "pause")
 
 
-@router.post("/{source_id}/resume", summary="Resume a source from its checkpoints")
+@router.post("/{source_id}/resume", summary="Resume a source from its checkpoints", responses={200: SOURCE_VIEW})
 async def resume_source(services: Services, source_id: str, principal: Principal = Depends(require_key)) -> Response:
     return await _act(services, principal, source_id, "resume")
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-import msgspec
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from leadstream.api import openapi
 from leadstream.api.audit import audit
 from leadstream.api.auth import require_key
 from leadstream.api.deps import Services
@@ -26,20 +26,8 @@ from leadstream.subscriptions.validation import decode_body
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
 
-def _inline(schema: Any, defs: dict[str, Any]) -> Any:
-    """msgspec's JSON schema with every ``$ref`` replaced by its definition (OpenAPI resolves
-    refs against the whole document, not the schema)."""
-    if isinstance(schema, dict):
-        if "$ref" in schema:
-            return _inline(defs[schema["$ref"].rsplit("/", 1)[1]], defs)
-        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [_inline(v, defs) for v in schema]
-    return schema
-
-
-_config_schema = msgspec.json.schema(SubscriptionConfig)
-SUBSCRIPTION_SCHEMA = _inline(_config_schema, _config_schema.get("$defs", {}))
+_inline = openapi._inline  # the sources routes share it
+SUBSCRIPTION_SCHEMA = openapi.struct_schema(SubscriptionConfig)
 EXAMPLE = {
     "name": "crm-sync",
     "munchkinId": "123-ABC-456",
@@ -53,16 +41,49 @@ STATUS_FIELDS = (
     "pending (exact for what the sender has read; estimated from its share of the log beyond that), expired, "
     "deadLettered, lagSeconds, cursor, consecutiveFailures, lastSuccessAt, lastAttemptAt, lastError, nextAttemptAt"
 )
-
-
-def _body(schema: dict[str, Any], example: Any, description: str) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "description": description,
-            "content": {"application/json": {"schema": schema, "example": example}},
-        }
-    }
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_COUNT = {"type": "integer", "minimum": 0}
+STATUS_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "string"},
+    "createdAt": {"type": "string", "format": "date-time"},
+    "state": {"type": "string", "enum": ["active", "retrying", "paused", "deprovisioned"]},
+    "pausedReason": {"type": ["string", "null"], "enum": ["failures", "manual", None]},
+    "delivered": _COUNT,
+    "pending": {**_COUNT, "description": "matching events not delivered yet"},
+    "expired": {**_COUNT, "description": "events that left retention before delivery"},
+    "deadLettered": _COUNT,
+    "lagSeconds": {"type": "number", "description": "age of the oldest pending event"},
+    "cursor": {"type": "string", "description": "the position delivered up to (the journal's position format)"},
+    "consecutiveFailures": _COUNT,
+    "lastSuccessAt": _TIME,
+    "lastAttemptAt": _TIME,
+    "lastError": {"type": ["string", "null"]},
+    "nextAttemptAt": _TIME,
+}
+VIEW_SCHEMA = openapi.with_properties(SUBSCRIPTION_SCHEMA, STATUS_PROPERTIES)
+VIEW_EXAMPLE = {
+    "id": "6f1c0d2e-5b7a-4d43-9c1e-2a8f6b3d9e10", **EXAMPLE, "auth": {"type": "token", "token": "***"},
+    "customObjects": False, "format": "legacy", "delivery": "batch", "batchSize": 500, "maxBatchBytes": 2097152,
+    "pushIntervalMs": 2000, "timeoutMs": 20000, "retryAttempts": 3, "retryIntervalMs": 180000,
+    "probeIntervalMs": 180000, "startAt": "now", "challenge": False, "signing": None, "filter": None, "tls": None,
+    "createdAt": "2026-11-28T10:00:00.000Z", "state": "active", "pausedReason": None, "delivered": 1200,
+    "pending": 0, "expired": 0, "deadLettered": 0, "lagSeconds": 0.0, "cursor": "200000000000004b0",
+    "consecutiveFailures": 0, "lastSuccessAt": "2026-11-28T10:05:00.000Z", "lastAttemptAt": "2026-11-28T10:05:00.000Z",
+    "lastError": None, "nextAttemptAt": None,
+}  # fmt: skip
+VIEW = openapi.ok(VIEW_SCHEMA, VIEW_EXAMPLE, f"The subscription and its live status: {STATUS_FIELDS}")
+ATTEMPT_EXAMPLE = {
+    "time": "2026-11-28T10:05:00.000Z", "batchId": "0b6c…", "events": 200, "firstPosition": "200000000000003e9",
+    "lastPosition": "200000000000004b0", "status": 200, "error": None, "durationMs": 12.4, "retryCount": 0,
+    "outcome": "delivered",
+}  # fmt: skip
+DEAD_LETTER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "position": {"type": "string"}, "eventid": {"type": "string"}, "type": {"type": "string"},
+        "id": {"type": "string"}, "reason": {"type": "string"},
+    },
+}  # fmt: skip
 
 
 def _json(document: Any, status: int = 200) -> Response:
@@ -76,8 +97,8 @@ def _json(document: Any, status: int = 200) -> Response:
     description="Every field but name, munchkinId, stream and endpoint has the platform's default. Secrets are "
     'stored and answered as "***". cloudevents and adobe_io endpoints must pass the challenge first. '
     f"The answer is the subscription with its live status: {STATUS_FIELDS}.",
-    openapi_extra=_body(SUBSCRIPTION_SCHEMA, EXAMPLE, "The subscription (SPEC §3)"),
-    responses={201: {"description": "Created"}, 422: {"description": "A field is not valid (problem+json naming it)"}},
+    openapi_extra=openapi.body(SUBSCRIPTION_SCHEMA, EXAMPLE, "The subscription"),
+    responses={201: VIEW},
 )
 async def create_subscription(
     request: Request, services: Services, principal: Principal = Depends(require_key)
@@ -91,7 +112,11 @@ async def create_subscription(
     return _json(view, 201)
 
 
-@router.get("", summary="List subscriptions, with live status")
+@router.get(
+    "",
+    summary="List subscriptions, with live status",
+    responses={200: openapi.ok(openapi.list_of("subscriptions", VIEW_SCHEMA), {"subscriptions": [VIEW_EXAMPLE]})},
+)
 async def list_subscriptions(
     services: Services,
     munchkinId: str | None = Query(None, description="only this tenant's subscriptions"),
@@ -107,7 +132,7 @@ async def list_subscriptions(
     return _json(body)
 
 
-@router.get("/{sub_id}", summary="A subscription and its live status", description=STATUS_FIELDS)
+@router.get("/{sub_id}", summary="A subscription and its live status", description=STATUS_FIELDS, responses={200: VIEW})
 async def get_subscription(services: Services, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
     return _json(await services.subscriptions.view(sub_id, principal.sees))
 
@@ -117,9 +142,12 @@ async def get_subscription(services: Services, sub_id: str, principal: Principal
     summary="Change a subscription's settings",
     description="Fields given replace the stored ones (munchkinId and stream cannot change; startAt applies at "
     'creation only). Secrets sent back as "***" are kept. The batch in flight keeps its id.',
-    openapi_extra=_body(
-        {"type": "object", "description": "any fields of the subscription"}, {"batchSize": 200}, "Fields to change"
+    openapi_extra=openapi.body(
+        {**openapi.with_properties(SUBSCRIPTION_SCHEMA, {}), "description": "any fields of the subscription"},
+        {"batchSize": 200},
+        "Fields to change",
     ),
+    responses={200: VIEW},
 )
 async def patch_subscription(
     request: Request, services: Services, sub_id: str, principal: Principal = Depends(require_key)
@@ -131,17 +159,19 @@ async def patch_subscription(
     return _json(view)
 
 
-@router.delete("/{sub_id}", summary="Deprovision: delivery stops for good (state deprovisioned)")
+@router.delete("/{sub_id}", summary="Deprovision: delivery stops for good (state deprovisioned)", responses={200: VIEW})
 async def delete_subscription(services: Services, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
     return await _act(services, principal, sub_id, "delete")
 
 
-@router.post("/{sub_id}/pause", summary="Pause delivery by hand (no probes) until resumed")
+@router.post("/{sub_id}/pause", summary="Pause delivery by hand (no probes) until resumed", responses={200: VIEW})
 async def pause_subscription(services: Services, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
     return await _act(services, principal, sub_id, "pause")
 
 
-@router.post("/{sub_id}/resume", summary="Resume delivery now (also ends a pause after failures)")
+@router.post(
+    "/{sub_id}/resume", summary="Resume delivery now (also ends a pause after failures)", responses={200: VIEW}
+)
 async def resume_subscription(services: Services, sub_id: str, principal: Principal = Depends(require_key)) -> Response:
     return await _act(services, principal, sub_id, "resume")
 
@@ -158,7 +188,7 @@ async def _act(services: Services, principal: Principal, sub_id: str, action: st
     summary="Move the cursor back, to a time or a position",
     description="A time before the oldest retained event replays everything retained; a position older than "
     "the oldest retained one is 410 Gone. The batch in flight is dropped.",
-    openapi_extra=_body(
+    openapi_extra=openapi.body(
         {
             "type": "object",
             "required": ["from"],
@@ -175,7 +205,7 @@ async def _act(services: Services, principal: Principal, sub_id: str, action: st
         {"from": "2026-11-28T10:00:00Z"},
         "Where to start again",
     ),
-    responses={410: {"description": "The position has expired"}},
+    responses={200: VIEW, 410: {"description": "The position has expired"}},
 )
 async def replay_subscription(
     request: Request, services: Services, sub_id: str, principal: Principal = Depends(require_key)
@@ -196,8 +226,8 @@ ATTEMPT_SCHEMA = {
         "time": {"type": "string", "format": "date-time"},
         "batchId": {"type": "string"},
         "events": {"type": "integer"},
-        "firstPosition": {"type": "integer"},
-        "lastPosition": {"type": "integer"},
+        "firstPosition": {"type": "string", "description": "a position, as the journal shows them"},
+        "lastPosition": {"type": "string"},
         "status": {"type": ["integer", "null"], "description": "null: no HTTP answer (see error)"},
         "error": {"type": ["string", "null"]},
         "durationMs": {"type": "number"},
@@ -231,7 +261,8 @@ ATTEMPTS_RESPONSE = {
         "description": "The attempts, newest first",
         "content": {
             "application/json": {
-                "schema": {"type": "object", "properties": {"attempts": {"type": "array", "items": ATTEMPT_SCHEMA}}}
+                "schema": {"type": "object", "properties": {"attempts": {"type": "array", "items": ATTEMPT_SCHEMA}}},
+                "example": {"attempts": [ATTEMPT_EXAMPLE]},
             }
         },
     }
@@ -256,7 +287,26 @@ async def list_attempts(
     return Response(await services.subscriptions.attempts(sub_id, limit, principal.sees), media_type="application/json")
 
 
-@router.get("/{sub_id}/dead-letters", summary="Events the endpoint refused for good (413 on a single event)")
+@router.get(
+    "/{sub_id}/dead-letters",
+    summary="Events the endpoint refused for good (413 on a single event)",
+    responses={
+        200: openapi.ok(
+            openapi.list_of("deadLetters", DEAD_LETTER_SCHEMA, paged=False),
+            {
+                "deadLetters": [
+                    {
+                        "position": "200000000000004b0",
+                        "eventid": "…",
+                        "type": "Open Email",
+                        "id": "3b2f…",
+                        "reason": "413 even when sent alone",
+                    }
+                ]
+            },
+        )
+    },
+)
 async def list_dead_letters(
     services: Services,
     sub_id: str,
