@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from leadstream.alerts.model import EVENT_TYPES
+from leadstream.api import openapi
 from leadstream.api.audit import audit
 from leadstream.api.auth import require_operator
 from leadstream.api.deps import Services
@@ -38,6 +39,56 @@ ALERT_SCHEMA = {
     },
 }
 
+ALERT_VIEW_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "endpoint": {"type": "string", "format": "uri"},
+        "events": {"type": "array", "items": {"type": "string"}},
+        "signing": {"type": "object", "properties": {"hmacSecret": {"type": "string", "description": '"***"'}}},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "name": {"type": "string"},
+    },
+}
+ALERT_VIEW_EXAMPLE = {
+    "id": "a1b2c3", "endpoint": "https://ops.example.com/hook", "events": ["*"], "signing": {"hmacSecret": "***"},
+    "createdAt": "2026-11-28T10:00:00.000Z", "name": "on-call",
+}  # fmt: skip
+ALERT_VIEW = openapi.ok(ALERT_VIEW_SCHEMA, ALERT_VIEW_EXAMPLE, "The alert endpoint")
+RECENT_SCHEMA = openapi.list_of(
+    "alerts",
+    {
+        "type": "object",
+        "description": "the alert's CloudEvent, and how its sending goes to each endpoint",
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": "string", "enum": list(EVENT_TYPES)},
+            "time": {"type": "string", "format": "date-time"},
+            "data": {"type": "object"},
+            "deliveries": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "alert": {"type": "string"},
+                        "state": {"type": "string", "enum": ["pending", "sent", "failed"]},
+                        "attempts": {"type": "integer"},
+                        "lastError": {"type": ["string", "null"]},
+                        "nextAttemptAt": {"type": ["string", "null"], "format": "date-time"},
+                    },
+                },
+            },
+        },
+    },
+    paged=False,
+)
+RECENT_EXAMPLE = {
+    "alerts": [
+        {"id": "e1", "type": EVENT_TYPES[0], "time": "2026-11-28T10:00:00.000Z", "data": {},
+         "deliveries": [{"alert": "a1b2c3", "state": "sent", "attempts": 1, "lastError": None, "nextAttemptAt": None}]}
+    ]
+}  # fmt: skip
+
 
 @router.post(
     "",
@@ -57,7 +108,13 @@ ALERT_SCHEMA = {
             },
         }
     },
-    responses={201: {"description": 'The endpoint; its secret is "***" unless it was generated just now'}},
+    responses={
+        201: openapi.ok(
+            ALERT_VIEW_SCHEMA,
+            {**ALERT_VIEW_EXAMPLE, "signing": {"hmacSecret": "whsec_…"}},
+            'The endpoint; its secret is "***" unless it was generated just now',
+        )
+    },
 )
 async def create_alert(
     request: Request, services: Services, principal: Principal = Depends(require_operator)
@@ -68,7 +125,13 @@ async def create_alert(
     return JSONResponse(view, status_code=201, headers={"Cache-Control": "no-store"})
 
 
-@router.get("", summary="The alert endpoints (secrets shown as ***)")
+@router.get(
+    "",
+    summary="The alert endpoints (secrets shown as ***)",
+    responses={
+        200: openapi.ok(openapi.list_of("alerts", ALERT_VIEW_SCHEMA, paged=False), {"alerts": [ALERT_VIEW_EXAMPLE]})
+    },
+)
 async def list_alerts(services: Services, principal: Principal = Depends(require_operator)) -> dict[str, Any]:
     return {"alerts": [alert.view() for alert in await services.alerts.all()]}
 
@@ -78,6 +141,7 @@ async def list_alerts(services: Services, principal: Principal = Depends(require
     summary="The recent alerts, newest first, and how their sending goes",
     description="Each CloudEvent once, with `deliveries`: per endpoint, state (pending | sent | failed), "
     "attempts, lastError and nextAttemptAt. An alert no endpoint wanted has none.",
+    responses={200: openapi.ok(RECENT_SCHEMA, RECENT_EXAMPLE)},
 )
 async def recent_alerts(
     services: Services, limit: int = Query(50, ge=1, le=500), principal: Principal = Depends(require_operator)
@@ -85,12 +149,16 @@ async def recent_alerts(
     return {"alerts": await services.alerts.recent(limit)}
 
 
-@router.get("/{alert_id}", summary="One alert endpoint")
+@router.get("/{alert_id}", summary="One alert endpoint", responses={200: ALERT_VIEW})
 async def get_alert(services: Services, alert_id: str, principal: Principal = Depends(require_operator)) -> Any:
     return (await services.alerts.get(alert_id)).view()
 
 
-@router.delete("/{alert_id}", summary="Delete an alert endpoint (what is still pending for it is dropped)")
+@router.delete(
+    "/{alert_id}",
+    summary="Delete an alert endpoint (what is still pending for it is dropped)",
+    responses={200: ALERT_VIEW},
+)
 async def delete_alert(services: Services, alert_id: str, principal: Principal = Depends(require_operator)) -> Any:
     view = await services.alerts.delete(alert_id)
     await audit(services, principal, "alert.delete", alert_id)
