@@ -178,3 +178,28 @@ async def test_bad_key_and_unreachable_server_are_one_clear_line(server, tmp_pat
     records.write_bytes(b"[]")
     code, _, err = await cli(server, "catalog", "audit", "--server", "http://127.0.0.1:9")
     assert code == 1 and err.startswith("error: cannot reach leadstream") and "Traceback" not in err
+
+
+async def test_alerts_create_list_recent_and_delete(server):
+    code, out, err = await cli(server, "alerts", "create", "--endpoint", "https://ops.example.com/hook", "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["signing"]["hmacSecret"].startswith("whsec_") and created["events"] == ["*"]  # shown this once
+
+    code, out, err = await cli(server, "alerts", "list", "--json")
+    assert code == 0, err
+    assert [(a["id"], a["signing"]) for a in json.loads(out)] == [(created["id"], {"hmacSecret": "***"})]
+    code, out, err = await cli(server, "alerts", "list")
+    assert code == 0 and created["id"] in out and "whsec_" not in out
+
+    server.services.alert_dispatcher.raise_alert("com.leadstream.subscription.paused", "sub-1", {})
+    await wait_until(lambda: server.services.alerts.recent(1), what="the alert in the outbox")
+    code, out, err = await cli(server, "alerts", "recent")
+    assert code == 0 and "com.leadstream.subscription.paused" in out and "sub-1" in out
+
+    code, out, err = await cli(server, "alerts", "create", "--endpoint", "https://o.example", "--event", "nope")
+    assert code == 1 and "events[0]" in err and "Traceback" not in err
+    code, out, err = await cli(server, "alerts", "delete", created["id"])
+    assert code == 0, err
+    code, out, err = await cli(server, "alerts", "delete", created["id"])
+    assert code == 1 and "no alert" in err

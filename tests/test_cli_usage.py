@@ -75,6 +75,7 @@ REQUIRED = {
                              "https://example.com/hook"],
     "sources create": ["--name", "n", "--munchkin", "123-ABC-456", "--rest-url", "https://123-ABC-456.mktorest.com",
                        "--client-id", "c", "--client-secret", "s"],
+    "alerts create": ["--endpoint", "https://ops.example.com/hook"],
 }  # fmt: skip
 
 
@@ -104,6 +105,8 @@ def arguments(command: tuple[str, ...], records: Path) -> list[str]:
         return ["some-id", "--type", "Open Email"]
     if name == "subscriptions delete":
         return ["some-id", "--yes"]
+    if name == "alerts recent":
+        return []
     if len(command) == 2 and command[1] != "list":  # a command about one resource: its id
         return ["some-id"]
     return []

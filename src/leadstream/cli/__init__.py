@@ -1,7 +1,7 @@
 """The `leadstream` command: thin — parse, build settings, call the library.
 
 One module per command or group: serve, subscriptions, sources, publish, catalog, receive, simulate, demo,
-bench, audit, keys, db; ``client`` holds what the commands that talk to a server share, and ``group``
+bench, audit, keys, alerts, db; ``client`` holds what the commands that talk to a server share, and ``group``
 how they read (help, and the defaults from ``Settings``).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 import leadstream
+from leadstream.cli.alerts import alerts
 from leadstream.cli.audit import audit
 from leadstream.cli.bench import bench
 from leadstream.cli.catalog import catalog
@@ -48,4 +49,5 @@ app.add_typer(subscriptions, name="subscriptions")
 app.add_typer(sources, name="sources")
 app.add_typer(simulate, name="simulate")
 app.add_typer(keys, name="keys")
+app.add_typer(alerts, name="alerts")
 app.add_typer(db, name="db")
