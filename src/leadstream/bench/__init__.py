@@ -19,7 +19,7 @@ from rich.console import Console
 if TYPE_CHECKING:
     from leadstream.bench.harness import Durations
 
-SCENARIO_NAMES = ("ingest", "e2e", "fanout", "latency", "idle", "backlog")
+SCENARIO_NAMES = ("ingest", "e2e", "fanout", "latency", "idle", "backlog", "source")
 
 
 def run_bench(

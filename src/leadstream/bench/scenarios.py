@@ -15,6 +15,7 @@ from typing import Any
 
 from leadstream.bench.harness import Bench, Figure, Server, Sink, Skipped
 from leadstream.bench.procs import cpu_seconds
+from leadstream.bench.source import source
 from leadstream.testing import wait_until
 
 Scenario = Callable[[Bench, Sink], Awaitable[list[Figure]]]
@@ -390,9 +391,10 @@ SCENARIOS: dict[str, Scenario] = {
     "latency": latency,
     "idle": idle,
     "backlog": backlog,
+    "source": source,
 }
 
 
 def steps(name: str, bench: Bench) -> int:
     """Progress steps of a scenario (leadstream, then each bare variant), for the bar's total."""
-    return {"ingest": 2, "idle": 1, "backlog": 2}.get(name, 1 + len(_variants(bench)))
+    return {"ingest": 2, "idle": 1, "backlog": 2, "source": 2}.get(name, 1 + len(_variants(bench)))
