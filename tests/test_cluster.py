@@ -372,6 +372,6 @@ async def test_db_upgrade_creates_the_schema_once(pg_url):
     conn = await asyncpg.connect(pg_url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM schema_version") == SCHEMA_VERSION
-        assert await conn.fetchval("SELECT count(*) FROM log_head") == 1
+        assert await conn.fetchval("SELECT count(*) FROM append_ranges") == 1
     finally:
         await conn.close()

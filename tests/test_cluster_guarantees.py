@@ -11,6 +11,7 @@ import time
 import aiohttp
 import asyncpg
 
+from leadstream import journal
 from leadstream.store.postgres import NOW_MS
 from leadstream.testing import ServerProcess, wait_until
 from test_cluster import HEADERS, call, cluster, delivered_once, guids, publish, subscribe
@@ -261,3 +262,42 @@ async def test_a_real_postgresql_restart_is_503_while_down_and_nothing_acknowled
             assert await publish(session, a, numbers) == 200
         await wait_until(lambda: set(r.ids()) >= expected | maybe, timeout=15, what="the retried events")
         assert set(r.ids()) == expected | maybe
+
+
+async def test_three_nodes_appending_at_full_speed_a_journal_reader_sees_each_event_once_in_order(tmp_path, pg_url):
+    producers, per_producer, batch = 6, 3000, 100  # two producers per node
+    total = producers * per_producer
+    async with cluster(tmp_path, pg_url, 3) as nodes, aiohttp.ClientSession() as session, receiver() as r:
+        sub = await subscribe(session, nodes[0], r.url)
+
+        async def produce(n: int) -> None:
+            node = nodes[n % 3]
+            for start in range(n * per_producer, (n + 1) * per_producer, batch):
+                assert await publish(session, node, range(start, start + batch)) == 200
+
+        async def follow() -> tuple[list[int], list[int]]:
+            """The journal's next links on one node, while the others append too."""
+            numbers: list[int] = []
+            positions: list[int] = []
+            url = f"{nodes[2].url}/v1/subscriptions/{sub}/journal?limit=500"
+            deadline = time.monotonic() + 60
+            while len(numbers) < total and time.monotonic() < deadline:
+                async with session.get(url, headers=HEADERS) as answer:
+                    assert answer.status in (200, 204), await answer.text()
+                    url = nodes[2].url + answer.links["next"]["url"].path_qs
+                    if answer.status == 204:
+                        await asyncio.sleep(0.01)  # the pace of a polling consumer
+                        continue
+                    page = await answer.json()
+                numbers += [int(entry["event"]["id"].removeprefix("guid-")) for entry in page["events"]]
+                positions += [journal.decode_position(entry["position"]) for entry in page["events"]]
+            return numbers, positions
+
+        reading = asyncio.create_task(follow())
+        await asyncio.gather(*(produce(n) for n in range(producers)))
+        numbers, positions = await reading
+        assert len(numbers) == len(set(numbers)) == total  # every event, exactly once
+        assert positions == sorted(set(positions))  # in position order
+        for n in range(producers):  # and each producer's events in the order it published them
+            mine = [i for i in numbers if n * per_producer <= i < (n + 1) * per_producer]
+            assert mine == list(range(n * per_producer, (n + 1) * per_producer))

@@ -1,21 +1,32 @@
 """The PostgreSQL store: several leadstream nodes share one database (SPEC §6).
 
-Positions never skip. Every append runs in a READ COMMITTED transaction that first takes one
-transaction-level advisory lock (the *log lock*), then reads the head row (``log_head``: the last
-position and ingest time), inserts its events at the next positions, moves the head and commits.
-The lock is released only after the commit is visible to new snapshots, so appends commit one
-after another in position order: when a reader's snapshot shows position P, every append that
-took positions below P committed before the one that took P, and is visible too. A reader that
-has read up to P therefore never finds a row at or below P later. (Group commit keeps the cost
-of this down: one transaction carries every append of this process that waited for the lock.)
-The head row is updated in the same transaction as the rows, so ``last_position`` never runs
-ahead of what readers can see, and positions are never reused: a rolled-back append rolls the
-head back too, and a purge never moves it.
+Appends from several nodes commit in parallel, and no reader ever skips one that commits late.
+An append (one READ COMMITTED transaction per group of this node's appends) checks duplicates,
+then calls ``leadstream_take_positions``, which holds one session-level advisory lock (the
+*numbering lock*) for microseconds only — no I/O, released before the insert and the commit: under
+it the transaction takes its transaction id, takes a shared advisory lock on APPENDING_TAG + that
+id (held to its end), and takes its range of positions from the ``event_positions`` sequence and
+its ingest time (never going back, whichever node's clock) from ``ingest_clock``. So appends' ids
+rise with their positions. The rows go in with COPY, with one row in ``append_ranges`` (its id,
+its last position), and the commit (durable, ``synchronous_commit``) runs beside the others'.
+
+Readers are bounded by a *watermark*: first the bound, the lowest id of an append in progress
+(from ``pg_locks``, which shows a lock as soon as it is taken) or else the next id to be given
+out; then, in a later statement, the last position of the committed ranges whose id is below the
+bound. Every position up to it is committed or never will be: an append with a lower position
+has a lower id, so it either finished before the bound was taken, or was in progress and pulled
+the bound below its own id. ``read`` and ``last_position`` never go past it, so a reader that has
+read up to P never finds a row at or below P later. Only appends count — a long transaction
+elsewhere on the server does not hold the log back (as ``pg_snapshot_xmin`` would). A rolled-back
+append leaves a gap in positions (readers do not mind); positions are never reused, since the
+sequences' WAL is flushed by any commit that used them. ``append_ranges`` is pruned below the
+watermark every second.
 
 The event log is partitioned by ingest day (UTC, on ``ingested_at`` in ms). Today's and
 tomorrow's partitions are created ahead, on open and then every ``maintenance_interval``.
-Idempotency keys are unique per partition by a unique index, and across partitions because the
-duplicate check runs under the log lock, before the insert of the same transaction.
+Idempotency keys are unique per partition by a unique index. Two nodes appending the same new
+key at once: the second fails on the index when the first commits, and its group is tried again,
+when its duplicate check sees the key (across a midnight, two partitions, both could be stored).
 
 Retention drops whole partitions: a day's partition goes once its whole day is older than the
 cutoff, so with a retention of a day or more an event lives up to one day longer than
@@ -26,7 +37,9 @@ class does.
 Leases: every node that calls ``lease`` records itself in ``nodes``; a node is live while it has
 called within the TTL. Each node holds at most ``ceil(subscriptions / live nodes)`` leases, renews
 those on each call, takes free or expired ones up to that share, and stops renewing (without
-releasing) those above it, so another node can take them only after they expire.
+releasing) those above it, so another node can take them only after they expire. A node that
+stops cleanly deletes its leases and says so on the cluster channel (NOTIFY), which also carries
+subscription creations and admin changes, so the delivering node acts on them at once.
 
 Connection loss: every method raises ``Unavailable`` while the database cannot be reached. The
 first failure marks the store down; calls then fail fast while one probe task reconnects with
@@ -77,7 +90,7 @@ NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 # Advisory lock ids, in the namespace hashtext(current_schema()) so that clusters in different
 # schemas of one database do not serialize each other.
-SCHEMA_LOCK, LOG_LOCK, LEASE_LOCK, SOURCE_LEASE_LOCK = 0, 1, 2, 3
+SCHEMA_LOCK, LOG_LOCK, LEASE_LOCK, SOURCE_LEASE_LOCK, PARTITION_LOCK = 0, 1, 2, 3, 4
 
 MIGRATIONS = [
     # 1: the event log, subscriptions and everything around them.
@@ -221,6 +234,37 @@ MIGRATIONS = [
     );
     CREATE INDEX alert_outbox_due ON alert_outbox (state, next_at);
     """,
+    # 6: appends without a cluster-wide lock held to commit (see the module docstring): positions
+    # and ingest times from sequences, each append's range kept with its transaction id.
+    """
+    CREATE SEQUENCE event_positions MINVALUE 0 START 0;
+    SELECT setval('event_positions', (SELECT last_position FROM log_head));
+    CREATE SEQUENCE ingest_clock MINVALUE 0 START 0;
+    SELECT setval('ingest_clock', (SELECT last_ingested_at FROM log_head));
+    CREATE TABLE append_ranges (xid bigint NOT NULL, last bigint NOT NULL);
+    CREATE INDEX append_ranges_last ON append_ranges (last);
+    INSERT INTO append_ranges SELECT pg_current_xact_id()::text::bigint, last_position FROM log_head;
+    DROP TABLE log_head;
+    CREATE FUNCTION leadstream_take_positions(n bigint, lock_space integer, OUT first bigint, OUT at bigint)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        xid bigint;
+    BEGIN
+        PERFORM pg_advisory_lock(lock_space, 1);
+        -- The transaction id, taken in the same order as the positions; readers see the append in
+        -- progress by this lock until it commits.
+        xid := pg_current_xact_id()::text::bigint;
+        PERFORM pg_advisory_xact_lock_shared((19539::bigint << 48) | xid);  -- APPENDING_TAG
+        first := nextval('event_positions');
+        IF n > 1 THEN
+            PERFORM setval('event_positions', first + n - 1);
+        END IF;
+        at := greatest((extract(epoch FROM clock_timestamp()) * 1000)::bigint, (SELECT last_value FROM ingest_clock));
+        PERFORM setval('ingest_clock', at);
+        PERFORM pg_advisory_unlock(lock_space, 1);
+    END
+    $$;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 SUBSCRIPTION_SELECT = f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions"
@@ -242,6 +286,28 @@ EVENT_COLUMNS = (
 # Reads skip the key (only ingest needs it): '' stands in its place, keeping Event(*row) positional.
 READ_COLUMNS = "eventid, stream, munchkin_id, etype, type, id, time, data, '', position, ingested_at"
 MAX_GROUP_EVENTS = 20_000
+# Readers' watermark (see the module docstring). First, in a statement of its own, the bound:
+# the oldest transaction id of an append in progress, found by the advisory lock each append
+# holds on APPENDING_TAG + its transaction id (pg_locks shows locks as they are taken, not as of
+# a snapshot), or else the next transaction id to be given out.
+APPENDING_TAG = 0x4C53  # 'LS': the top 16 bits of the key, so no other lock looks like an append
+APPEND_BOUND = f"""
+SELECT least(
+    pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+    (SELECT min(((classid::bigint & 65535) << 32) | objid::bigint) FROM pg_locks
+     WHERE locktype = 'advisory' AND objsubid = 1 AND classid::bigint >> 16 = {APPENDING_TAG}
+       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())))
+"""
+
+
+def watermark(bound: str) -> str:
+    """Then, in a later statement (a later snapshot): the end of the last range whose append
+    took its transaction id below the bound — every position up to it is committed or never
+    will be."""
+    return f"(SELECT coalesce(max(last), 0) FROM append_ranges WHERE xid < {bound})"
+
+
+PRUNE_RANGES_EVERY = 1.0  # seconds: the append ranges below the watermark are dropped this often
 
 # What "the database cannot be reached" looks like from asyncpg.
 COMMAND_TIMEOUT = 30.0  # seconds; purge chunks and appends finish far sooner
@@ -342,6 +408,8 @@ class PostgresStore(Store):
         self._probe: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._cluster_listeners: list[Callable[[], None]] = []
+        self.numbering_seconds = 0.0  # time appends spent taking positions (waiting for each other)
+        self._pruned_at = 0.0
         self._closed = True
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -366,7 +434,7 @@ class PostgresStore(Store):
                 schema = await conn.fetchval("SELECT current_schema()")
                 self._channel = f"leadstream_events_{schema}"[:63]
                 self._cluster_channel = f"leadstream_cluster_{schema}"[:63]
-                self._head.position = await conn.fetchval("SELECT last_position FROM log_head")
+                self._head.position = await self._watermark(conn)
             self._closed = False
             await self._ensure_partitions()
         except BaseException as exc:
@@ -476,9 +544,14 @@ class PostgresStore(Store):
                 size += len(more.events)
             await self._commit(group)
 
-    async def _commit(self, group: list[_Append]) -> None:
+    async def _commit(self, group: list[_Append], tries: int = 3) -> None:
         try:
             outcome = await self._run(lambda conn: self._append_tx(conn, group))
+        except asyncpg.UniqueViolationError:
+            if tries > 1:  # another node committed one of these keys meanwhile: its duplicate check now says so
+                await self._commit(group, tries - 1)
+                return
+            raise
         except Unavailable as exc:
             for job in group:
                 settle(job.future, None, exc)
@@ -492,25 +565,34 @@ class PostgresStore(Store):
                 exc = Invalid(f"PostgreSQL cannot store these events: {exc}")
             settle(group[0].future, None, exc)
             return
-        duplicates, last = outcome
-        self._head.advance(last)
+        duplicates, _ = outcome
+        self._head.wake()  # readers look again (the watermark may not cover this append yet)
         for job, dups in zip(group, duplicates):
             settle(job.future, dups, None)
+        if time.monotonic() - self._pruned_at > PRUNE_RANGES_EVERY:
+            self._pruned_at = time.monotonic()
+            with contextlib.suppress(Unavailable):
+                bound = await self._run(lambda conn: conn.fetchval(APPEND_BOUND))
+                await self._relaxed(f"DELETE FROM append_ranges WHERE last < {watermark('$1')}", bound)
 
     async def _append_tx(self, conn: asyncpg.Connection, group: list[_Append]) -> tuple[list[list[int]], int]:
-        # READ COMMITTED matters: each statement below takes a fresh snapshot, so the head read
-        # after the lock is granted sees the previous holder's commit. (Under REPEATABLE READ
-        # the snapshot would date from before the wait.)
+        keys = [e.key for job in group for e in job.events]
         async with conn.transaction(isolation="read_committed"):
-            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, LOG_LOCK)
-            last, last_at, now = await conn.fetchrow(f"SELECT last_position, last_ingested_at, {NOW_MS} FROM log_head")
-            at = max(now, last_at)  # ingest time never goes back, whichever node's clock
+            # Duplicates first: a read takes no transaction id, so the numbering below is the
+            # transaction's first write (its id is taken in position order).
+            seen = {r[0] for r in await conn.fetch("SELECT key FROM events WHERE key = ANY($1::text[])", keys)}
+            fresh_count = len({key for key in keys if key not in seen})
+            if not fresh_count:
+                return [number_fresh(job.events, seen, 0, 0)[0] for job in group], 0
+            started = time.perf_counter()
+            first, at = await conn.fetchrow(
+                "SELECT * FROM leadstream_take_positions($1, $2)", fresh_count, self._lock_space
+            )
+            self.numbering_seconds += time.perf_counter() - started
             day = at // DAY_MS
             if day not in self._days:  # the maintenance loop normally made it ahead of time
                 await conn.execute(partition_ddl(day))
-            keys = [e.key for job in group for e in job.events]
-            seen = {r[0] for r in await conn.fetch("SELECT key FROM events WHERE key = ANY($1::text[])", keys)}
-            position = last
+            position = first - 1
             duplicates: list[list[int]] = []
             rows = []
             for job in group:
@@ -520,16 +602,14 @@ class PostgresStore(Store):
                     (e.position, e.eventid, e.stream, e.munchkin_id, e.etype, e.type, e.id, e.time, e.data, e.key, at)
                     for e in fresh
                 ]
-            if rows:
-                await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
-                await conn.execute(
-                    "WITH head AS (UPDATE log_head SET last_position = $1, last_ingested_at = $2) "
-                    "SELECT pg_notify($3, $4)",
-                    position,
-                    at,
-                    self._channel,
-                    str(position),
-                )
+            await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
+            await conn.execute(
+                "WITH range AS (INSERT INTO append_ranges (xid, last) VALUES (pg_current_xact_id()::text::bigint, $1)) "
+                "SELECT pg_notify($2, $3)",
+                position,
+                self._channel,
+                str(position),
+            )
         self._days.add(day)
         return duplicates, position
 
@@ -544,6 +624,8 @@ class PostgresStore(Store):
         if munchkin_id is not None:
             params.append(munchkin_id)
             where += f" AND munchkin_id = ${len(params)}"
+        params.append(await self._run(lambda conn: conn.fetchval(APPEND_BOUND)))
+        where += f" AND position <= {watermark(f'${len(params)}')}"  # never past an append in progress
         params.append(limit)
         sql = f"SELECT {READ_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ${len(params)}"
         rows = await self._run(lambda conn: conn.fetch(sql, *params))
@@ -573,29 +655,37 @@ class PostgresStore(Store):
         return [Event(*row) for row in rows]
 
     async def last_position(self) -> int:
-        position: int = await self._run(lambda conn: conn.fetchval("SELECT last_position FROM log_head"))
+        position: int = await self._run(self._watermark)
         self._head.advance(position)
         return position
 
+    async def _watermark(self, conn: asyncpg.Connection) -> int:
+        bound = await conn.fetchval(APPEND_BOUND)
+        position: int = await conn.fetchval(f"SELECT {watermark('$1')}", bound)
+        return position
+
     async def first_position(self) -> int:
+        top = await self.last_position()
         return await self._run(
             lambda conn: conn.fetchval(
-                "SELECT coalesce((SELECT min(position) FROM events), (SELECT last_position + 1 FROM log_head))"
+                "SELECT coalesce((SELECT min(position) FROM events WHERE position <= $1), $1 + 1)", top
             )
         )
 
     async def position_before(self, ingested_ms: int) -> int:
         # One statement, one snapshot: the first event ingested at or after the moment, minus
         # one; if there is none, everything retained came before it.
+        top = await self.last_position()
         return await self._run(
             lambda conn: conn.fetchval(
                 """
                 SELECT coalesce(
-                    (SELECT min(position) FROM events WHERE ingested_at =
-                        (SELECT min(ingested_at) FROM events WHERE ingested_at >= $1)) - 1,
-                    (SELECT last_position FROM log_head))
+                    (SELECT min(position) FROM events WHERE position <= $2 AND ingested_at =
+                        (SELECT min(ingested_at) FROM events WHERE ingested_at >= $1 AND position <= $2)) - 1,
+                    $2)
                 """,
                 ingested_ms,
+                top,
             )
         )
 
@@ -646,7 +736,7 @@ class PostgresStore(Store):
                 conn.terminate()
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._head.advance(int(payload))
+        self._head.wake()  # an append committed: readers ask for the watermark again
 
     # -- partitions and retention ------------------------------------------------------------------
     async def _ensure_partitions(self) -> None:
@@ -658,7 +748,8 @@ class PostgresStore(Store):
             wanted = {today, today + 1}
             if missing := wanted - existing:
                 async with conn.transaction(isolation="read_committed"):
-                    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, LOG_LOCK)
+                    # Not the numbering lock: an append holds the log's table locks while it waits for that one.
+                    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, PARTITION_LOCK)
                     for day in sorted(missing):
                         await conn.execute(partition_ddl(day))
             self._days = existing | wanted
@@ -696,12 +787,11 @@ class PostgresStore(Store):
     async def _drop_partition(self, name: str) -> int:
         async def drop(conn: asyncpg.Connection) -> int:
             async with conn.transaction(isolation="read_committed"):
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, LOG_LOCK)
-                low, high = await conn.fetchrow(f"SELECT min(position), max(position) FROM {name}")
+                # The partition is locked first, so no append adds to it between count and drop.
+                await conn.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
+                count: int = await conn.fetchval(f"SELECT count(*) FROM {name}")
                 await conn.execute(f"DROP TABLE {name}")
-            # Positions are dense (the head moves by exactly the rows inserted, under the lock)
-            # and rise with ingest time, so a partition holds the whole range low..high.
-            return 0 if low is None else high - low + 1
+            return count
 
         went = await self._run(drop)
         self._days.discard(partition_day(name))
