@@ -14,6 +14,8 @@ Invariants formats.py relies on:
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 from collections import deque
@@ -82,17 +84,43 @@ class RecordError(Exception):
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 
 
+# Deeper than this, orjson cannot encode a value again; msgspec itself stops near 1,000 levels.
+MAX_DEPTH = 250
+TOO_DEEP = f"arrays and objects nest too deeply to be stored (keep them under {MAX_DEPTH} levels)"
+# A \uD800–\uDFFF escape that is not half of a pair: JSON text cannot hold it as a character.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _line_column(body: bytes, offset: int) -> str:
+    line = body.count(b"\n", 0, offset) + 1
+    column = offset - (body.rfind(b"\n", 0, offset) + 1) + 1
+    return f"line {line}, column {column} (byte {offset})"
+
+
 def _where(body: bytes, message: str) -> str:
     """Turn msgspec's "(byte N)" into a line and column a person can find."""
+    if ("escape" in message or "truncated" in message) and (lone := _LONE_SURROGATE.search(body)):
+        escape = lone.group().decode()
+        return f"{escape} at {_line_column(body, lone.start())} is half of a UTF-16 surrogate pair, not a character"
+    if "UTF-8" in message:
+        return _bad_utf8(body)
     if "truncated" in message:
         return f"the body ends before the JSON is complete (after byte {len(body)})"
     found = re.search(r"\(byte (\d+)\)", message)
     if not found:
         return message
     offset = int(found.group(1))
-    line = body.count(b"\n", 0, offset) + 1
-    column = offset - (body.rfind(b"\n", 0, offset) + 1) + 1
-    return f"{message[: found.start()].rstrip()} at line {line}, column {column} (byte {offset})"
+    return f"{message[: found.start()].rstrip()} at {_line_column(body, offset)}"
+
+
+def _bad_utf8(body: bytes) -> str:
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        return f"invalid UTF-8 at {_line_column(body, exc.start)}: text must be UTF-8"
+    return "invalid UTF-8: text must be UTF-8"
 
 
 def split_records(body: bytes, ndjson: bool) -> list[msgspec.Raw | bytes]:
@@ -110,6 +138,8 @@ def split_records(body: bytes, ndjson: bool) -> list[msgspec.Raw | bytes]:
                 msgspec.json.decode(line)  # syntax only; the record is decoded again, typed, later
             except msgspec.DecodeError as exc:
                 raise BadBody(f"NDJSON line {number} is not JSON: {_where(line, str(exc))}") from None
+            except RecursionError:
+                raise BadBody(f"NDJSON line {number}: {TOO_DEEP}") from None
             records.append(line)
     else:
         try:
@@ -120,6 +150,8 @@ def split_records(body: bytes, ndjson: bool) -> list[msgspec.Raw | bytes]:
             ) from None
         except msgspec.DecodeError as exc:
             raise BadBody(f"the body is not valid JSON: {_where(body, str(exc))}") from None
+        except RecursionError:
+            raise BadBody(f"the body is not accepted: {TOO_DEEP}") from None
     if len(records) > MAX_RECORDS:
         raise TooLarge(f"the body holds {len(records)} records; the limit is {MAX_RECORDS} per request")
     return records
@@ -199,23 +231,58 @@ def _kind(raw: bytes) -> Any:
     """The record's ``kind``, if it is an object that has one."""
     try:
         return _probe.decode(raw).kind
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):
         return None
 
 
 def _decode(cls: type[msgspec.Struct], raw: bytes) -> Any:
+    """The typed record; RecordError for anything wrong with it, whatever the bytes are."""
     try:
-        return _decoders[cls].decode(raw)  # type: ignore[index]  # cls is one of the record classes
+        record = _decoders[cls].decode(raw)  # type: ignore[index]  # cls is one of the record classes
     except msgspec.ValidationError as exc:
         field, sentence = describe_invalid(exc, _decoded_or_none(raw))
         raise RecordError(sentence if field else f"record: {sentence}") from None
+    except msgspec.DecodeError as exc:  # bytes a split body cannot see: invalid UTF-8, lone surrogates
+        raise RecordError(f"record: not valid JSON: {_where(bytes(raw), str(exc))}") from None
+    except RecursionError:
+        raise RecordError(f"record: {TOO_DEEP}") from None
+    if duplicate := _duplicate_field(cls, raw):
+        raise RecordError(f"{duplicate}: the field appears more than once in the record (each field once)")
+    return record
+
+
+@functools.cache
+def _field_names(cls: type[msgspec.Struct]) -> re.Pattern[bytes]:
+    names = b"|".join(re.escape(name.encode()) for name in cls.__struct_fields__)
+    return re.compile(rb'"(' + names + rb')"\s*:')
+
+
+def _duplicate_field(cls: type[msgspec.Struct], raw: bytes) -> str | None:
+    """A field of the record given twice (msgspec would keep the last one silently). The quick
+    look counts the field names anywhere; only when one repeats is the record read key by key,
+    since nested objects (custom-object fields, attribute values) may use the same names."""
+    found = _field_names(cls).findall(raw)
+    if len(found) == len(set(found)):
+        return None
+    top: list[list[str]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        top.append([key for key, _ in items])  # the outermost object closes last
+        return dict(items)
+
+    try:
+        json.loads(bytes(raw), object_pairs_hook=pairs)
+    except (ValueError, RecursionError):  # msgspec read it; should json not, let it pass as msgspec did
+        return None
+    keys = top[-1] if top else []
+    return next((key for key in keys if keys.count(key) > 1), None)
 
 
 def _decoded_or_none(raw: bytes) -> Any:
     """The record as plain JSON values, for quoting a bad value in a message."""
     try:
         return msgspec.json.decode(raw)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):
         return None
 
 
@@ -343,7 +410,9 @@ def _check_utc(value: str, field: str, problems: list[tuple[str, str]]) -> str:
 def _encode(data: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(data)
-    except TypeError as exc:  # orjson's only refusal for decoded JSON: integers beyond 64 bits
+    except TypeError as exc:  # orjson refuses integers beyond 64 bits and nesting beyond 254 levels
+        if "ecursion" in str(exc):
+            raise RecordError(f"record: {TOO_DEEP}") from None
         raise RecordError(f"record: a value cannot be stored ({exc}); integers must fit in 64 bits") from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -16,11 +17,60 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import uvicorn
 from rich.console import Console
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from leadstream import datadir, runtime
 from leadstream.api import create_app
 from leadstream.logs import configure, log
 from leadstream.settings import Settings
+
+_SLOW = b"the request headers did not arrive in time"
+HEADERS_TOO_SLOW = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_SLOW), _SLOW)
+)
+
+
+def header_deadline_protocol(timeout: float) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol, plus what uvicorn lacks: a request's headers must arrive
+    within ``timeout`` seconds of its first byte (or of connecting), else 408 and the connection
+    closes — so that slowloris connections cannot hold file descriptors forever."""
+
+    class HeaderDeadline(HttpToolsProtocol):
+        _header_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_header_deadline()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm_header_deadline()
+
+        def on_headers_complete(self) -> None:
+            self._disarm_header_deadline()
+            super().on_headers_complete()
+
+        def _arm_header_deadline(self) -> None:
+            if self._header_deadline is None:
+                self._header_deadline = self.loop.call_later(timeout, self._headers_too_slow)
+
+        def _disarm_header_deadline(self) -> None:
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_deadline = None
+            if not self.transport.is_closing():
+                self.transport.write(HEADERS_TOO_SLOW)
+                self.transport.close()
+
+    return HeaderDeadline
 
 
 def serve(settings: Settings) -> None:
@@ -46,7 +96,9 @@ def _serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=header_deadline_protocol(settings.http_header_timeout),
+        timeout_keep_alive=int(max(1, settings.http_idle_timeout)),
+        limit_concurrency=settings.http_max_connections,  # beyond: 503 at once, nothing held
         access_log=False,
         log_level="warning",
         lifespan="on",

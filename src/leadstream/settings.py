@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     key_refresh_interval: float = 2.0  # how soon other nodes see a new or revoked API key (seconds)
     tls_cert: Path | None = None  # serve HTTPS with this certificate (PEM; chain allowed)
     tls_key: Path | None = None
+    # -- HTTP limits (issue 16): slow or idle clients cannot hold connections forever --
+    http_header_timeout: Annotated[float, Field(gt=0)] = 10.0  # a request's headers must arrive within (seconds)
+    http_idle_timeout: Annotated[float, Field(gt=0)] = 30.0  # an idle keep-alive connection closes after (seconds)
+    http_max_connections: Annotated[int, Field(ge=1)] = 2048  # beyond: 503 at once
     # -- sources (SPEC §10); shrunk by tests, Marketo's own values by default --
     source_follow_interval: float = 2.0  # how soon a node notices sources created or changed elsewhere (seconds)
     source_rate_window: float = 20.0  # Marketo's rate window (callsPer20s counts in it)

@@ -48,9 +48,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 async def healthz(request: Request) -> Response:
     running = getattr(request.app.state, "runtime", None)
-    healthy = running is not None and await running.store.healthy()
-    body = {"status": "ok" if healthy else "degraded", "version": leadstream.__version__}
-    return JSONResponse(body, status_code=200 if healthy else 503)
+    problem = "the service is starting or stopping" if running is None else await running.store.health_problem()
+    body: dict[str, str] = {"status": "ok" if problem is None else "degraded", "version": leadstream.__version__}
+    if problem is not None:
+        body["reason"] = problem
+    return JSONResponse(body, status_code=200 if problem is None else 503)
 
 
 async def metrics(request: Request) -> Response:

@@ -262,6 +262,10 @@ class Store(abc.ABC):
         """False while the backend cannot take writes (for /healthz)."""
         return True
 
+    async def health_problem(self) -> str | None:
+        """Why the backend cannot take writes now (for /healthz), None when it can."""
+        return None if await self.healthy() else "the store cannot take writes now"
+
     # -- the event log ------------------------------------------------------------------------------
     @abc.abstractmethod
     async def append(self, events: Sequence[Event]) -> list[int]:

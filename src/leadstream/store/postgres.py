@@ -325,6 +325,14 @@ CONNECTION_ERRORS = (
 )
 
 
+def _why(exc: BaseException | None) -> str:
+    """A connection error in a client's words: asyncpg's own states ("cannot call
+    Transaction.__aexit__()…") mean only that the connection went away."""
+    if isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError)):
+        return "the connection was lost"
+    return str(exc) or type(exc).__name__
+
+
 def partition_name(day: int) -> str:
     """The partition holding ingest day ``day`` (days since the epoch, UTC): ``events_p20261128``."""
     return "events_p" + datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y%m%d")
@@ -478,6 +486,11 @@ class PostgresStore(Store):
             return False
         return True
 
+    async def health_problem(self) -> str | None:
+        if await self.healthy():
+            return None
+        return "the store is closed" if self._closed else f"PostgreSQL is unreachable, retry ({_why(self._down)})"
+
     # -- connections, failures and the probe ------------------------------------------------------
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``work`` on a pooled connection; connection trouble becomes ``Unavailable``.
@@ -485,13 +498,13 @@ class PostgresStore(Store):
         if self._pool is None:
             raise Unavailable("the store is not open")
         if self._down is not None:
-            raise Unavailable(f"PostgreSQL is unreachable: {self._down}")
+            raise Unavailable(f"PostgreSQL is unreachable, retry ({_why(self._down)})")
         try:
             async with self._pool.acquire(timeout=self._connect_timeout) as conn:
                 return await work(conn)
         except CONNECTION_ERRORS as exc:
             self._mark_down(exc)
-            raise Unavailable(f"PostgreSQL is unreachable: {exc}") from exc
+            raise Unavailable(f"PostgreSQL is unreachable, retry ({_why(exc)})") from exc
 
     def _mark_down(self, exc: BaseException) -> None:
         if self._down is None and not self._closed:

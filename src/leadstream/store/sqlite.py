@@ -3,8 +3,15 @@
 All writes go through one writer thread that commits whatever is waiting as one transaction
 (group commit), so one fsync covers every ingest request that arrived meanwhile. Each job runs in
 its own savepoint: a failing job fails alone. The writer also runs the WAL checkpoints, so the WAL
-stays bounded. Reads run on a small thread pool, each thread with its own connection; WAL lets
-them proceed while the writer commits.
+stays bounded: every kind of write counts towards the next one, not only appends.
+
+The writer never dies of a failed commit or checkpoint (a full disk, an I/O error): the jobs of a
+failed commit get ``Unavailable`` with SQLite's reason, ``healthy()`` is False with that reason
+until a commit succeeds again, and while it fails the writer itself tries a tiny commit now and
+then, so that the store recovers once space is freed even when nobody writes.
+
+Reads run on a small thread pool, each thread with its own connection; WAL lets them proceed
+while the writer commits.
 
 Another process may append to the same file (``leadstream serve --delivery-process``: ingest in
 one process, delivery in the other). Opened with ``follow_head=True``, the store learns of the
@@ -35,6 +42,7 @@ from msgspec.structs import astuple
 
 from leadstream.errors import Conflict, Unavailable
 from leadstream.events import Event
+from leadstream.logs import log
 from leadstream.store.base import (
     ALERT_MESSAGE_COLUMNS,
     CALL_COUNTS_SQL,
@@ -187,13 +195,17 @@ WAL_LIMIT_BYTES = 256 * 1024 * 1024
 MAX_GROUP = 512
 INSERT_ROWS = 256
 FOLLOW_FASTEST = 0.002  # seconds between looks at the committed head while it moves…
+# Every job writes at least a page or two (the row, an index entry): counted so that admin
+# actions, delivery states and attempts bring checkpoints on too, not only appends.
+JOB_BYTES = 8 * 1024
+RECOVERY_PROBE_SECONDS = 1.0  # while commits fail, the writer tries one of its own this often
 FOLLOW_SLOWEST = 0.02  # …and at most this when idle (the first event after a lull waits this long)
 
 
 @dataclass(slots=True)
 class _Job:
     run: Callable[[sqlite3.Connection], Any]
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Any] | None  # None: the writer's own (a health probe), nobody waits
     durable: bool
     written: int = 0  # bytes, for the checkpoint schedule
 
@@ -204,6 +216,8 @@ class _WriterStats:
     jobs: int = 0
     checkpoints: int = 0
     unwritten: int = field(default=0)
+    failed_commits: int = 0
+    failed_checkpoints: int = 0
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -243,6 +257,8 @@ class SqliteStore(Store):
         self._head = LogHead()  # the event loop's: highest position committed, and its waiters
         self.stats = _WriterStats()
         self._closed = True
+        # Why the last commit failed (SQLite's words), None once one succeeds: /healthz reads it.
+        self.failure: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -280,10 +296,14 @@ class SqliteStore(Store):
     # -- the writer thread --------------------------------------------------------------------------
     def _write_loop(self) -> None:
         conn = self._writer_conn
-        synchronous = ""
+        self._synchronous = ""
         stopping = False
         while not stopping:
-            job = self._jobs.get()
+            try:
+                job = self._jobs.get(timeout=RECOVERY_PROBE_SECONDS if self.failure else None)
+            except queue.Empty:  # failing and idle: see whether the store can commit again
+                self._probe_commit(conn)
+                continue
             if job is None:
                 break
             if self.commit_interval:  # let more jobs gather: one short turn at the write lock for all
@@ -298,24 +318,28 @@ class SqliteStore(Store):
                     stopping = True
                     break
                 group.append(more)
-            # FULL fsyncs the WAL at commit (ingest durability); NORMAL survives a process crash,
-            # which is all delivery state and attempt logs need.
-            wanted = "FULL" if any(j.durable for j in group) else "NORMAL"
-            if wanted != synchronous:
-                conn.execute(f"PRAGMA synchronous={wanted}")
-                synchronous = wanted
-            outcomes = self._commit_group(conn, group)
+            try:
+                outcomes = self._commit_group(conn, group)
+            except Exception as exc:  # never let the thread die: every later write would hang
+                outcomes = [(None, self._failed(exc))] * len(group)
             self.stats.commits += 1  # counted before anyone hears of the commit
             self.stats.jobs += len(group)
-            self.stats.unwritten += sum(j.written for j in group)
             for j, (result, error) in zip(group, outcomes):
-                self._loop.call_soon_threadsafe(settle, j.future, result, error)
-            if self.stats.unwritten >= self.checkpoint_bytes:
+                if j.future is not None:
+                    self._loop.call_soon_threadsafe(settle, j.future, result, error)
+            if self.failure is None and self.stats.unwritten >= self.checkpoint_bytes:
                 self._checkpoint(conn)
-        self._checkpoint(conn, truncate=True)
+        with contextlib.suppress(sqlite3.Error):
+            self._checkpoint(conn, truncate=True)
         conn.close()
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Job]) -> list[tuple[Any, BaseException | None]]:
+        # FULL fsyncs the WAL at commit (ingest durability); NORMAL survives a process crash,
+        # which is all delivery state and attempt logs need.
+        wanted = "FULL" if any(j.durable for j in group) else "NORMAL"
+        if wanted != self._synchronous:
+            conn.execute(f"PRAGMA synchronous={wanted}")
+            self._synchronous = wanted
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -324,28 +348,66 @@ class SqliteStore(Store):
                 try:
                     outcomes.append((j.run(conn), None))
                     conn.execute("RELEASE job")
-                except Exception as exc:  # this job alone fails
+                except (sqlite3.OperationalError, sqlite3.InternalError):  # disk full, I/O: none can commit
+                    raise
+                except Exception as exc:  # this job alone fails (an IntegrityError becomes a 409)
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     outcomes.append((None, exc))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            failure = Unavailable(f"the embedded store could not commit: {exc}")
-            return [(None, failure)] * len(group)
+            return [(None, self._failed(exc, conn))] * len(group)
+        if self.failure is not None:
+            log.info("the embedded store commits again", after=self.failure)
+            self.failure = None
+        self.stats.unwritten += sum(max(j.written, JOB_BYTES) for j in group)  # only what was committed
         return outcomes
+
+    def _failed(self, exc: BaseException, conn: sqlite3.Connection | None = None) -> Unavailable:
+        """Roll back what is open, remember why (for /healthz) and say it to the callers."""
+        if conn is not None and conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        reason = f"the embedded store cannot commit ({exc}); retry later"
+        if self.failure is None:
+            log.warning("the embedded store cannot commit", error=str(exc))
+        self.failure = reason
+        self.stats.failed_commits += 1
+        return Unavailable(reason)
+
+    def _probe_commit(self, conn: sqlite3.Connection) -> None:
+        """A commit of its own (one meta row), so that health comes back without traffic."""
+        self._commit_group(conn, [_Job(_touch_health, None, durable=False)])
+        if self.failure is None and self.stats.unwritten:
+            self._checkpoint(conn)
 
     def _checkpoint(self, conn: sqlite3.Connection, truncate: bool = False) -> None:
         """PASSIVE never waits for readers; if readers kept it from finishing and the WAL is
-        large, TRUNCATE waits for them briefly so that the file cannot grow without bound."""
-        self.stats.unwritten = 0
+        large, TRUNCATE waits for them briefly so that the file cannot grow without bound.
+        A checkpoint that fails (the database file cannot grow on a full disk) is tried again
+        after the next commit; the WAL keeps every committed page meanwhile."""
         self.stats.checkpoints += 1
-        _busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        wal = self.path.with_name(self.path.name + "-wal")
-        size = wal.stat().st_size if wal.exists() else 0
-        if truncate or (done < log_pages and size > WAL_LIMIT_BYTES):
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            _busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            wal = self.path.with_name(self.path.name + "-wal")
+            size = wal.stat().st_size if wal.exists() else 0
+            if truncate or (done < log_pages and size > WAL_LIMIT_BYTES):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            self.stats.failed_checkpoints += 1
+            log.warning("WAL checkpoint failed; trying again after the next commit", error=str(exc))
+            if truncate:
+                raise
+            return
+        self.stats.unwritten = 0
+
+    async def healthy(self) -> bool:
+        return not self._closed and self.failure is None
+
+    async def health_problem(self) -> str | None:
+        if self._closed:
+            return "the store is closed"
+        return self.failure
 
     def _write(
         self, run: Callable[[sqlite3.Connection], T], *, durable: bool = False, written: int = 0
@@ -815,6 +877,10 @@ class SqliteStore(Store):
                 (munchkin_id, until, reason),
             )
         )
+
+
+def _touch_health(conn: sqlite3.Connection) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('health_probe', ?)", (int(time.time()),))
 
 
 def _call_counts(conn: sqlite3.Connection, munchkin_id: str, now: float, window: float, day_start: float) -> CallCounts:

@@ -36,6 +36,21 @@ from leadstream.tenants import check_munchkin_id
 # -- decoding -------------------------------------------------------------------------------------
 
 
+MAX_BODY_DEPTH = 64  # far more than any configuration needs; deeper would only exhaust the stack later
+TOO_DEEP = f"the body nests arrays and objects more than {MAX_BODY_DEPTH} levels deep"
+
+
+def json_depth(document: Any) -> int:
+    """How deeply arrays and objects nest in a decoded document (without recursing)."""
+    deepest, todo = 0, [(document, 1)]  # (value, its depth)
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            todo.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
 def decode_body(body: bytes) -> dict[str, Any]:
     """A request body as a JSON object; a 400 when it is not JSON or not an object (a request
     that cannot be read, as ingest says of its bodies), before any field is looked at."""
@@ -43,6 +58,10 @@ def decode_body(body: bytes) -> dict[str, Any]:
         document = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise LeadstreamError(f"the body is not valid JSON: {exc}", field="body") from None
+    except RecursionError:
+        raise LeadstreamError(TOO_DEEP, field="body") from None
+    if json_depth(document) > MAX_BODY_DEPTH:
+        raise LeadstreamError(TOO_DEEP, field="body")
     if not isinstance(document, dict):
         raise LeadstreamError(f"the body must be a JSON object, not {_json_kind(document)}", field="body")
     return document
