@@ -249,3 +249,55 @@ async def test_a_source_with_refused_credentials_is_told_failing_once_then_recov
         assert failing["subject"] == source["id"] and failing["data"]["munchkinId"] == source["munchkinId"]
         assert "identity refused" in failing["data"]["lastError"] and sim.client_secret not in str(failing)
         assert recovered["data"]["state"] == "running" and recovered["data"]["lastError"] is None
+
+
+async def test_two_nodes_on_one_database_send_each_alert_once(pg_url):
+    import aiohttp
+
+    from leadstream.alerts.dispatch import AlertDispatcher, DispatchOptions
+    from leadstream.alerts.service import Alerts
+    from leadstream.security.guard import GuardPolicy
+    from leadstream.security.secretbox import SecretBox, new_master_key
+    from leadstream.store import open_store
+
+    box, policy = SecretBox([new_master_key()]), GuardPolicy(allow_private=True)
+    options = DispatchOptions(poll_interval=0.02, retry_interval=0.05)
+    stores = [open_store(pg_url, node_id=f"node-{n}") for n in (1, 2)]
+    for store in stores:
+        await store.open()
+    async with aiohttp.ClientSession() as session, receiver() as ops:
+        nodes = [AlertDispatcher(store, Alerts(store, box, policy), session, options) for store in stores]
+        try:
+            await nodes[0].alerts.create({"endpoint": ops.url, "signing": {"hmacSecret": SECRET}})
+            for node in nodes:
+                await node.start()
+            for n in range(40):  # raised on both nodes (each by the node that saw it)
+                nodes[n % 2].raise_alert(PAUSED, f"sub-{n}", {"n": n})
+
+            async def all_sent() -> bool:
+                rows = await stores[0].alert_messages(100)
+                return len(rows) == 40 and all(row.state == "sent" for row in rows)
+
+            await wait_until(all_sent, what="40 alerts sent")
+            subjects = [verified(x)["subject"] for x in ops.requests]
+            assert sorted(subjects) == sorted(f"sub-{n}" for n in range(40))  # each once, from one node or the other
+        finally:
+            for node in nodes:
+                await node.stop()
+            for store in stores:
+                await store.close()
+
+
+async def test_rotating_the_master_key_reseals_alert_secrets(tmp_path):
+    from leadstream.alerts import model
+    from leadstream.security.secretbox import SecretBox, new_master_key, rotate_master
+    from leadstream.store import open_store
+
+    old, new = new_master_key(), new_master_key()
+    async with open_store(str(tmp_path)) as store:
+        alert, _ = model.parse_new({"endpoint": "https://ops.example.com/hook", "signing": {"hmacSecret": SECRET}})
+        await store.put_alert(alert.id, model.seal(alert, SecretBox([old])))
+        assert await rotate_master(store, SecretBox([new, old])) == 1
+        [(_, record)] = await store.alerts()
+        assert SECRET.encode() not in record
+        assert model.unseal(record, SecretBox([new])).secret == SECRET  # opens with the new key alone
