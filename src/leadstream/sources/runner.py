@@ -110,6 +110,9 @@ class SourceRunner:
         wanted = {s.id: s for s in await self.store.list_sources() if not s.paused and self.leases.mine(s.id)}
         for source_id, running in list(self._running.items()):
             source = wanted.get(source_id)
+            if running.task.done() and not running.task.cancelled() and running.task.exception() is not None:
+                error = running.task.exception()
+                log.error("source poller crashed; restarting it", source=source_id, error=repr(error))
             if source is None or source.rev != running.rev or running.task.done():
                 await self._stop(source_id)
         for source_id, source in wanted.items():
