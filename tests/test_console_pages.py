@@ -193,9 +193,12 @@ def test_an_operator_watches_a_failing_endpoint_go_retrying_then_paused_without_
     screenshot(page, "pages-overview-retrying")
     expect(row(page, console, "flaky-hook").locator(".badge")).to_have_text("Paused")
     expect(page.locator(".notice.tone-bad")).to_contain_text("1 subscription needs attention")
+    alert = page.locator("table.alerts tbody tr", has_text="flaky-hook").first
+    expect(alert).to_contain_text("subscription.paused")  # the operator alert, on the overview too
     assert page.evaluate("() => window.__same_page") is True  # live, without a reload
     assert console.subscription("flaky-hook")["state"] == "paused"
-    expect(page.locator("tbody tr").first).to_have_attribute("data-id", console.subs["flaky-hook"])  # failing first
+    first = page.locator("table.subscriptions tbody tr").first
+    expect(first).to_have_attribute("data-id", console.subs["flaky-hook"])  # failing first
     screenshot(page, "pages-overview-paused")
 
     row(page, console, "flaky-hook").locator("a.name").click()
@@ -247,6 +250,7 @@ def test_pause_resume_replay_edit_and_delete_through_the_page_are_what_the_api_d
     replay.get_by_label("Replay from (UTC)").fill(too_old)
     replay.get_by_role("button", name="Replay").click()
     expect(page.get_by_role("form", name="Replay").get_by_role("alert")).to_contain_text("is outside retention")
+    expect(page.get_by_label("Replay from (UTC)")).to_have_value(too_old)  # what was typed stays
     screenshot(page, "pages-replay-outside-retention")
     assert delivered_times() == 1
 

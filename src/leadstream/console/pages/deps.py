@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -76,3 +77,8 @@ def when_text(value: str | None) -> str:
         return when(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
     except ValueError:
         return value
+
+
+def json_text(value: Any) -> str:
+    """A value as compact JSON text (the template escapes it; ``tojson`` would show ``\\u003c``)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()

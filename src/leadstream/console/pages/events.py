@@ -84,8 +84,18 @@ def _lead_of(event: Event) -> str:
     return event.data[at + len(head) : event.data.index(b'"', at + len(head))].decode() if at >= 0 else "—"
 
 
-def _row(event: Event) -> dict[str, Any]:
+def _type_name(runtime: Runtime, event: Event) -> str:
+    """What a person calls the type: an activity's name (and id), else the filter type."""
+    if event.stream == "activity" and event.etype.isdigit():
+        found = runtime.catalog.activity_type(event.munchkin_id, int(event.etype))
+        if found is not None:
+            return f"{found.name} ({found.id})"
+    return event.etype
+
+
+def _row(runtime: Runtime, event: Event) -> dict[str, Any]:
     return {
+        "name": _type_name(runtime, event),
         "position": event.position,
         "ingested": when(event.ingested_at),
         "time": event.time,
@@ -111,7 +121,7 @@ async def browse(request: Request) -> Response:
         upto = await store.position_before(end_ms) if end_ms is not None else await store.last_position()
         floor = await store.position_before(start_ms) if start_ms is not None else 0
         above = max(floor, upto - SCAN, await store.first_position() - 1)
-        rows = [_row(e) for e in await store.find_events(wanted, above=above, upto=upto, limit=SHOWN)]
+        rows = [_row(runtime, e) for e in await store.find_events(wanted, above=above, upto=upto, limit=SHOWN)]
         span = (above + 1, upto)
     except BadQuery as exc:
         values["error"] = str(exc)
@@ -218,7 +228,7 @@ async def event_page(request: Request) -> Response:
     values = {
         "title": f"Event {event.id}",
         "active": "events",
-        "event": _row(event),
+        "event": _row(runtime, event),
         "bodies": bodies(event),
         "deliveries": await deliveries(runtime, event, principal),
         "checked_at": when(time.time() * 1000),

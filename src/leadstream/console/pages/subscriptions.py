@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from leadstream import positions
 from leadstream.console.app import templates_of
 from leadstream.console.charts import Series, line_chart
 from leadstream.console.forms import form_of
@@ -126,7 +127,15 @@ async def _attempts(request: Request, sub_id: str, principal: Principal) -> tupl
         if (not outcome or (a.get("outcome") == "delivered") == (outcome == "success"))
         and (status is None or a.get("status") == status)
     ]
+    for attempt in chosen:  # positions as numbers a person can compare with the event browser's
+        attempt["positions"] = [_position(attempt.get(k)) for k in ("firstPosition", "lastPosition")]
     return chosen[:ATTEMPTS_SHOWN], len(attempts)
+
+
+def _position(value: Any) -> int | None:
+    if isinstance(value, int):
+        return value
+    return positions.decode_or_none(value) if isinstance(value, str) else None
 
 
 def _charts(request: Request, sub_id: str, name: str) -> dict[str, Any]:
@@ -167,6 +176,7 @@ async def _detail_values(request: Request, sub_id: str) -> dict[str, Any]:
         "retention_start": when((time.time() - runtime.settings.retention) * 1000),
         "form_error": None,
         "form": None,
+        "replay_value": "",
         "sample": None,
         "delete_question": f"Delete {view['name']}? {DELETE_CONSEQUENCE}",
         "notice": NOTICES.get(query(request, "done")),
@@ -210,9 +220,11 @@ async def resume(request: Request) -> Response:
     return await _act(request, "resume", "resumed")
 
 
-async def _form_error(request: Request, sub_id: str, message: str, form: str, status: int = 422) -> Response:
+async def _form_error(
+    request: Request, sub_id: str, message: str, form: str, status: int = 422, replay_value: str = ""
+) -> Response:
     values = await _detail_values(request, sub_id)
-    values.update(form_error=message, form=form, notice=None)
+    values.update(form_error=message, form=form, notice=None, replay_value=replay_value)
     return render(request, "pages/subscription.html", values, status=status)
 
 
@@ -255,11 +267,11 @@ async def replay(request: Request) -> Response:
     text = str((await form_of(request)).get("from") or "").strip()
     start, problem = replay_time(text, runtime.settings.retention, time.time())
     if problem is not None or start is None:
-        return await _form_error(request, sub_id, problem or "", "replay")
+        return await _form_error(request, sub_id, problem or "", "replay", replay_value=text)
     try:
         view = await runtime.subscriptions.replay(sub_id, start, principal.sees)
     except LeadstreamError as exc:
-        return await _form_error(request, sub_id, exc.detail, "replay", exc.status)
+        return await _form_error(request, sub_id, exc.detail, "replay", exc.status, replay_value=text)
     await audit(request, principal, "subscription.replay", sub_id, {"from": start}, [view["munchkinId"]])
     return redirect(request, f"/subscriptions/{sub_id}?done=replayed")
 

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 
 from leadstream.console.app import ConsoleOptions, create_console
 from leadstream.console.pages import catalog, events, operator, overview, sources, subscriptions
-from leadstream.console.pages.deps import RuntimeOf, when, when_text
+from leadstream.console.pages.deps import RuntimeOf, json_text, when, when_text
 from leadstream.console.series import Sampler
 from leadstream.console.session import Identity
 from leadstream.console.templating import Templates
@@ -40,7 +40,7 @@ def console_app(runtime_of: RuntimeOf, sampler: Sampler, options: ConsoleOptions
         return Principal(record.id, frozenset(record.munchkinIds), frozenset(record.scopes))
 
     templates = Templates(prefix=options.prefix, product=options.product)
-    templates.env.globals.update(when=when, when_text=when_text)
+    templates.env.globals.update(when=when, when_text=when_text, json_text=json_text)
     pages = [
         *overview.routes(),
         *subscriptions.routes(),
