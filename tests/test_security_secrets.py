@@ -152,5 +152,6 @@ def test_keys_rotate_master_command_rewrites_the_key_file_and_the_store(tmp_path
 
 def test_rotate_master_refuses_to_guess_when_the_key_is_in_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("LEADSTREAM_MASTER_KEY", new_master_key())
+    asyncio.run(_store_with_one_subscription(tmp_path, load_secretbox(tmp_path), close=True))
     result = CliRunner().invoke(keys, ["rotate-master", "--data-dir", str(tmp_path)])
     assert result.exit_code == 1 and "--new-key" in result.output
