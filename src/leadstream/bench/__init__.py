@@ -19,7 +19,9 @@ from rich.console import Console
 if TYPE_CHECKING:
     from leadstream.bench.harness import Durations
 
-SCENARIO_NAMES = ("ingest", "e2e", "fanout", "latency", "idle", "backlog", "source")
+SCENARIO_NAMES = ("ingest", "e2e", "fanout", "latency", "idle", "backlog", "source", "cluster")
+# Run unless asked for by name: the cluster scenario needs --database-url.
+ON_REQUEST = ("cluster",)
 
 
 def run_bench(
@@ -29,10 +31,13 @@ def run_bench(
     scenarios: list[str] | None,
     *,
     durations: Durations | None = None,
+    database_url: str | None = None,
 ) -> int:
     """Run the benchmark; print the table; write ``json_path`` and ``plot_path`` if given.
 
-    ``scenarios``: a subset of ``SCENARIO_NAMES`` (default: all, in that order). ``durations``
+    ``scenarios``: a subset of ``SCENARIO_NAMES`` (default: all, in that order; ``cluster`` only
+    with ``database_url``). ``database_url``: run leadstream on PostgreSQL (each scenario on a
+    fresh database of that server, dropped after) instead of the embedded store. ``durations``
     overrides how long each part measures (tests run tiny ones). Returns the exit code: 0 when
     every chosen scenario ran (a missed target is a figure, not an error), 1 when one failed,
     2 for an unknown scenario name.
@@ -40,13 +45,16 @@ def run_bench(
     console = Console()
     if not console.is_terminal:
         console = Console(width=150)  # a file or a pipe: keep the table on one line per figure
-    chosen = list(scenarios or SCENARIO_NAMES)
+    chosen = list(scenarios or [n for n in SCENARIO_NAMES if database_url or n not in ON_REQUEST])
+    if "cluster" in chosen and not database_url:
+        console.print("[red]the cluster scenario needs --database-url postgresql://…[/red]")
+        return 2
     unknown = [name for name in chosen if name not in SCENARIO_NAMES]
     if unknown:
         console.print(f"[red]unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIO_NAMES)}[/red]")
         return 2
     try:
-        return asyncio.run(_run(quick, chosen, json_path, plot_path, console, durations))
+        return asyncio.run(_run(quick, chosen, json_path, plot_path, console, durations, database_url))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         return 130
@@ -59,13 +67,14 @@ async def _run(
     plot_path: Path | None,
     console: Console,
     durations: Durations | None,
+    database_url: str | None,
 ) -> int:
     from leadstream.bench.harness import Bench, Sink
     from leadstream.bench.report import machine, plot, table, to_json
     from leadstream.bench.scenarios import SCENARIOS, memory, steps
 
     info = machine()
-    bench = Bench(quick, console, durations=durations)
+    bench = Bench(quick, console, durations=durations, database_url=database_url)
     figures, failed = [], []
     started = time.monotonic()
     background: list[asyncio.Task[None]] = []

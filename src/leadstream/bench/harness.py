@@ -15,17 +15,20 @@ import secrets
 import shutil
 import tempfile
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from leadstream.bench.procs import Monitor, Part, PartFailed
+from leadstream.security.secretbox import new_master_key
 from leadstream.testing import ServerProcess
 
 
@@ -126,14 +129,21 @@ class Server(ServerProcess):
     """`leadstream serve` on a fresh data directory, watched by the monitor, and the admin calls the
     scenarios need."""
 
-    def __init__(self, bench: Bench, name: str) -> None:
+    def __init__(self, bench: Bench, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         super().__init__(
             bench.workdir / f"leadstream-{name}",
+            *args,
             key="bench-" + secrets.token_urlsafe(16),
-            env={"LEADSTREAM_LOG_FORMAT": "json"},
+            env={"LEADSTREAM_LOG_FORMAT": "json", **(env or {})},
             log=bench.workdir / f"leadstream-{name}.log",
         )
         self.bench = bench
+
+    async def metric(self, name: str) -> float:
+        """The sum of a Prometheus metric's samples on /metrics (0 if it is not there)."""
+        async with self.bench.http.get(self.url + "/metrics") as r:
+            text = await r.text()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
     async def start(self, timeout: float = 30.0) -> Server:
         await super().start(timeout)
@@ -250,9 +260,11 @@ class Bench:
     munchkin = "123-ABC-456"
 
     def __init__(
-        self, quick: bool, console: Console, *, durations: Durations | None = None, keep: bool = False
-    ) -> None:
+        self, quick: bool, console: Console, *, durations: Durations | None = None, keep: bool = False,
+        database_url: str | None = None,
+    ) -> None:  # fmt: skip
         self.quick = quick
+        self.database_url = database_url  # PostgreSQL: each scenario on a fresh database of this server
         self.durations = durations or Durations.for_run(quick)
         self.console = console
         self.workdir = Path(tempfile.mkdtemp(prefix="leadstream-bench-"))
@@ -285,19 +297,56 @@ class Bench:
         self.monitor.watch(part.role, part)
         return part
 
-    async def server(self, name: str) -> Server:
-        server = Server(self, name)
+    async def server(self, name: str, *args: str, env: dict[str, str] | None = None) -> Server:
+        server = Server(self, name, *args, env=env)
         self.servers.append(server)
         return await server.start()
 
     @contextlib.asynccontextmanager
     async def leadstream(self, name: str) -> AsyncIterator[Server]:
-        server = await self.server(name)
-        try:
+        """One node: on an embedded store, or with --database-url on a fresh PostgreSQL database."""
+        async with self.nodes(name, 1) as (server,):
             yield server
+
+    @contextlib.asynccontextmanager
+    async def nodes(self, name: str, count: int) -> AsyncIterator[list[Server]]:
+        """``count`` nodes; more than one share a fresh PostgreSQL database (dropped after)."""
+        async with self.database(name) as url:
+            args = ("--database-url", url) if url else ()
+            env = {"LEADSTREAM_MASTER_KEY": new_master_key()} if url else None
+            servers: list[Server] = []
+            try:
+                for n in range(count):
+                    node = f"{name}-{n}" if count > 1 else name
+                    servers.append(await self.server(node, *args, env={**(env or {}), "LEADSTREAM_NODE_ID": node}))
+                yield servers
+            finally:
+                for server in servers:
+                    await server.close()
+                    self._forget(server.data_dir)
+
+    @contextlib.asynccontextmanager
+    async def database(self, name: str) -> AsyncIterator[str | None]:
+        """A fresh database on the --database-url server for one scenario, dropped after (None:
+        the embedded store)."""
+        if self.database_url is None:
+            yield None
+            return
+        database = f"leadstream_bench_{name.replace('-', '_')}_{secrets.token_hex(3)}"
+        admin = await asyncpg.connect(self.database_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{database}"')
         finally:
-            await server.close()
-            self._forget(server.data_dir)
+            await admin.close()
+        parts = urllib.parse.urlsplit(self.database_url)
+        try:
+            yield parts._replace(path=f"/{database}").geturl()
+        finally:
+            admin = await asyncpg.connect(self.database_url)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            finally:
+                await admin.close()
 
     @contextlib.asynccontextmanager
     async def bare(

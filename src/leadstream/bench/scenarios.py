@@ -384,6 +384,67 @@ def _peaks_per_span(bench: Bench) -> dict[str, float]:
     return peaks
 
 
+LOCK_WAIT = "leadstream_append_lock_wait_seconds_total"
+
+
+async def cluster(bench: Bench, sink: Sink) -> list[Figure]:
+    """PostgreSQL (--database-url): one node, then two nodes on one database, each node taking
+    half the load (as behind a load balancer), one subscription. Aggregate ingest and end to end,
+    and how long appends waited for each other (for the numbering lock, the one step they share)."""
+    ingest = Figure("cluster", "PostgreSQL ingest, 2 nodes on one database", "events/s", None)
+    e2e = Figure("cluster", "PostgreSQL end to end, 2 nodes, 1 subscription", "events/s", None)
+    waited = Figure("cluster", "appends waiting for each other, 2 nodes", "ms per s", None, higher_is_better=False)
+    for f in (ingest, e2e, waited):
+        f.note = "'bare' column: one node on the same database (ratio = scaling)"
+    for count in (1, 2):
+        label = "1 node" if count == 1 else "2 nodes"
+        prefix = f"cluster{count}-"
+        async with bench.span(f"cluster · {label}", sink), bench.nodes(f"cluster{count}", count) as nodes:
+            await nodes[0].require_subscriptions()
+            await nodes[0].subscribe(
+                prefix + "0", sink.endpoint(prefix + "0"), batchSize=BATCH_SIZE, pushIntervalMs=PUSH_INTERVAL_MS
+            )
+            numbered = sum([await node.metric(LOCK_WAIT) for node in nodes])
+            d = bench.durations
+            loads = [
+                await bench.load(node.url, node.key, duration=d.warmup + d.window, connections=4 // count)
+                for node in nodes
+            ]
+            runs = [await bench.finish_load(load) for load in loads]
+            since = max(run.lines[0]["t"] for run in runs) + int(d.warmup * 1e6)
+            until = min(run.lines[-1]["t"] for run in runs)
+            seconds = (until - since) / 1e6
+            ingested = sum(run.rate(since, until) for run in runs)
+            delivered = await sink.received(since, until, prefix) / seconds
+            accepted = sum(run.accepted for run in runs)
+            waited_ms = 1000 * (sum([await node.metric(LOCK_WAIT) for node in nodes]) - numbered)
+
+            async def all_there(prefix: str = prefix, accepted: int = accepted) -> bool:
+                return await sink.total(prefix) >= accepted
+
+            await wait_until(
+                all_there, 30 if bench.quick else 180, interval=0.05, what="every accepted event delivered"
+            )
+            detail = {
+                "window_s": round(seconds, 2),
+                "ingested_per_s": round(ingested),
+                "delivered_per_s": round(delivered),
+                "accepted": accepted,
+                "appends_waited_ms_per_s": round(waited_ms / seconds, 1),
+                "appends_waited_us_per_event": round(waited_ms * 1000 / max(accepted, 1), 2),
+                "load_errors": [e for run in runs for e in run.errors],
+                "cpu_percent": bench.monitor.cpu_between(since / 1e6, until / 1e6),
+            }
+        for figure, value in ((ingest, ingested), (e2e, delivered), (waited, waited_ms / seconds)):
+            if count == 1:
+                figure.bare[label] = value
+            else:
+                figure.leadstream = value
+            figure.detail[label] = detail
+        bench.advance()
+    return [ingest, e2e, waited]
+
+
 SCENARIOS: dict[str, Scenario] = {
     "ingest": ingest_only,
     "e2e": end_to_end,
@@ -392,9 +453,10 @@ SCENARIOS: dict[str, Scenario] = {
     "idle": idle,
     "backlog": backlog,
     "source": source,
+    "cluster": cluster,
 }
 
 
 def steps(name: str, bench: Bench) -> int:
     """Progress steps of a scenario (leadstream, then each bare variant), for the bar's total."""
-    return {"ingest": 2, "idle": 1, "backlog": 2, "source": 2}.get(name, 1 + len(_variants(bench)))
+    return {"ingest": 2, "idle": 1, "backlog": 2, "source": 2, "cluster": 2}.get(name, 1 + len(_variants(bench)))

@@ -18,6 +18,13 @@ def bench(
     scenario: list[str] | None = typer.Option(
         None, "--scenario", metavar="NAME", help=f"run only these scenarios (repeatable): {', '.join(SCENARIO_NAMES)}"
     ),
+    database_url: str | None = typer.Option(
+        None,
+        "--database-url",
+        metavar="URL",
+        help="run leadstream on PostgreSQL (postgresql://…): a fresh database per scenario, dropped after; "
+        "adds the cluster scenario (two nodes on one database)",
+    ),
 ) -> None:
     """Measure throughput, latency, idle cost, backlog drain and memory on this machine."""
-    raise typer.Exit(run_bench(quick, json_path, plot, scenario or None))
+    raise typer.Exit(run_bench(quick, json_path, plot, scenario or None, database_url=database_url))

@@ -59,6 +59,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
+from prometheus_client import Counter
 
 from leadstream.errors import Conflict, Invalid, Unavailable
 from leadstream.events import Event
@@ -245,12 +246,15 @@ MIGRATIONS = [
     CREATE INDEX append_ranges_last ON append_ranges (last);
     INSERT INTO append_ranges SELECT pg_current_xact_id()::text::bigint, last_position FROM log_head;
     DROP TABLE log_head;
-    CREATE FUNCTION leadstream_take_positions(n bigint, lock_space integer, OUT first bigint, OUT at bigint)
-    LANGUAGE plpgsql AS $$
+    CREATE FUNCTION leadstream_take_positions(
+        n bigint, lock_space integer, OUT first bigint, OUT at bigint, OUT waited double precision
+    ) LANGUAGE plpgsql AS $$
     DECLARE
         xid bigint;
+        asked timestamptz := clock_timestamp();
     BEGIN
         PERFORM pg_advisory_lock(lock_space, 1);
+        waited := extract(epoch FROM clock_timestamp() - asked);  -- seconds spent waiting for other appends
         -- The transaction id, taken in the same order as the positions; readers see the append in
         -- progress by this lock until it commits.
         xid := pg_current_xact_id()::text::bigint;
@@ -307,6 +311,10 @@ def watermark(bound: str) -> str:
     return f"(SELECT coalesce(max(last), 0) FROM append_ranges WHERE xid < {bound})"
 
 
+APPEND_LOCK_WAIT = Counter(
+    "leadstream_append_lock_wait_seconds",
+    "Time appends waited for each other (for the numbering lock, the one step they share), PostgreSQL",
+)
 PRUNE_RANGES_EVERY = 1.0  # seconds: the append ranges below the watermark are dropped this often
 
 # What "the database cannot be reached" looks like from asyncpg.
@@ -416,7 +424,6 @@ class PostgresStore(Store):
         self._probe: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._cluster_listeners: list[Callable[[], None]] = []
-        self.numbering_seconds = 0.0  # time appends spent taking positions (waiting for each other)
         self._pruned_at = 0.0
         self._closed = True
 
@@ -597,11 +604,10 @@ class PostgresStore(Store):
             fresh_count = len({key for key in keys if key not in seen})
             if not fresh_count:
                 return [number_fresh(job.events, seen, 0, 0)[0] for job in group], 0
-            started = time.perf_counter()
-            first, at = await conn.fetchrow(
+            first, at, waited = await conn.fetchrow(
                 "SELECT * FROM leadstream_take_positions($1, $2)", fresh_count, self._lock_space
             )
-            self.numbering_seconds += time.perf_counter() - started
+            APPEND_LOCK_WAIT.inc(waited)
             day = at // DAY_MS
             if day not in self._days:  # the maintenance loop normally made it ahead of time
                 await conn.execute(partition_ddl(day))
