@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,11 @@ def test_demo_runs_and_loses_nothing():
     assert "states seen: active → retrying → paused → active" in out
     assert out.count("✔") == 6 and "✘" not in out
     assert "✔ legacy, from a Marketo source:" in out  # the source's events too, in the instance's order
+    # the live view says where to look while it runs, and fits 100 columns; the counts say why they differ
+    assert re.search(r"server http://127\.0\.0\.1:\d+ \(API docs at /docs", out)
+    assert re.search(r"operator key lsk_\S+", out)
+    assert all(len(line) <= 100 for line in done.stdout.splitlines() if line.startswith(("┃", "│", "┏", "└")))
+    assert "events expected (activity of tenant 123-ABC-456, activity types 6, 7, 8, 9, 10, 11, 27)" in out
 
 
 def test_ctrl_c_stops_publishing_drains_and_runs_the_same_check(tmp_path):

@@ -231,12 +231,30 @@ async def start_token_endpoint() -> tuple[web.AppRunner, str]:
 # -- the live view and the closing check ----------------------------------------------------------------
 
 
+WIDTH = 100  # the live view fits a 100-column terminal (rich narrows it further on a smaller one)
+
+
+def where(server: ServerProcess | None) -> Text:
+    """How to look inside while the demo runs: the server's URL, the API docs, the console and the key."""
+    if server is None:
+        return Text("")
+    return Text.assemble(
+        ("server ", "dim"), server.url, ("   (API docs at /docs, the console at /ui/)", "dim"),
+        ("\noperator key ", "dim"), server.key,
+    )  # fmt: skip
+
+
 def view(
-    subs: list[DemoSubscription], sim: SimResult | None, phase: str, source: dict[str, Any] | None = None
+    subs: list[DemoSubscription],
+    sim: SimResult | None,
+    phase: str,
+    source: dict[str, Any] | None = None,
+    server: ServerProcess | None = None,
 ) -> Group:
-    table = Table(title="subscriptions", expand=False)
-    for column in ("subscription", "state", "delivered", "pending", "lag s", "last error"):
-        table.add_column(column)
+    table = Table(title="subscriptions", width=WIDTH)
+    for column in ("subscription", "state", "delivered", "pending", "lag s"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    table.add_column("last error", no_wrap=True, overflow="ellipsis", ratio=1)
     colors = {"active": "green", "retrying": "yellow", "paused": "red", "deprovisioned": "dim"}
     for sub in subs:
         state = sub.status.get("state", "…")
@@ -247,18 +265,19 @@ def view(
             str(sub.status.get("delivered", 0)),
             str(sub.status.get("pending", 0)),
             f"{sub.status.get('lagSeconds') or 0:.1f}",
-            (sub.status.get("lastError") or "")[:60],
+            sub.status.get("lastError") or "",
         )
     published = sim.published if sim else 0
-    parts: list[Any] = [Text(f"{phase} — published {published} events", style="bold"), table]
+    parts: list[Any] = [where(server), Text(f"{phase} — published {published} events", style="bold"), table]
     if source:
-        sources = Table(title="source (simulated Marketo instance)", expand=False)
-        for column in ("source", "state", "read", "calls today", "budget", "lag s", "last error"):
-            sources.add_column(column)
+        sources = Table(title="source (simulated Marketo instance)", width=WIDTH)
+        for column in ("source", "state", "read", "calls today", "budget", "lag s"):
+            sources.add_column(column, no_wrap=True, overflow="ellipsis")
+        sources.add_column("last error", no_wrap=True, overflow="ellipsis", ratio=1)
         sources.add_row(
             source.get("name", ""), source.get("state", "…"), str(source.get("published", 0)),
             str(source.get("callsToday", 0)), str(source.get("callBudget", "")),
-            f"{source.get('lagSeconds') or 0:.1f}", (source.get("lastError") or "")[:60],
+            f"{source.get('lagSeconds') or 0:.1f}", source.get("lastError") or "",
         )  # fmt: skip
         parts.append(sources)
     return Group(*parts)
@@ -359,11 +378,11 @@ async def run_demo(
                     source.update(await client.request("GET", f"/v1/sources/{source['id']}"))
                 return source
 
-            with Live(view(subs, sim, "publishing"), console=console, refresh_per_second=4) as live:
+            with Live(view(subs, sim, "publishing", server=server), console=console, refresh_per_second=4) as live:
                 try:
                     while not publisher.done():
                         await poll_status(client, subs)
-                        live.update(view(subs, sim, "publishing", await poll_source()))
+                        live.update(view(subs, sim, "publishing", await poll_source(), server))
                         await asyncio.wait({publisher}, timeout=0.5)
                 except asyncio.CancelledError:  # Ctrl-C: stop publishing, then drain and check as usual
                     interrupted = True
@@ -373,7 +392,7 @@ async def run_demo(
 
                 async def drained() -> bool:
                     await poll_status(client, subs)
-                    live.update(view(subs, sim, "draining", await poll_source()))
+                    live.update(view(subs, sim, "draining", await poll_source(), server))
                     return all(
                         s.status.get("pending") == 0 and s.status.get("state") == "active" and not check(s)
                         for s in subs
@@ -381,7 +400,7 @@ async def run_demo(
 
                 with contextlib.suppress(TimeoutError):  # not drained in a minute: the check says what is missing
                     await wait_until(drained, 60, interval=0.5, what="every subscription to drain")
-                live.update(view(subs, sim, "done", await poll_source()))
+                live.update(view(subs, sim, "done", await poll_source(), server))
         return report(console, subs, sim, interrupted)
     finally:
         stop.set()
@@ -398,11 +417,27 @@ async def run_demo(
             shutil.rmtree(work, ignore_errors=True)
 
 
+def selects(body: dict[str, Any]) -> str:
+    """What a subscription takes, said for the closing counts: why it holds fewer than were published."""
+    what = f"{body['stream']} of tenant {body['munchkinId']}"
+    types = body.get("eventTypes", ["*"])
+    if types != ["*"]:
+        what += f", activity types {', '.join(str(t) for t in types)}"
+    if body.get("customObjects"):
+        what += ", with custom objects"
+    return what
+
+
 def report(console: Console, subs: list[DemoSubscription], sim: SimResult | None, interrupted: bool) -> int:
     failures = 0
     console.print()
     if interrupted:
         console.print("[yellow]interrupted: stopped publishing, drained, checking[/yellow]")
+    if sim is not None:
+        console.print(
+            f"published {sim.published:,} records over every stream and tenant; each subscription must hold "
+            "exactly those its settings select:"
+        )
     for sub in subs:
         problems = check(sub)
         failures += bool(problems)
@@ -410,7 +445,7 @@ def report(console: Console, subs: list[DemoSubscription], sim: SimResult | None
         total = len(sub.expected) + len(sub.expected_custom)
         mark = "[green]✔[/green]" if not problems else "[red]✘[/red]"
         console.print(
-            f"{mark} {sub.label}: {total} events expected, states seen: {states}"
+            f"{mark} {sub.label}: {total} events expected ({selects(sub.body)}), states seen: {states}"
             + (f" — {'; '.join(problems)}" if problems else "")
         )
     if sim is not None and sim.rejected:
