@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from helpers import ADMIN_KEY, MUNCHKIN
@@ -106,3 +107,24 @@ async def test_plain_http_is_refused_unless_private_endpoints_are_allowed() -> N
     with pytest.raises(Invalid) as private:
         await parse_new(source(restUrl="https://10.1.2.3"), Catalog(), strict, now_ms=0, retention_ms=1)
     assert private.value.extra["field"] == "restUrl" and "private" in str(private.value)
+
+
+async def test_the_sources_commands_against_a_live_server(server) -> None:
+    from test_cli import cli
+
+    code, out, err = await cli(
+        server, "sources", "create", "--name", "cli-made", "--munchkin", MUNCHKIN, "--rest-url", "http://127.0.0.1:9",
+        "--client-id", "c1", "--client-secret", SECRET, "--activity-type", "1", "--activity-type", "Visit Webpage",
+        "--quota-share", "0.25", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    created = orjson.loads(out)
+    assert created["clientSecret"] == "***" and created["activityTypes"] == [1, "Visit Webpage"]
+    assert created["callBudget"] == 12_500 and SECRET not in out
+    code, out, _ = await cli(server, "sources", "list")
+    assert code == 0 and "cli-made" in out and created["id"] in out
+    for verb, state in (("pause", "paused"), ("delete", "deleted")):
+        code, out, err = await cli(server, "sources", verb, created["id"], "--json")
+        assert code == 0 and orjson.loads(out)["state"] == state, err
+    code, out, err = await cli(server, "sources", "show", created["id"])
+    assert code != 0 and "no source" in (out + err)
