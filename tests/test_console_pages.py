@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from leadstream.console.pages.subscriptions import replay_time
 from leadstream.testing import ServerProcess
 
 pytest_plugins = ["browser"]  # its fixtures: chromium, open_browser, browser_page, screenshot
@@ -88,7 +89,8 @@ def serve_endpoints() -> Iterator[Endpoints]:
 class Console:
     server: ServerProcess
     endpoints: Endpoints
-    tenant_key: str
+    tenant_key: str  # TENANT_A, scope subscriptions
+    read_key: str  # TENANT_A, scope read
     subs: dict[str, str]  # name → id
 
     def ui(self, path: str = "/") -> str:
@@ -140,12 +142,15 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         starting.start()
         starting.join()
         try:
-            running = Console(server, endpoints, "", {})
+            running = Console(server, endpoints, "", "", {})
             status, key = running.api(
                 "POST", "/v1/keys", {"munchkinIds": [TENANT_A], "scopes": ["subscriptions"], "name": "tenant A"}
             )
             assert status == 201, key
             running.tenant_key = key["key"]
+            status, key = running.api("POST", "/v1/keys", {"munchkinIds": [TENANT_A], "scopes": ["read"]})
+            assert status == 201, key
+            running.read_key = key["key"]
             specs = {
                 "crm-sync": _subscription("crm-sync", TENANT_A, f"{endpoints.url}/ok/crm"),
                 "flaky-hook": _subscription(
@@ -154,6 +159,13 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
                 ),
                 HOSTILE: _subscription(HOSTILE, TENANT_B, f"{endpoints.url}/ok/other"),
             }  # fmt: skip
+            source = {  # a source whose instance does not answer as Marketo would: it shows, failing or retrying
+                "type": "marketo", "name": "acme <b>prod</b>", "munchkinId": TENANT_A,
+                "restUrl": f"{endpoints.url}/marketo", "clientId": "client", "clientSecret": "secret-not-for-pages",
+                "dailyQuota": 1000,
+            }  # fmt: skip
+            status, view = running.api("POST", "/v1/sources", source)
+            assert status == 201, view
             for name, spec in specs.items():
                 status, view = running.api("POST", "/v1/subscriptions", spec)
                 assert status == 201, view
@@ -274,6 +286,13 @@ def test_pause_resume_replay_edit_and_delete_through_the_page_are_what_the_api_d
     expect(page.get_by_role("status").first).to_have_text("Saved.")
     assert console.subscription("crm-sync")["batchSize"] == 200
 
+    sample = page.get_by_role("form", name="Send a sample")
+    sample.get_by_label("Send a sample event of type").fill("Visit Webpage")
+    sample.get_by_role("button", name="Send sample").click()
+    expect(page.get_by_role("status").first).to_contain_text("Sample Visit Webpage delivered: 200")
+    page.get_by_role("form", name="Send a sample").get_by_label("Send a sample event of type").fill("No Such Type")
+    page.get_by_role("form", name="Send a sample").get_by_role("button", name="Send sample").click()
+    expect(page.get_by_role("form", name="Send a sample").get_by_role("alert")).to_contain_text("No Such Type")
     page.locator("summary", has_text="Delete").click()
     screenshot(page, "pages-delete-confirm")
     page.get_by_role("alertdialog").get_by_role("button", name="Delete").click()
@@ -359,8 +378,62 @@ def test_every_page_renders_for_the_operator(browser_page: Any, console: Console
         page.goto(console.ui(path))
         expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
         screenshot(page, name)
+    page.goto(console.ui("/sources"))
+    source = page.locator("table.sources tbody tr").first
+    expect(source).to_contain_text("acme <b>prod</b>")  # as text
+    expect(source.locator("meter")).to_have_attribute("max", "500")  # its share of the daily quota
+    assert "secret-not-for-pages" not in page.content()
     page.goto(console.ui("/keys"))
     expect(page.locator("table.keys")).to_contain_text("tenant A")
     page.goto(console.ui("/audit"))
     expect(page.locator("table.audit")).to_contain_text("subscription.create")
     assert page.script_errors == []
+
+
+def test_a_read_key_only_looks_and_forged_or_tokenless_posts_change_nothing(
+    browser_page: Any, console: Console, screenshot: Any
+) -> None:
+    page = browser_page
+    sub_id = console.subs["flaky-hook"]
+    sign_in(page, console, console.read_key, f"/subscriptions/{sub_id}")
+    expect(page.locator("h1 .sub-name")).to_have_text("flaky-hook")
+    expect(page.get_by_role("heading", name="Actions")).to_have_count(0)  # nothing to press
+    screenshot(page, "pages-subscription-read-key")
+    before = console.subscription("flaky-hook")["state"]
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    origin = console.server.url
+    answer = page.request.post(
+        console.ui(f"/subscriptions/{sub_id}/pause"), form={"csrf_token": token or ""}, headers={"Origin": origin}
+    )
+    assert answer.status == 403 and "does not allow subscriptions" in answer.text()  # the scope, as the API
+    page.context.clear_cookies()
+    sign_in(page, console, console.server.key, f"/subscriptions/{sub_id}")
+    answer = page.request.post(console.ui(f"/subscriptions/{sub_id}/pause"), form={}, headers={"Origin": origin})
+    assert answer.status == 403 and "nothing was changed" in answer.text()  # no token
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    answer = page.request.post(
+        console.ui(f"/subscriptions/{sub_id}/pause"), form={"csrf_token": token or ""},
+        headers={"Origin": "http://evil.example"},
+    )  # fmt: skip
+    assert answer.status == 403 and "another site" in answer.text()
+    assert console.subscription("flaky-hook")["state"] == before
+    page.goto(console.ui("/events?lead=12x"))
+    expect(page.get_by_role("alert")).to_have_text("lead id: '12x' is not a number")
+    screenshot(page, "pages-events-bad-query")
+
+
+def test_the_replay_time_is_read_as_utc_and_refused_outside_retention() -> None:
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
+    week = 7 * 86400.0
+    assert replay_time("2026-11-28T09:00:00", week, now) == ("2026-11-28T09:00:00Z", None)  # no zone: UTC
+    assert replay_time("2026-11-28T10:00:00+01:00", week, now) == ("2026-11-28T09:00:00Z", None)
+    start, why = replay_time("2026-11-20T09:00", week, now)
+    assert start is None and why == (
+        "2026-11-20 09:00:00 UTC is outside retention: the log keeps events for 7 days, "
+        "so the earliest time to replay from is 2026-11-21 12:00:00 UTC."
+    )
+    assert replay_time("2026-11-28T13:00", week, now)[1] == (
+        "2026-11-28 13:00:00 UTC is in the future: replay moves the cursor back."
+    )
+    assert "is not a time" in (replay_time("yesterday", week, now)[1] or "")
+    assert replay_time("", week, now) == (None, "Enter the time to replay from.")
