@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     ingest_rate_limit: float = 100.0  # ingest requests per second per tenant key (0: no limit)
     ingest_burst: int = 200  # requests a tenant key may send at once before the rate applies
     console_sample_interval: Annotated[float, Field(gt=0, le=60)] = 10.0  # the console's charts: one sample this often
-    key_refresh_interval: float = 2.0  # how soon other nodes see a new or revoked API key (seconds)
+    key_refresh_interval: float = 2.0  # how soon other nodes see a revoked API key (new ones: at once), seconds
     tls_cert: Path | None = None  # serve HTTPS with this certificate (PEM; chain allowed)
     tls_key: Path | None = None
     # -- HTTP limits (issue 16): slow or idle clients cannot hold connections forever --
