@@ -153,7 +153,11 @@ async def test_the_budget_is_never_exceeded_and_a_spent_share_shows_quota_exhaus
     ):
         body = source_body(sim, activityTypes=[1, 2, 12, 13], callsPer20s=6, maxConcurrent=2, dailyQuota=40)
         source = await create(http, server.url, {**body, "quotaShare": 0.5})
-        sim.inject(9000, [1, 2, 12, 13, 37])  # a backlog of 30+ pages: more than today's share can read
+        # a second source of the same instance spends the same budget
+        other = await create(
+            http, server.url, {**body, "name": "other", "activityTypes": [6, 7], "deletedLeads": False}
+        )
+        sim.inject(9000, [1, 2, 12, 13, 37, 6, 7])  # a backlog of 30+ pages: more than today's share can read
 
         async def exhausted() -> dict[str, Any] | None:
             shown = await status(http, server.url, source["id"])
@@ -166,7 +170,9 @@ async def test_the_budget_is_never_exceeded_and_a_spent_share_shows_quota_exhaus
         assert sim.stats.counted == 20  # never more than the share…
         assert sim.stats.max_in_window <= 6 and sim.stats.max_in_flight <= 2  # …nor the limits
         assert not {"606", "607", "615"} & set(sim.stats.outcomes())  # the instance never had to refuse
-        assert 0 < shown["published"] < 9000
+        other_shown = await status(http, server.url, other["id"])
+        assert other_shown["callsToday"] == 20  # one budget for the Munchkin ID
+        assert 0 < shown["published"] + other_shown["published"] < 9000
 
 
 async def test_the_instance_quota_607_waits_for_the_reset_then_resumes(tmp_path) -> None:

@@ -47,6 +47,8 @@ async def test_sources_are_stored_changed_with_compare_and_set_and_deleted_with_
     assert await store.delete_source("src_a")
     assert not await store.delete_source("src_a")
     assert await store.get_source("src_a") is None and await store.source_checkpoints("src_a") == {}
+    await store.save_source_checkpoint("src_a", "1,2,3", b'{"token":"T3"}')  # a poller finishing its page
+    assert await store.source_checkpoints("src_a") == {}  # leaves nothing behind
 
 
 async def test_the_ledger_grants_within_every_limit_and_says_when_to_ask_again(store: Store) -> None:

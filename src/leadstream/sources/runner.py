@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,9 @@ class SourceRunner:
         for source_id, source in wanted.items():
             if source_id not in self._running:
                 self._start(source)
+        peers = Counter(r.poller.config.munchkinId for r in self._running.values())
+        for running in self._running.values():
+            running.poller.peers = peers[running.poller.config.munchkinId]
         self._left = {}
         for munchkin_id, budget in self._budgets.items():
             status = await budget.status()

@@ -1192,7 +1192,8 @@ class PostgresStore(Store):
     async def save_source_checkpoint(self, source_id: str, group: str, checkpoint: bytes) -> None:
         await self._run(
             lambda conn: conn.execute(
-                "INSERT INTO source_checkpoints VALUES ($1, $2, $3) "
+                # not for a source deleted meanwhile (its poller may still be finishing a page)
+                "INSERT INTO source_checkpoints SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM sources WHERE id = $1) "
                 "ON CONFLICT (source_id, grp) DO UPDATE SET checkpoint = excluded.checkpoint",
                 source_id,
                 group,

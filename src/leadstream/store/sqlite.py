@@ -831,7 +831,10 @@ class SqliteStore(Store):
     async def save_source_checkpoint(self, source_id: str, group: str, checkpoint: bytes) -> None:
         await self._write(
             lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO source_checkpoints VALUES (?, ?, ?)", (source_id, group, checkpoint)
+                # not for a source deleted meanwhile (its poller may still be finishing a page)
+                "INSERT OR REPLACE INTO source_checkpoints SELECT ?, ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM sources WHERE id = ?)",
+                (source_id, group, checkpoint, source_id),
             ),
             durable=True,
         )

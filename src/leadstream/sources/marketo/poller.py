@@ -104,6 +104,7 @@ class MarketoPoller:
         self.published = self.duplicates = self.rejected = self.failures = 0
         self.last_poll_at: float | None = None
         self._catalog_due = 0.0
+        self.peers = 1  # sources of this Munchkin ID on this node, which share what is left of the budget
         self._rng = random.Random()
         self._started_at = datetime.fromisoformat(config.startAt.replace("Z", "+00:00"))
 
@@ -225,7 +226,7 @@ class MarketoPoller:
         status = await self.budget.status()
         limits = self.budget.limits
         day = DayBudget(
-            calls_left=status.call_budget - status.calls_today,
+            calls_left=(status.call_budget - status.calls_today) // max(1, self.peers),
             seconds_until_reset=status.resets_at - self.clock(),
             calls_per_window=limits.calls_per_20s,
             window_seconds=limits.window_seconds,
