@@ -346,6 +346,11 @@ def test_the_event_browser_finds_an_event_by_marketo_guid_and_shows_each_format(
     expect(page.locator("table.events tbody tr")).to_have_count(1)
     expect(page.locator("a.event-id")).to_have_text(guid)
     screenshot(page, "pages-events")
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    page.goto(console.ui(f"/events?guid={guid}&to={an_hour_ago}"))  # a time range that ends before it
+    expect(page.get_by_role("status")).to_have_text("No event matches.")
+    page.goto(console.ui(f"/events?guid={guid}&from={an_hour_ago}"))
+    expect(page.locator("a.event-id")).to_have_text(guid)
     page.goto(console.ui("/events?lead=777"))
     expect(page.locator("a.event-id")).to_have_text(guid)
     page.locator("a.event-id").click()
