@@ -214,6 +214,8 @@ class MarketoPoller:
         groups = [Group(group_key(chunk), chunk) for chunk in type_groups(ids)]
         if self.config.deletedLeads:
             groups.append(Group(DELETED_LEADS, ()))
+        if not groups:
+            raise LeadstreamError("the instance lists no activity types to read, and deletedLeads is off")
         saved = await self.store.source_checkpoints(self.source_id)
         for group in groups:
             if group.key in saved:
