@@ -55,7 +55,7 @@ def ingest(body: bytes, stream: str, ndjson: bool) -> None:
         orjson.loads(event.data)  # what is kept is valid JSON
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies, stream=st.sampled_from(STREAMS), ndjson=st.booleans())
 def test_any_body_is_split_and_validated_or_refused_with_our_errors(body, stream, ndjson):
     ingest(body, stream, ndjson)

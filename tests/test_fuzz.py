@@ -1,0 +1,49 @@
+"""Schemathesis against a running server's own /openapi.json, every check, for a bounded time
+(LEADSTREAM_FUZZ_SECONDS, 40 s by default; about a minute in all): no 5xx, ever (issue 16)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+from helpers import ServerProcess
+
+FUZZ_SECONDS = os.environ.get("LEADSTREAM_FUZZ_SECONDS", "40")
+# Findings of the conformance checks that are still open, each in another area's hands (the
+# OpenAPI schemas of sources and alerts, 409s and 405s not yet documented, Allow headers on 405,
+# deleted subscriptions whose dead-letter list still answers, revoked keys that stay readable).
+# They are printed but do not fail the suite; any other finding does — above all ST101/ST102,
+# a server error.
+OPEN_FINDINGS = {"ST103", "ST108", "ST202", "ST205", "ST301"}
+
+
+async def test_schemathesis_all_checks_finds_no_server_error(tmp_path):
+    server = await ServerProcess(tmp_path / "data").start()
+    try:
+        command = [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "--no-color",
+            "run", server.url + "/openapi.json",
+            "--checks", "all",
+            "--max-time", FUZZ_SECONDS,
+            "--header", f"Authorization: Bearer {server.key}",
+            "--request-timeout", "15",
+            "--suppress-health-check", "all",
+            "--workers", "1",
+        ]  # fmt: skip
+        fuzz = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path
+        )
+        output = (await fuzz.communicate())[0].decode(errors="replace")
+    finally:
+        server.stop()
+    print(output[-8000:])  # shown when the test fails, with every finding
+    generated = re.search(r"(\d+) generated", output)
+    assert generated and int(generated.group(1)) > 200, output[-3000:]
+    found = set(re.findall(r"\b(ST\d{3})\b", output))
+    assert not found & {"ST101", "ST102"}, "a server error:\n" + output[-6000:]
+    assert found <= OPEN_FINDINGS, f"new findings {found - OPEN_FINDINGS}:\n" + output[-6000:]
+    assert "Traceback" not in server.tail(1_000_000), server.tail(4000)
