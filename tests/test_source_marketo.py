@@ -306,3 +306,28 @@ async def test_wrong_credentials_show_failing_and_a_corrected_secret_recovers(tm
             return shown if shown["published"] == 5 and shown["state"] == "running" else None
 
         await wait_until(recovered, 10, what="the source to recover")
+
+
+async def test_a_patch_restarts_the_source_its_counts_go_on_and_a_regrouped_group_starts_again(tmp_path) -> None:
+    async with (
+        instance() as sim,
+        running_server(data_dir=tmp_path / "data", **FAST) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        source = await create(http, server.url, source_body(sim, activityTypes=[1, 2], deletedLeads=False))
+        sim.inject(400, [1, 2, 6])  # type 6 is not read yet
+
+        async def published(count: int) -> dict[str, Any] | None:
+            shown = await status(http, server.url, source["id"])
+            return shown if shown["published"] == count else None
+
+        await wait_until(lambda: published(267), 10, what="types 1 and 2")  # 134 + 133 of the 400, in turn
+        async with http.patch(
+            f"{server.url}/v1/sources/{source['id']}", json={"activityTypes": [1, 2, 6]}, headers=H
+        ) as r:
+            assert r.status == 200
+        # one new group of 1, 2 and 6: read from startAt, types 1 and 2 again (duplicates, not stored twice)
+        shown = await wait_until(lambda: published(400), 10, what="type 6 too")
+        assert shown["duplicates"] == 267 and [g["activityTypeIds"] for g in shown["groups"]] == [[1, 2, 6]]
+        events = await server.services.store.read(0, 10_000)
+        assert sorted(e.id for e in events) == sorted(r["marketoGUID"] for r in sim.truth())

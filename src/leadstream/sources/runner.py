@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from leadstream.catalog import Catalog
 from leadstream.delivery.leases import Leases
@@ -137,7 +138,7 @@ class SourceRunner:
         )  # fmt: skip
         poller = MarketoPoller(
             source.id, config, store=self.store, catalog=self.catalog, validator=self.validator,
-            client=client, budget=budget, options=self.options,
+            client=client, budget=budget, options=self.options, saved=orjson.loads(source.status or b"{}"),
         )  # fmt: skip
         task = asyncio.create_task(poller.run(), name=f"source-{source.id}")
         self._running[source.id] = _Running(source.rev, poller, task)

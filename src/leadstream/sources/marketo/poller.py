@@ -59,6 +59,8 @@ from leadstream.sources.planner import (
 )
 from leadstream.store.base import Store
 
+STATUS_EVERY = 1.0  # seconds between status saves while a poll reads page after page
+
 
 @dataclass(frozen=True, slots=True)
 class PollerOptions:
@@ -93,17 +95,22 @@ class MarketoPoller:
     def __init__(
         self, source_id: str, config: MarketoSourceConfig, *, store: Store, catalog: Catalog, validator: Validator,
         client: MarketoClient, budget: ApiBudget, options: PollerOptions, clock: Callable[[], float] = time.time,
+        saved: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         self.source_id, self.config = source_id, config
         self.store, self.catalog, self.validator = store, catalog, validator
         self.client, self.budget, self.options, self.clock = client, budget, options, clock
+        self.saved = saved or {}  # the status a runner saved last (here or on another node): counts go on
         self.groups: list[Group] | None = None
         self.plan: Plan | None = None
         self.state = "running"
         self.last_error: str | None = None
-        self.published = self.duplicates = self.rejected = self.failures = 0
+        counts = {name: int(self.saved.get(name, 0)) for name in ("published", "duplicates", "rejected", "failures")}
+        self.published, self.duplicates = counts["published"], counts["duplicates"]
+        self.rejected, self.failures = counts["rejected"], counts["failures"]
         self.last_poll_at: float | None = None
         self._catalog_due = 0.0
+        self._saved_at = 0.0
         self.peers = 1  # sources of this Munchkin ID on this node, which share what is left of the budget
         self._rng = random.Random()
         self._started_at = datetime.fromisoformat(config.startAt.replace("Z", "+00:00"))
@@ -145,6 +152,7 @@ class MarketoPoller:
         return max(0.0, self.clock() - (caught_up if caught_up is not None else self._started_at.timestamp()))
 
     async def _save_status(self) -> None:
+        self._saved_at = self.clock()
         try:
             await self.store.save_source_status(self.source_id, orjson.dumps(self.status()))
         except LeadstreamError as exc:  # the store is down: the next save carries it
@@ -261,6 +269,8 @@ class MarketoPoller:
             self.state, self.last_error = "running", None
             if not page.more_result:
                 break
+            if self.clock() - self._saved_at >= STATUS_EVERY:  # a long backlog: other nodes see it move
+                await self._save_status()
         group.caught_up_at = started
         group.last_poll_at = self.last_poll_at = self.clock()
         group.history = record_poll(group.history, at=started, records=records, pages=pages)
