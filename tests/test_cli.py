@@ -107,6 +107,8 @@ async def test_subscription_lifecycle(server, tmp_path):
         assert code == 0 and sub_id in out  # the whole id, even in a narrow terminal
         code, out, _ = await cli(server, "subscriptions", "list", "--munchkin", "999-ZZZ-999", "--json")
         assert json.loads(out) == []
+        code, out, _ = await cli(server, "subscriptions", "list", "--munchkin", "999-ZZZ-999")
+        assert code == 0 and out.startswith("no subscriptions of 999-ZZZ-999")
 
         code, out, _ = await cli(server, "subscriptions", "pause", sub_id[:8], "--json")  # a unique prefix
         assert json.loads(out)["state"] == "paused" and json.loads(out)["pausedReason"] == "manual"

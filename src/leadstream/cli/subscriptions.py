@@ -16,7 +16,7 @@ from leadstream.cli.group import CommandGroup, Format, Stream
 from leadstream.client import ApiError, Client
 
 subscriptions = CommandGroup(help="Create and manage subscriptions (the admin API).")
-SUMMARY = ["id", "name", "munchkinId", "stream", "format", "state", "delivered", "pending", "lagSeconds", "lastError"]
+SUMMARY = ["id", "name", "stream", "state", "delivered", "pending", "lagSeconds", "lastError"]  # `show`: the rest
 ATTEMPT_COLUMNS = ["time", "batchId", "events", "status", "outcome", "retryCount", "durationMs", "error"]
 SUBSCRIPTION_ID = typer.Argument(
     ..., metavar="ID", help="the subscription id (or a prefix of it that only one subscription has)"
@@ -217,6 +217,9 @@ def list_subscriptions(
     items = call(server, key, lambda client: _every_subscription(client, munchkin))
     if as_json:
         echo_json(items)
+        return
+    if not items:
+        typer.echo("no subscriptions" + (f" of {munchkin}" if munchkin else "") + " (create one: subscriptions create)")
         return
     show([{**item, "state": state_text(item)} for item in items], False, SUMMARY, full_columns=("id",))
 
