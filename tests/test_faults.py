@@ -19,6 +19,7 @@ from helpers import ServerProcess, activity, wait_until
 from leadstream.store.base import Control, StoredSubscription
 from leadstream.store.sqlite import SqliteStore
 from test_delivery_support import receiver
+from throwaway_pg import throwaway_pg  # noqa: F401  (a fixture)
 
 INGEST = "/v1/streams/activity/events"
 
@@ -294,3 +295,30 @@ async def _stored_ids(server: ServerProcess, http: aiohttp.ClientSession) -> set
             page = await answer.json()
             ids.update(item["event"]["id"] for item in page["events"])
             url = str(answer.links["next"]["url"])
+
+
+async def test_a_postgresql_restart_says_unreachable_retry_and_heals(tmp_path, throwaway_pg):  # noqa: F811
+    server = await ServerProcess(tmp_path / "data", env={"LEADSTREAM_DATABASE_URL": throwaway_pg.url}).start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            records = [activity(i) for i in range(10)]
+
+            async def publish() -> tuple[int, dict[str, object]]:
+                async with http.post(server.url + INGEST, json=records, headers=server.headers) as answer:
+                    return answer.status, await answer.json(content_type=None)
+
+            assert (await publish())[0] == 200
+            await asyncio.to_thread(throwaway_pg.stop, "fast")
+            answers = [await publish() for _ in range(5)]
+            assert {status for status, _ in answers} == {503}, answers
+            for _, body in answers:
+                assert str(body["detail"]).startswith("PostgreSQL is unreachable, retry"), body
+                assert "__aexit__" not in str(body["detail"])
+            status, view = await health(http, server)
+            assert status == 503 and view["reason"].startswith("PostgreSQL is unreachable, retry"), view
+            await asyncio.to_thread(throwaway_pg.start)
+            await wait_until(lambda: _is_ok(http, server), timeout=20, what="/healthz ok after the restart")
+            status, body = await publish()
+            assert status == 200 and body["duplicates"] == 10  # the first request was stored once
+    finally:
+        server.stop()
