@@ -66,7 +66,11 @@ async def test_a_full_disk_is_503_with_the_reason_and_heals_by_itself_once_space
         acknowledged: list[str] = []
         headers = {**server.headers, "Content-Type": "application/json"}
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http, receiver() as rcv:
+                delivering = {"name": "d", "munchkinId": "123-ABC-456", "stream": "activity", "endpoint": rcv.url}
+                delivering |= {"pushIntervalMs": 10, "retryIntervalMs": 100, "probeIntervalMs": 200}
+                async with http.post(server.url + "/v1/subscriptions", json=delivering, headers=server.headers) as r:
+                    assert r.status == 201, await r.text()
 
                 async def publish(first: int, count: int = 100) -> tuple[int, dict[str, object]]:
                     records = [activity(i) for i in range(first, first + count)]
@@ -118,6 +122,10 @@ async def test_a_full_disk_is_503_with_the_reason_and_heals_by_itself_once_space
                 assert status == 200 and body["accepted"] == 100
                 async with http.post(server.url + "/v1/subscriptions", json=document, headers=server.headers) as r:
                     assert r.status == 201, await r.text()
+                # Delivery went through the full disk too: every acknowledged event arrives.
+                await wait_until(
+                    lambda: set(rcv.ids()) >= set(acknowledged), timeout=30, what="every acknowledged event delivered"
+                )
         finally:
             server.stop()
 
@@ -138,7 +146,11 @@ async def _is_ok(http: aiohttp.ClientSession, server: ServerProcess) -> bool:
 
 
 async def test_slowloris_connections_are_closed_after_the_header_timeout_and_publishing_goes_on(tmp_path):
-    env = {"LEADSTREAM_HTTP_HEADER_TIMEOUT": "0.5", "LEADSTREAM_HTTP_IDLE_TIMEOUT": "1"}
+    env = {
+        "LEADSTREAM_HTTP_HEADER_TIMEOUT": "0.5",
+        "LEADSTREAM_HTTP_IDLE_TIMEOUT": "1",
+        "LEADSTREAM_HTTP_BODY_TIMEOUT": "0.5",
+    }
     server = await ServerProcess(tmp_path / "data", env=env).start()
     try:
         slow = []
@@ -171,6 +183,17 @@ async def test_slowloris_connections_are_closed_after_the_header_timeout_and_pub
         dribbler.cancel()
         assert {a[:13] for a in answers} <= {b"HTTP/1.1 408 ", b"reset"}, {a[:40] for a in answers}
         assert any(a.startswith(b"HTTP/1.1 408 ") for a in answers)
+
+        # A body that trickles in after its headers gets a 408 too, and nothing is stored.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"POST /v1/streams/activity/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + server.key.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n["
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        writer.close()
 
         # An idle keep-alive connection is closed too.
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     # -- HTTP limits (issue 16): slow or idle clients cannot hold connections forever --
     http_header_timeout: Annotated[float, Field(gt=0)] = 10.0  # a request's headers must arrive within (seconds)
+    http_body_timeout: Annotated[float, Field(gt=0)] = 60.0  # an ingest body must arrive within (seconds)
     http_idle_timeout: Annotated[float, Field(gt=0)] = 30.0  # an idle keep-alive connection closes after (seconds)
     http_max_connections: Annotated[int, Field(ge=1)] = 2048  # beyond: 503 at once
     # -- sources (SPEC §10); shrunk by tests, Marketo's own values by default --

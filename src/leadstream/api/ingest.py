@@ -6,6 +6,7 @@ return) → {"accepted", "duplicates", "rejected"}. A pydantic body would cost 3
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from typing import Any
@@ -37,16 +38,27 @@ class UnsupportedMediaType(LeadstreamError):
     title = "Unsupported Media Type"
 
 
-async def _read_body(request: Request) -> bytes:
+class BodyTimeout(LeadstreamError):
+    status = 408
+    title = "Request Timeout"
+
+
+async def _read_body(request: Request, timeout: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise TooLarge(f"the body is {declared} bytes; the limit is {MAX_BODY_BYTES} bytes (10 MiB)")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise TooLarge(f"the body is over the limit of {MAX_BODY_BYTES} bytes (10 MiB)")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):  # a body trickling in must not hold the connection forever
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise TooLarge(f"the body is over the limit of {MAX_BODY_BYTES} bytes (10 MiB)")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the body did not arrive within {timeout:g} s (LEADSTREAM_HTTP_BODY_TIMEOUT); nothing was stored"
+        ) from None
     return b"".join(chunks)
 
 
@@ -61,7 +73,8 @@ async def ingest(request: Request) -> Response:
         raise UnsupportedMediaType(
             f"Content-Type {media_type!r} is not accepted: send application/json (an array) or application/x-ndjson"
         )
-    records = split_records(await _read_body(request), ndjson=media_type in NDJSON_TYPES)
+    body = await _read_body(request, services.settings.http_body_timeout)
+    records = split_records(body, ndjson=media_type in NDJSON_TYPES)
     events, rejected = validate_records(services.validator, stream, records)
     events, rejected = restrict_to_tenants(principal, events, rejected)
     duplicates = await services.store.append(events) if events else []

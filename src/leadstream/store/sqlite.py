@@ -402,11 +402,13 @@ class SqliteStore(Store):
         self.stats.unwritten = 0
 
     async def healthy(self) -> bool:
-        return not self._closed and self.failure is None
+        return await self.health_problem() is None
 
     async def health_problem(self) -> str | None:
         if self._closed:
             return "the store is closed"
+        if not self._writer.is_alive():  # cannot happen by design; say so should it ever
+            return "the embedded store's writer thread stopped; restart the server"
         return self.failure
 
     def _write(
