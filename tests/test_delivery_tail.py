@@ -14,7 +14,7 @@ import pytest
 
 from helpers import MUNCHKIN, activity, wait_until
 from leadstream.catalog import Catalog
-from leadstream.delivery.tail import LogTail
+from leadstream.delivery.tail import ELEMENT_OVERHEAD, LogTail
 from leadstream.events import Event, Validator
 from leadstream.formats import batch_body, elements
 from leadstream.store import SQLITE_FILE, Store, open_store
@@ -71,7 +71,7 @@ async def test_each_element_is_built_once_for_every_sender_and_counts_in_the_win
     assert len(first.events) == 50 and first.scanned == 50 and not first.custom_objects
     assert all(a is b for a, b in zip(first.shared, second.shared))  # the same bytes objects: built once
     assert first.shared == elements("legacy", first.events)
-    assert tail._bytes == data_bytes + sum(map(len, first.shared))  # counted once, in the bound
+    assert tail._bytes == data_bytes + sum(len(e) + ELEMENT_OVERHEAD for e in first.shared)  # once, in the bound
     body = batch_body("legacy", first.events, subscription_id="s", batch_id="b", created="c", shared=first.shared)
     assert body == batch_body("legacy", first.events, subscription_id="s", batch_id="b", created="c")
     # The bound holds with elements: 1,000 events at most, whatever was built.

@@ -61,7 +61,7 @@ class Expiry:
 class EngineOptions:
     node_id: str = "local"
     tail_events: int = 100_000  # the shared window of recent events…
-    tail_bytes: int = 32 * 1024 * 1024  # …bounded both ways
+    tail_bytes: int = 24 * 1024 * 1024  # …bounded both ways (what they hold in memory, elements included)
     lease_ttl: float = 15.0  # a cluster: seconds a lease lasts unless renewed
     follow: bool = False  # pick up changes made elsewhere (a cluster, or the delivery process)
     follow_interval: float = 0.25

@@ -34,6 +34,10 @@ from leadstream.store.base import Store
 
 Key = tuple[str, str]  # (stream, munchkin id)
 READ_PAGE = 1000  # events per read of the store for senders behind the window
+# What an event held in memory costs beyond its data: the struct and its short strings (measured
+# with sys.getsizeof on a benchmark event: 104 + ~500 bytes), and each built element's bytes header.
+EVENT_OVERHEAD = 600
+ELEMENT_OVERHEAD = 33
 
 
 class Taken(NamedTuple):
@@ -60,7 +64,7 @@ class Group:
         if found is not None:
             return found, 0
         found = self.elements[fmt] = formats.elements(fmt, self.events)
-        return found, sum(map(len, found))
+        return found, sum(map(len, found)) + ELEMENT_OVERHEAD * len(found)
 
     def has_custom_objects(self) -> bool:
         if self.custom_objects is None:
@@ -94,9 +98,9 @@ class Page:
 class LogTail:
     store: Store
     max_events: int = 100_000
-    max_bytes: int = 32 * 1024 * 1024
+    max_bytes: int = 24 * 1024 * 1024  # events, their overhead and their built elements
     page: int = 5000
-    pages_bytes: int = 16 * 1024 * 1024  # the pages read behind the window, kept for the others
+    pages_bytes: int = 8 * 1024 * 1024  # the pages read behind the window, kept for the others
     users: int = 0  # running senders: with none, nothing is read
     _chunks: deque[Chunk] = field(default_factory=deque)
     _lasts: list[int] = field(default_factory=list)  # chunk.last of each chunk, for bisect
@@ -143,7 +147,7 @@ class LogTail:
             if group is None:
                 group = by_key[(event.stream, event.munchkin_id)] = Group([])
             group.events.append(event)
-            size += len(event.data)
+            size += len(event.data) + EVENT_OVERHEAD
         self._chunks.append(Chunk(self.end, last, by_key, size, len(events)))
         self._lasts.append(last)
         self._events += len(events)
@@ -250,7 +254,7 @@ class LogTail:
 
     async def _read_page(self, key: Key, after: int) -> Page:
         events, last = await self.store.read_page(after, READ_PAGE, stream=key[0], munchkin_id=key[1])
-        page = Page(key, after, last, Group(events), sum(len(e.data) for e in events))
+        page = Page(key, after, last, Group(events), sum(len(e.data) for e in events) + EVENT_OVERHEAD * len(events))
         if events:
             self._pages.append(page)
             self._pages_size += page.size
