@@ -4,10 +4,12 @@ figures are measured by the benchmark, never by tests."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
@@ -195,3 +197,42 @@ def test_the_micro_benchmarks_measure_ingest_and_bodies() -> None:
 
     figures = measure(rounds=1, repeat=1)
     assert len(figures) == 5 and all(value > 0 for value in figures.values()), figures
+
+
+def test_the_cluster_scenario_runs_two_nodes_on_a_fresh_postgresql_database(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny = Durations(
+        warmup=0.2,
+        window=0.8,
+        backlog=1000,
+        bare_backlog=1000,
+        idle_subscriptions=10,
+        idle_window=0.5,
+        both_bare_variants=False,
+    )
+    figures_file = tmp_path / "bench.json"
+    code = run_bench(True, figures_file, None, ["cluster"], durations=tiny, database_url=postgres_url)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    figures = {f["metric"]: f for f in orjson.loads(figures_file.read_bytes())["figures"]}
+    ingest = figures["PostgreSQL ingest, 2 nodes on one database"]
+    assert ingest["leadstream"] > 0 and ingest["bare"]["1 node"] > 0
+    for nodes in ("1 node", "2 nodes"):
+        detail = ingest["detail"][nodes]
+        assert detail["accepted"] > 0 and detail["load_errors"] == []
+        assert detail["appends_waited_ms_per_s"] >= 0
+    assert figures["PostgreSQL end to end, 2 nodes, 1 subscription"]["leadstream"] > 0
+    assert asyncio.run(_bench_databases(postgres_url)) == []  # each scenario's database dropped after
+    assert run_bench(True, None, None, ["cluster"], durations=tiny) == 2  # needs --database-url
+
+
+async def _bench_databases(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [
+            r[0]
+            for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'leadstream_bench_cluster%'")
+        ]
+    finally:
+        await conn.close()
