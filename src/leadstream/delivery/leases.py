@@ -24,6 +24,7 @@ from leadstream.store.base import Store
 MIN_WAIT = 0.02  # seconds: look a little after a lease runs out, never in a busy loop
 Acquire = Callable[[str, float], Awaitable[set[str] | None]]  # (node id, ttl) -> what this node holds
 Expiry = Callable[[str], Awaitable[float | None]]  # (node id) -> seconds until another node's lease runs out
+Release = Callable[[str], Awaitable[None]]  # (node id): give this node's leases up, and tell the others
 
 
 class Leases:
@@ -32,11 +33,13 @@ class Leases:
 
     def __init__(
         self, store: Store, node_id: str, ttl: float, on_lapse: Callable[[], None], *,
-        acquire: Acquire | None = None, expiry: Expiry | None = None,
+        acquire: Acquire | None = None, expiry: Expiry | None = None, release: Release | None = None,
     ) -> None:  # fmt: skip
         self.store = store
         self.acquire = acquire or store.lease
         self.expiry = expiry or store.next_lease_expiry
+        # Other leases than the subscriptions' are given up only with their own release function.
+        self.releaser = release or (store.release_leases if acquire is None else None)
         self.node_id = node_id
         self.ttl = ttl
         self.on_lapse = on_lapse
@@ -87,6 +90,6 @@ class Leases:
     async def release(self) -> None:
         """Give the leases up (a clean stop, after the senders saved): the other nodes take them
         at once instead of after the TTL."""
-        if self.owned is not None:
+        if self.owned is not None and self.releaser is not None:
             self.owned = set()
-            await self.store.release_leases(self.node_id)
+            await self.releaser(self.node_id)
