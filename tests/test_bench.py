@@ -21,6 +21,11 @@ from leadstream.bench.procs import Part
 from leadstream.bench.records import body, count_events, record_size, send_times_us
 from leadstream.bench.sink import Sink
 
+TINY = Durations(
+    warmup=0.2, window=0.8, backlog=1000, bare_backlog=1000, idle_subscriptions=10, idle_window=0.5,
+    both_bare_variants=False,
+)  # fmt: skip
+
 
 def test_records_are_realistic_and_carry_their_send_time() -> None:
     sent = time.time_ns() // 1000
@@ -101,17 +106,8 @@ async def test_bare_loop_in_two_processes_delivers_every_accepted_event_once(tmp
 def test_a_tiny_run_prints_the_table_and_writes_json_and_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tiny = Durations(
-        warmup=0.2,
-        window=0.8,
-        backlog=1000,
-        bare_backlog=1000,
-        idle_subscriptions=10,
-        idle_window=0.5,
-        both_bare_variants=False,
-    )
     figures_file, plot_file = tmp_path / "bench.json", tmp_path / "bench.png"
-    code = run_bench(True, figures_file, plot_file, ["ingest", "e2e"], durations=tiny)
+    code = run_bench(True, figures_file, plot_file, ["ingest", "e2e"], durations=TINY)
     out = capsys.readouterr().out
     assert code == 0, out
     assert "leadstream bench" in out and "sustained end to end" in out
@@ -202,17 +198,8 @@ def test_the_micro_benchmarks_measure_ingest_and_bodies() -> None:
 def test_the_cluster_scenario_runs_two_nodes_on_a_fresh_postgresql_database(
     tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tiny = Durations(
-        warmup=0.2,
-        window=0.8,
-        backlog=1000,
-        bare_backlog=1000,
-        idle_subscriptions=10,
-        idle_window=0.5,
-        both_bare_variants=False,
-    )
     figures_file = tmp_path / "bench.json"
-    code = run_bench(True, figures_file, None, ["cluster"], durations=tiny, database_url=postgres_url)
+    code = run_bench(True, figures_file, None, ["cluster"], durations=TINY, database_url=postgres_url)
     out = capsys.readouterr().out
     assert code == 0, out
     figures = {f["metric"]: f for f in orjson.loads(figures_file.read_bytes())["figures"]}
@@ -224,7 +211,7 @@ def test_the_cluster_scenario_runs_two_nodes_on_a_fresh_postgresql_database(
         assert detail["appends_waited_ms_per_s"] >= 0
     assert figures["PostgreSQL end to end, 2 nodes, 1 subscription"]["leadstream"] > 0
     assert asyncio.run(_bench_databases(postgres_url)) == []  # each scenario's database dropped after
-    assert run_bench(True, None, None, ["cluster"], durations=tiny) == 2  # needs --database-url
+    assert run_bench(True, None, None, ["cluster"], durations=TINY) == 2  # needs --database-url
 
 
 async def _bench_databases(url: str) -> list[str]:

@@ -107,8 +107,7 @@ class DeliveryEngine:
             self.store, self.tail, self.session, self.keyring, state_log, options.attempts_kept, self.leases,
             on_transition=self.on_transition,
         )  # fmt: skip
-        # Another node stopped (take its share now) or asked a change (apply it now).
-        self.store.on_cluster_change(self._wake.set)
+        self.store.on_cluster_change(self._heard)
         await self.leases.renew()
         for stored in await self.store.list_subscriptions():
             if self.leases.mine(stored.id):
@@ -143,6 +142,12 @@ class DeliveryEngine:
             await self.leases.release()  # after the saves: the next owner starts where we stopped
         except Exception as exc:  # the store may already be failing: the states saved earlier stand
             log.warning("could not save delivery state at shutdown", error=str(exc))
+
+    def _heard(self, sub_id: str | None) -> None:
+        """Another node asked a change of ``sub_id`` (apply it now, if it is ours), or created a
+        subscription or stopped (None: the leases may move now)."""
+        if sub_id is None or self.leases.mine(sub_id):
+            self._wake.set()
 
     def _lapsed(self) -> None:
         """The leases lapsed: another node may be sending now. Nothing is saved: the next owner

@@ -379,9 +379,10 @@ class Store(abc.ABC):
         """Give up this node's leases at once (a clean stop), and tell the other nodes."""
         return None
 
-    def on_cluster_change(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (on this event loop) when another node releases its leases or asks
-        a change of a subscription: the delivering node then applies it within milliseconds."""
+    def on_cluster_change(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback`` (on this event loop) when another node asks a change of a subscription
+        (with its id: the delivering node then applies it within milliseconds), or creates one or
+        releases its leases (with None: the leases may move)."""
         return None
 
     # -- delivery attempts and dead letters --------------------------------------------------------

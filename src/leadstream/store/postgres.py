@@ -423,7 +423,7 @@ class PostgresStore(Store):
         self._down: BaseException | None = None
         self._probe: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._cluster_listeners: list[Callable[[], None]] = []
+        self._cluster_listeners: list[Callable[[str | None], None]] = []
         self._pruned_at = 0.0
         self._closed = True
 
@@ -839,7 +839,7 @@ class PostgresStore(Store):
             f"RETURNING id) SELECT pg_notify(${n + 1}, ${n + 2}) FROM made"
         )
         try:
-            await self._run(lambda conn: conn.fetch(sql, *sub.row(), self._cluster_channel, self.node_id))
+            await self._run(lambda conn: conn.fetch(sql, *sub.row(), self._cluster_channel, f"{self.node_id} "))
         except asyncpg.UniqueViolationError:
             raise Conflict(f"subscription {sub.id} already exists") from None
 
@@ -869,7 +869,9 @@ class PostgresStore(Store):
             f"RETURNING id) SELECT pg_notify(${n + 3}, ${n + 4}) FROM changed"
         )
         rows = await self._run(
-            lambda conn: conn.fetch(sql, *values, sub_id, expected_rev, self._cluster_channel, self.node_id)
+            lambda conn: conn.fetch(
+                sql, *values, sub_id, expected_rev, self._cluster_channel, f"{self.node_id} {sub_id}"
+            )
         )
         return len(rows) == 1
 
@@ -945,17 +947,20 @@ class PostgresStore(Store):
                 await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, LEASE_LOCK)
                 await conn.execute("DELETE FROM leases WHERE node_id = $1", node_id)
                 await conn.execute("DELETE FROM nodes WHERE node_id = $1", node_id)
-                await conn.execute("SELECT pg_notify($1, $2)", self._cluster_channel, node_id)  # (payload: who)
+                await conn.execute("SELECT pg_notify($1, $2)", self._cluster_channel, f"{node_id} ")
 
         await self._run(run)
 
-    def on_cluster_change(self, callback: Callable[[], None]) -> None:
+    def on_cluster_change(self, callback: Callable[[str | None], None]) -> None:
         self._cluster_listeners.append(callback)
 
     def _on_cluster_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        if payload != self.node_id:
+        """Payload: the asking node's id, a space, and the subscription changed ('' for a new one
+        or a release)."""
+        node_id, _, sub_id = payload.rpartition(" ")
+        if node_id != self.node_id:
             for callback in self._cluster_listeners:
-                callback()
+                callback(sub_id or None)
 
     # -- attempts and dead letters ------------------------------------------------------------------------
     async def record_attempt(
