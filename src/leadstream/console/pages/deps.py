@@ -10,6 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from leadstream import positions
 from leadstream.console.app import templates_of
 from leadstream.console.series import Sampler
 from leadstream.console.session import session_of
@@ -82,3 +83,10 @@ def when_text(value: str | None) -> str:
 def json_text(value: Any) -> str:
     """A value as compact JSON text (the template escapes it; ``tojson`` would show ``\\u003c``)."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def position_of(value: Any) -> int | None:
+    """A log position from an attempt: a journal token (or a number, in entries written before tokens)."""
+    if isinstance(value, int):
+        return value
+    return positions.decode_or_none(value) if isinstance(value, str) else None

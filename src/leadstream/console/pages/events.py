@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from leadstream import formats, positions
-from leadstream.console.pages.deps import query, render, runtime_of, viewer, when
+from leadstream import formats
+from leadstream.console.pages.deps import position_of, query, render, runtime_of, viewer, when
 from leadstream.errors import NotFound
 from leadstream.events import STREAMS, Event
 from leadstream.runtime import Runtime
@@ -199,7 +199,7 @@ def when_iso(value: Any) -> str:
 async def _delivering_attempt(runtime: Runtime, sub_id: str, position: int) -> dict[str, Any] | None:
     for doc in await runtime.store.list_attempts(sub_id, ATTEMPTS_READ):
         attempt = orjson.loads(doc)
-        first, last = _position(attempt.get("firstPosition")), _position(attempt.get("lastPosition"))
+        first, last = position_of(attempt.get("firstPosition")), position_of(attempt.get("lastPosition"))
         if (
             attempt.get("outcome") == "delivered"
             and first is not None
@@ -208,13 +208,6 @@ async def _delivering_attempt(runtime: Runtime, sub_id: str, position: int) -> d
         ):
             return dict(attempt)
     return None
-
-
-def _position(value: Any) -> int | None:
-    """An attempt's position: a journal token (or a number, in entries written before tokens)."""
-    if isinstance(value, int):
-        return value
-    return positions.decode_or_none(value) if isinstance(value, str) else None
 
 
 async def event_page(request: Request) -> Response:

@@ -13,11 +13,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from leadstream import positions
 from leadstream.console.app import templates_of
 from leadstream.console.charts import Series, line_chart
 from leadstream.console.forms import form_of
-from leadstream.console.pages.deps import audit, query, redirect, render, runtime_of, sampler_of, viewer, when
+from leadstream.console.pages.deps import (
+    audit,
+    position_of,
+    query,
+    redirect,
+    render,
+    runtime_of,
+    sampler_of,
+    viewer,
+    when,
+)
 from leadstream.errors import LeadstreamError
 from leadstream.security.principals import Principal
 
@@ -128,17 +137,11 @@ async def _attempts(request: Request, sub_id: str, principal: Principal) -> tupl
         and (status is None or a.get("status") == status)
     ]
     for attempt in chosen:  # positions as numbers a person can compare with the event browser's
-        attempt["positions"] = [_position(attempt.get(k)) for k in ("firstPosition", "lastPosition")]
+        attempt["positions"] = [position_of(attempt.get(k)) for k in ("firstPosition", "lastPosition")]
     return chosen[:ATTEMPTS_SHOWN], len(attempts)
 
 
-def _position(value: Any) -> int | None:
-    if isinstance(value, int):
-        return value
-    return positions.decode_or_none(value) if isinstance(value, str) else None
-
-
-def _charts(request: Request, sub_id: str, name: str) -> dict[str, Any]:
+def _charts(request: Request, sub_id: str) -> dict[str, Any]:
     sampler = sampler_of(request)
     end = time.time()
     start = end - sampler.span
@@ -154,11 +157,12 @@ def _charts(request: Request, sub_id: str, name: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def _detail_values(request: Request, sub_id: str) -> dict[str, Any]:
+async def _detail_values(request: Request, sub_id: str, *, attempt_log: bool = True) -> dict[str, Any]:
+    """What the page shows; without ``attempt_log`` only the live part (status and charts)."""
     principal = viewer(request)
     runtime = runtime_of(request)
     view = await runtime.subscriptions.view(sub_id, principal.sees)
-    attempts, read = await _attempts(request, sub_id, principal)
+    attempts, read = await _attempts(request, sub_id, principal) if attempt_log else ([], 0)
     outcome, status = _attempt_filter(request)
     settings = {k: v for k, v in view.items() if k not in STATUS_KEYS}
     sample_types = _sample_types(request, view)
@@ -180,7 +184,7 @@ async def _detail_values(request: Request, sub_id: str) -> dict[str, Any]:
         "sample": None,
         "delete_question": f"Delete {view['name']}? {DELETE_CONSEQUENCE}",
         "notice": NOTICES.get(query(request, "done")),
-        **_charts(request, sub_id, view["name"]),
+        **_charts(request, sub_id),
     }
 
 
@@ -196,7 +200,7 @@ async def detail_page(request: Request) -> Response:
 
 
 async def detail_live(request: Request) -> Response:
-    values = await _detail_values(request, request.path_params["id"])
+    values = await _detail_values(request, request.path_params["id"], attempt_log=False)
     return render(request, "pages/subscription_live.html", values)
 
 
