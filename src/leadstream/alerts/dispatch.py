@@ -124,8 +124,8 @@ class AlertDispatcher:
 
     def on_transition(self, transition: Transition) -> None:
         before, after, sub_id = transition.before, transition.after, transition.subscription
-        if after.state == rules.PAUSED:
-            self._subscription_alert(model.SUBSCRIPTION_PAUSED, transition.subscription, transition.munchkin_id, after)
+        if after.state == rules.PAUSED and before.state != rules.PAUSED:  # (not a paused one paused by hand too)
+            self._subscription_alert(model.SUBSCRIPTION_PAUSED, sub_id, transition.munchkin_id, after)
         elif after.state == rules.ACTIVE and before.state == rules.PAUSED:
             self._subscription_alert(model.SUBSCRIPTION_REACTIVATED, sub_id, transition.munchkin_id, after)
         if after.state == rules.ACTIVE:
