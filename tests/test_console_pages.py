@@ -442,3 +442,25 @@ def test_the_replay_time_is_read_as_utc_and_refused_outside_retention() -> None:
     )
     assert "is not a time" in (replay_time("yesterday", week, now)[1] or "")
     assert replay_time("", week, now) == (None, "Enter the time to replay from.")
+
+
+def test_the_operator_revokes_a_key_and_its_sessions_end(open_browser: Any, console: Console, screenshot: Any) -> None:
+    status, key = console.api(
+        "POST", "/v1/keys", {"munchkinIds": [TENANT_B], "scopes": ["read"], "name": "short-lived"}
+    )
+    assert status == 201
+    tenant, operator = open_browser(), open_browser()
+    sign_in(tenant, console, key["key"], "/subscriptions")
+    expect(row(tenant, console, HOSTILE)).to_have_count(1)
+    sign_in(operator, console, console.server.key, "/keys")
+    entry = operator.locator(f"tr[data-id='{key['id']}']")
+    entry.locator("summary", has_text="Revoke").click()
+    screenshot(operator, "pages-keys-revoke")
+    entry.get_by_role("alertdialog").get_by_role("button", name="Revoke").click()
+    expect(operator.get_by_role("status").first).to_contain_text(f"Key {key['id']} is revoked")
+    expect(operator.locator(f"tr[data-id='{key['id']}'] .badge")).to_contain_text("revoked")
+    assert console.api("GET", "/v1/subscriptions", key=key["key"])[0] == 401  # the API refuses it too
+    tenant.reload()
+    expect(tenant.get_by_role("status")).to_have_text("Your session has ended. Sign in again to continue.")
+    _, audit = console.api("GET", "/v1/audit?action=key.revoke")
+    assert [(e["actor"], e["target"]) for e in audit["entries"]][:1] == [("operator", key["id"])]

@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from leadstream.console.pages.deps import query, render, runtime_of, viewer
+from leadstream.console.forms import form_of
+from leadstream.console.pages.deps import audit, query, redirect, render, runtime_of, viewer
 from leadstream.security.principals import Forbidden, Principal
 
 AUDIT_PAGE = 100
@@ -25,7 +26,19 @@ def operator(request: Request, what: str) -> Principal:
 async def keys_page(request: Request) -> Response:
     operator(request, "API keys")
     keys = [k.public() for k in await runtime_of(request).api_keys.listed(None, True)]
-    return render(request, "pages/keys.html", {"title": "API keys", "active": "keys", "keys": keys})
+    revoked = query(request, "revoked")
+    values = {"title": "API keys", "active": "keys", "keys": keys, "revoked": revoked}
+    return render(request, "pages/keys.html", values)
+
+
+async def revoke_key(request: Request) -> Response:
+    """Revoke a tenant key, as ``DELETE /v1/keys/{id}``: its sessions here end at their next request."""
+    principal = operator(request, "API keys")
+    if (await form_of(request)).get("confirm") != "yes":
+        return redirect(request, "/keys")
+    record = await runtime_of(request).api_keys.revoke(request.path_params["id"])
+    await audit(request, principal, "key.revoke", record.id, None, record.munchkinIds)
+    return redirect(request, f"/keys?revoked={record.id}")
 
 
 async def audit_page(request: Request) -> Response:
@@ -48,4 +61,8 @@ async def audit_page(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    return [Route("/keys", keys_page, methods=["GET"]), Route("/audit", audit_page, methods=["GET"])]
+    return [
+        Route("/keys", keys_page, methods=["GET"]),
+        Route("/keys/{id}/revoke", revoke_key, methods=["POST"]),
+        Route("/audit", audit_page, methods=["GET"]),
+    ]
