@@ -244,7 +244,7 @@ FAULTS = [  # kind injected, the state meanwhile, how lastError starts (SPEC §1
 
 
 async def test_each_injected_fault_gets_its_documented_reaction_and_loses_nothing(tmp_path) -> None:
-    settings = {**FAST, "source_backoff_base": 0.6, "source_call_timeout": 0.4, "source_rate_window": 1.0}
+    settings = {**FAST, "source_backoff_base": 1.0, "source_call_timeout": 0.4, "source_rate_window": 1.0}
     limits = Limits(calls_per_window=100_000, window_seconds=1.0, max_concurrent=50, daily_quota=10_000_000)
     async with (
         instance(limits=limits, hang_seconds=1.0, max_uri_length=76) as sim,

@@ -13,6 +13,7 @@ from leadstream.sources.ledger import CallLimits, Granted, Refused, StoreLedger
 from leadstream.store import Store
 from leadstream.store.base import StoredSource
 from leadstream.store.postgres import PostgresStore
+from leadstream.testing import wait_until
 
 TENANT = "123-ABC-456"
 
@@ -98,7 +99,8 @@ async def test_budgets_of_one_munchkin_on_two_postgres_nodes_never_exceed_the_li
                 in_flight -= 1
 
         tasks = [asyncio.create_task(call(budgets[i % 2])) for i in range(30)]
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: calls >= 12, 20, what="the window's 12 calls")
+        await asyncio.sleep(0.3)
         assert calls == 12  # the window is full for 20 s: the rest wait
         assert peak <= 3
         status = await budgets[0].status()
@@ -112,10 +114,10 @@ async def test_source_leases_spread_over_live_nodes(pg_url: str) -> None:
     async with PostgresStore(pg_url, node_id="n1") as one, PostgresStore(pg_url, node_id="n2") as two:
         for i in range(4):
             await one.create_source(StoredSource(f"src_lease{i}", TENANT, b"{}", b"{}", i))
-        first = await one.lease_sources("n1", 1.0)
+        first = await one.lease_sources("n1", 3.0)
         assert first == {f"src_lease{i}" for i in range(4)}  # alone so far
-        assert await two.lease_sources("n2", 1.0) == set()  # n1 holds them until they expire
-        assert first is not None and len(await one.lease_sources("n1", 1.0) or ()) == 2  # now it keeps its share
-        await asyncio.sleep(1.1)
-        taken = await two.lease_sources("n2", 1.0)
+        assert await two.lease_sources("n2", 3.0) == set()  # n1 holds them until they expire
+        assert first is not None and len(await one.lease_sources("n1", 3.0) or ()) == 2  # now it keeps its share
+        await asyncio.sleep(3.1)  # n1 renews nothing: its leases run out
+        taken = await two.lease_sources("n2", 3.0)
         assert taken is not None and len(taken) >= 2
