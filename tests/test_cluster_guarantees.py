@@ -86,6 +86,22 @@ async def test_an_api_key_made_on_one_node_works_and_shows_on_every_node_at_once
             assert answer.status == 404  # a key nobody made is still not found
 
 
+async def test_an_activity_type_loaded_on_one_node_is_known_on_the_other_at_once(tmp_path, pg_url):
+    async with cluster(tmp_path, pg_url) as (a, b), aiohttp.ClientSession() as session, receiver() as r:
+        for n in range(5):
+            munchkin, name = f"{n:03d}-CAT-{n:03d}", f"Attend Webinar {n}"
+            types = {"result": [{"id": 100001 + n, "name": name, "attributes": []}]}
+            status, loaded = await call(session, "PUT", f"{a.url}/v1/catalog/activity/{munchkin}", types)
+            assert status == 200 and loaded["loaded"] == 1, loaded
+            status, catalog = await call(session, "GET", f"{b.url}/v1/catalog/activity?munchkinId={munchkin}")
+            assert status == 200 and name in str(catalog["types"]), catalog
+            document = {
+                "name": "c", "munchkinId": munchkin, "stream": "activity", "endpoint": r.url, "eventTypes": [name],
+            }  # fmt: skip
+            status, view = await call(session, "POST", f"{b.url}/v1/subscriptions", document)
+            assert status == 201, view  # B took the type A just loaded (else: 422, unknown event type)
+
+
 async def leases_by_node(database_url: str) -> dict[str, set[str]]:
     conn = await asyncpg.connect(database_url)
     try:

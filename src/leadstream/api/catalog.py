@@ -72,6 +72,8 @@ async def get_catalog(
         raise NotFound(f"there is no stream {stream!r}; streams: {', '.join(STREAMS)}")
     if munchkinId is not None and not principal.sees(check_munchkin_id(munchkinId)):
         raise NotFound(f"no tenant {munchkinId}")
+    if munchkinId is not None:
+        await services.reload_catalog()  # the tenant's types as loaded on any node (SPEC §12)
     return {"stream": stream, "types": services.catalog.describe(stream, munchkinId), "samples": sampling(stream)}
 
 

@@ -25,6 +25,7 @@ import aiohttp
 
 from leadstream import positions
 from leadstream.catalog import Catalog
+from leadstream.catalog import persistence as catalogs
 from leadstream.clock import now_ms, rfc3339
 from leadstream.errors import Conflict, Gone, Invalid, NotFound
 from leadstream.events import Event
@@ -236,7 +237,7 @@ class Subscriptions:
 
     async def create(self, document: dict[str, Any]) -> dict[str, Any]:
         """A new subscription (SPEC §3); its view, with a generated HMAC secret shown this once."""
-        config = parse_new(document, self.catalog)
+        config = await self._with_catalog(lambda: parse_new(document, self.catalog))
         await check_endpoints(config, self.policy)
         generated = complete_signing(config)
         if config.needs_challenge:
@@ -254,6 +255,15 @@ class Subscriptions:
         await self._tell(sub_id)
         return _with_secret(await self._answer(sub_id), generated)
 
+    async def _with_catalog(self, parse: Callable[[], SubscriptionConfig]) -> SubscriptionConfig:
+        """``parse``; refused, once more after reading the tenant catalogs from the store: the
+        event type it names may have been loaded on another node just now (read-your-writes)."""
+        try:
+            return parse()
+        except Invalid:
+            await catalogs.restore(self.catalog, self.store)
+            return parse()
+
     async def _start_cursor(self, start_at: str) -> int:
         if start_at == "now":
             return await self.store.last_position()
@@ -265,7 +275,7 @@ class Subscriptions:
         stored = await self.get(sub_id, visible)
         _refuse_deprovisioned(sub_id, self.state_of(stored), "it cannot change any more")
         current = self.config_of(stored)
-        config = apply_patch(current, document, self.catalog)
+        config = await self._with_catalog(lambda: apply_patch(current, document, self.catalog))
         await check_endpoints(config, self.policy)
         generated = complete_signing(config)
         compile_matcher(config, self.catalog, sub_id)  # refused here if it does not compile
