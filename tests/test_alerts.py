@@ -3,7 +3,9 @@ once per transition, retried with backoff, kept across a restart."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 
 import orjson
 from aiohttp import web
@@ -251,7 +253,9 @@ async def test_a_source_with_refused_credentials_is_told_failing_once_then_recov
         assert recovered["data"]["state"] == "running" and recovered["data"]["lastError"] is None
 
 
-async def test_two_nodes_on_one_database_send_each_alert_once(pg_url):
+@contextlib.asynccontextmanager
+async def two_nodes(pg_url: str, ops_url: str) -> AsyncIterator[list]:
+    """Two nodes' alert dispatchers (without delivery) on one PostgreSQL database, one alert endpoint."""
     import aiohttp
 
     from leadstream.alerts.dispatch import AlertDispatcher, DispatchOptions
@@ -261,31 +265,44 @@ async def test_two_nodes_on_one_database_send_each_alert_once(pg_url):
     from leadstream.store import open_store
 
     box, policy = SecretBox([new_master_key()]), GuardPolicy(allow_private=True)
-    options = DispatchOptions(poll_interval=0.02, retry_interval=0.05)
-    stores = [open_store(pg_url, node_id=f"node-{n}") for n in (1, 2)]
-    for store in stores:
-        await store.open()
-    async with aiohttp.ClientSession() as session, receiver() as ops:
-        nodes = [AlertDispatcher(store, Alerts(store, box, policy), session, options) for store in stores]
-        try:
-            await nodes[0].alerts.create({"endpoint": ops.url, "signing": {"hmacSecret": SECRET}})
-            for node in nodes:
-                await node.start()
-            for n in range(40):  # raised on both nodes (each by the node that saw it)
-                nodes[n % 2].raise_alert(PAUSED, f"sub-{n}", {"n": n})
+    options = DispatchOptions(poll_interval=0.02, retry_interval=0.05, lag_check_interval=0.05)
+    async with contextlib.AsyncExitStack() as stack:
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        nodes = []
+        for n in (1, 2):
+            store = await stack.enter_async_context(open_store(pg_url, node_id=f"node-{n}"))
+            nodes.append(AlertDispatcher(store, Alerts(store, box, policy), session, options))
+        await nodes[0].alerts.create({"endpoint": ops_url, "signing": {"hmacSecret": SECRET}})
+        for node in nodes:
+            await node.start()
+            stack.push_async_callback(node.stop)
+        yield nodes
 
-            async def all_sent() -> bool:
-                rows = await stores[0].alert_messages(100)
-                return len(rows) == 40 and all(row.state == "sent" for row in rows)
 
-            await wait_until(all_sent, what="40 alerts sent")
-            subjects = [verified(x)["subject"] for x in ops.requests]
-            assert sorted(subjects) == sorted(f"sub-{n}" for n in range(40))  # each once, from one node or the other
-        finally:
-            for node in nodes:
-                await node.stop()
-            for store in stores:
-                await store.close()
+async def all_sent(store, count: int) -> bool:
+    rows = await store.alert_messages(100)
+    return len(rows) == count and all(row.state == "sent" for row in rows)
+
+
+async def test_two_nodes_on_one_database_send_each_alert_once(pg_url):
+    async with receiver() as ops, two_nodes(pg_url, ops.url) as nodes:
+        for n in range(40):  # raised on both nodes (each by the node that saw it)
+            nodes[n % 2].raise_alert(PAUSED, f"sub-{n}", {"n": n})
+        await wait_until(lambda: all_sent(nodes[0].store, 40), what="40 alerts sent")
+        subjects = [verified(x)["subject"] for x in ops.requests]
+        assert sorted(subjects) == sorted(f"sub-{n}" for n in range(40))  # each once, from one node or the other
+
+
+async def test_a_mark_set_on_one_node_keeps_another_from_telling_it_again(pg_url):
+    from leadstream.delivery.engine import Expiry
+
+    async with receiver() as ops, two_nodes(pg_url, ops.url) as (first, second):
+        first.on_expired(Expiry("sub-1", MUNCHKIN, newly=3, total=3))
+        await wait_until(lambda: "expiring" in second.flags.get("sub-1", ()), what="the mark, seen by the other node")
+        second.on_expired(Expiry("sub-1", MUNCHKIN, newly=2, total=5))  # the lease moved: still expiring
+        second.on_expired(Expiry("sub-2", MUNCHKIN, newly=1, total=1))  # another one starts expiring
+        await wait_until(lambda: all_sent(first.store, 2), what="two alerts sent")
+        assert sorted(verified(x)["subject"] for x in ops.requests) == ["sub-1", "sub-2"]
 
 
 async def test_rotating_the_master_key_reseals_alert_secrets(tmp_path):

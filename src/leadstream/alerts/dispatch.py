@@ -9,8 +9,9 @@ Triggers, once per transition and not once per attempt:
   the lag is back under half of it (checked every ``lag_check_interval``);
 - sources (checked as often): ``quota_exhausted`` and ``failing`` when a source this node runs
   enters that state, ``recovered`` when it is running again after one of them.
-The ``expiring``, ``lagging`` and sources' marks are kept in the store (a setting per subscription), so a
-restart or a lease that moves to another node does not tell them again.
+The ``expiring``, ``lagging`` and sources' marks are kept in the store (a setting per subscription
+or source) and read again every ``lag_check_interval``, so neither a restart nor a lease that
+moves to another node tells them again.
 
 Listeners run on the event loop and must be quick: they queue the alert; a task writes it to the
 store's outbox, one row per endpoint that wants it — from then on a restart loses nothing. The
@@ -92,18 +93,16 @@ class AlertDispatcher:
         self._queued: list[tuple[str, str, dict[str, Any]] | str] = []  # alerts to write; a str: flags to save
         self._has_queued = asyncio.Event()
         self._wake = asyncio.Event()  # something may be due to send
+        self._writing = asyncio.Lock()  # marks are not read back while they are being written
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        for name, value in (await self.store.settings(FLAG_SETTING)).items():
-            if marks := set(orjson.loads(value)):
-                self.flags[name.removeprefix(FLAG_SETTING)] = marks
+        await self.reload_marks()
         self._tasks = [
             asyncio.create_task(self._write_loop(), name="alerts-write"),
             asyncio.create_task(self._send_loop(), name="alerts-send"),
         ]
-        if self.engine is not None or self.sources is not None:
-            self._tasks.append(asyncio.create_task(self._watch_loop(), name="alerts-watch"))
+        self._tasks.append(asyncio.create_task(self._watch_loop(), name="alerts-watch"))
 
     async def stop(self) -> None:
         """Stop sending; write what is queued (it is sent after the next start)."""
@@ -218,7 +217,21 @@ class AlertDispatcher:
                 await asyncio.sleep(1.0)
                 self._has_queued.set()
 
+    async def reload_marks(self) -> None:
+        """The marks as the store has them: set or cleared by another node too (whose lease moved here)."""
+        async with self._writing:
+            stored = await self.store.settings(FLAG_SETTING)
+        changing = {q for q in self._queued if isinstance(q, str)}  # set here, not written yet: ours stand
+        for name, value in stored.items():
+            sub_id = name.removeprefix(FLAG_SETTING)
+            if sub_id not in changing:
+                self.flags[sub_id] = set(orjson.loads(value))
+
     async def _write(self) -> None:
+        async with self._writing:
+            await self._write_queued()
+
+    async def _write_queued(self) -> None:
         queued, self._queued = self._queued, []
         try:
             rows: list[tuple[str | None, bytes]] = []
@@ -290,5 +303,9 @@ class AlertDispatcher:
     async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.lag_check_interval)
+            try:
+                await self.reload_marks()
+            except Exception as exc:  # the store is down: go on with the marks known here
+                log.warning("alert marks not read", error=str(exc))
             self.check_lags()
             self.check_sources()
