@@ -293,6 +293,7 @@ def test_pause_resume_replay_edit_and_delete_through_the_page_are_what_the_api_d
     page.get_by_role("form", name="Send a sample").get_by_label("Send a sample event of type").fill("No Such Type")
     page.get_by_role("form", name="Send a sample").get_by_role("button", name="Send sample").click()
     expect(page.get_by_role("form", name="Send a sample").get_by_role("alert")).to_contain_text("No Such Type")
+    expect(page.get_by_label("Send a sample event of type")).to_have_value("No Such Type")
     page.locator("summary", has_text="Delete").click()
     screenshot(page, "pages-delete-confirm")
     page.get_by_role("alertdialog").get_by_role("button", name="Delete").click()

@@ -181,6 +181,8 @@ async def _detail_values(request: Request, sub_id: str, *, attempt_log: bool = T
         "form_error": None,
         "form": None,
         "replay_value": "",
+        "sample_value": "",
+        "cursor": position_of(view.get("cursor")),
         "sample": None,
         "delete_question": f"Delete {view['name']}? {DELETE_CONSEQUENCE}",
         "notice": NOTICES.get(query(request, "done")),
@@ -225,10 +227,12 @@ async def resume(request: Request) -> Response:
 
 
 async def _form_error(
-    request: Request, sub_id: str, message: str, form: str, status: int = 422, replay_value: str = ""
+    request: Request, sub_id: str, message: str, form: str, status: int = 422, typed: str = ""
 ) -> Response:
+    """The page again with ``form``'s problem in it, and what was typed there kept."""
     values = await _detail_values(request, sub_id)
-    values.update(form_error=message, form=form, notice=None, replay_value=replay_value)
+    values.update(form_error=message, form=form, notice=None)
+    values["replay_value" if form == "replay" else "sample_value"] = typed
     return render(request, "pages/subscription.html", values, status=status)
 
 
@@ -271,11 +275,11 @@ async def replay(request: Request) -> Response:
     text = str((await form_of(request)).get("from") or "").strip()
     start, problem = replay_time(text, runtime.settings.retention, time.time())
     if problem is not None or start is None:
-        return await _form_error(request, sub_id, problem or "", "replay", replay_value=text)
+        return await _form_error(request, sub_id, problem or "", "replay", typed=text)
     try:
         view = await runtime.subscriptions.replay(sub_id, start, principal.sees)
     except LeadstreamError as exc:
-        return await _form_error(request, sub_id, exc.detail, "replay", exc.status, replay_value=text)
+        return await _form_error(request, sub_id, exc.detail, "replay", exc.status, typed=text)
     await audit(request, principal, "subscription.replay", sub_id, {"from": start}, [view["munchkinId"]])
     return redirect(request, f"/subscriptions/{sub_id}?done=replayed")
 
@@ -289,7 +293,7 @@ async def sample(request: Request) -> Response:
     try:
         answer = await runtime.subscriptions.sample(sub_id, wanted, principal.sees)
     except LeadstreamError as exc:
-        return await _form_error(request, sub_id, exc.detail, "sample", exc.status)
+        return await _form_error(request, sub_id, exc.detail, "sample", exc.status, typed=requested)
     values = await _detail_values(request, sub_id)
     values["sample"] = {"type": requested, **answer}
     return render(request, "pages/subscription.html", values)
