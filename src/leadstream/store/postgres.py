@@ -508,7 +508,14 @@ class PostgresStore(Store):
             raise Unavailable(f"PostgreSQL is unreachable, retry ({_why(self._down)})")
         try:
             async with self._pool.acquire(timeout=self._connect_timeout) as conn:
-                return await work(conn)
+                try:
+                    return await work(conn)
+                except CONNECTION_ERRORS:
+                    # asyncpg may hand a connection back to the pool in the middle of an operation
+                    # when the server went away under it; the next user then gets "another
+                    # operation is in progress". A connection that failed so is never reused.
+                    conn.terminate()
+                    raise
         except CONNECTION_ERRORS as exc:
             self._mark_down(exc)
             raise Unavailable(f"PostgreSQL is unreachable, retry ({_why(exc)})") from exc
@@ -528,7 +535,11 @@ class PostgresStore(Store):
             try:
                 # The pool replaces connections it finds closed when they are acquired.
                 async with pool.acquire(timeout=self._connect_timeout) as conn:
-                    await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+                    try:
+                        await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+                    except CONNECTION_ERRORS:
+                        conn.terminate()  # as in _run: never handed out again
+                        raise
             except CONNECTION_ERRORS as exc:
                 self._down = exc
                 delay = min(delay * 2, 5.0)
