@@ -376,6 +376,8 @@ def test_every_page_renders_for_the_operator(browser_page: Any, console: Console
     for path, heading, name in (
         ("/subscriptions", "Subscriptions", "pages-subscriptions"),
         ("/sources", "Sources", "pages-sources"),
+        ("/catalog?stream=audit", "Catalog", "pages-catalog-audit"),
+        ("/catalog?stream=notification", "Catalog", "pages-catalog-notification"),
         ("/catalog?stream=activity", "Catalog", "pages-catalog"),
         ("/keys", "API keys", "pages-keys"),
         ("/audit", "Audit trail", "pages-audit"),

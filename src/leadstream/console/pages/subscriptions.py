@@ -34,6 +34,7 @@ STATES = ("active", "retrying", "paused", "deprovisioned")
 SHOWN = 500  # subscriptions listed at most (a filter narrows it)
 ATTEMPTS_READ = 200  # newest attempts read for the log; its filters pick among them
 ATTEMPTS_SHOWN = 50
+SAMPLE_NAMES = {"activity": "name", "audit": "component", "notification": "kind"}
 STATUS_KEYS = frozenset(
     {
         "id", "createdAt", "state", "pausedReason", "delivered", "pending", "expired", "deadLettered",
@@ -192,7 +193,8 @@ async def _detail_values(request: Request, sub_id: str, *, attempt_log: bool = T
 
 def _sample_types(request: Request, view: dict[str, Any]) -> list[str]:
     described = runtime_of(request).catalog.describe(view["stream"], view["munchkinId"])
-    names = [str(t.get("name") or t.get("component") or t.get("kind") or "") for t in described]
+    key = SAMPLE_NAMES[view["stream"]]  # what POST …/sample takes as its type, per stream
+    names = [str(t.get(key) or "") for t in described]
     return [n for n in names if n][:400]
 
 
