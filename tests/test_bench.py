@@ -171,6 +171,7 @@ def _plain_venv(cache: pytest.Cache) -> Path:
     return python
 
 
+@pytest.mark.timeout(600)  # the first run after a change of pyproject.toml installs the venv (25 s on a quiet machine)
 def test_the_bench_runs_from_an_install_without_extras(pytestconfig: pytest.Config, tmp_path: Path) -> None:
     import subprocess
 
