@@ -20,6 +20,7 @@ tests need not wait minutes. ``lastError`` quotes Marketo's code and message.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ from leadstream.sources.planner import (
     DELETED_LEADS,
     DayBudget,
     GroupHistory,
+    GroupPlan,
     Plan,
     group_key,
     plan_polls,
@@ -58,8 +60,6 @@ from leadstream.sources.planner import (
     type_groups,
 )
 from leadstream.store.base import Store
-
-STATUS_EVERY = 1.0  # seconds between status saves while a poll reads page after page
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +110,6 @@ class MarketoPoller:
         self.rejected, self.failures = counts["rejected"], counts["failures"]
         self.last_poll_at: float | None = None
         self._catalog_due = 0.0
-        self._saved_at = 0.0
         self.peers = 1  # sources of this Munchkin ID on this node, which share what is left of the budget
         self._rng = random.Random()
         self._started_at = datetime.fromisoformat(config.startAt.replace("Z", "+00:00"))
@@ -152,7 +151,6 @@ class MarketoPoller:
         return max(0.0, self.clock() - (caught_up if caught_up is not None else self._started_at.timestamp()))
 
     async def _save_status(self) -> None:
-        self._saved_at = self.clock()
         try:
             await self.store.save_source_status(self.source_id, orjson.dumps(self.status()))
         except LeadstreamError as exc:  # the store is down: the next save carries it
@@ -246,9 +244,17 @@ class MarketoPoller:
         )
 
     def _next(self) -> tuple[Group, float]:
+        """The group whose poll has been due longest (never polled: first), and when it is due. By the
+        unclamped due time: when polls take longer than the intervals, every group is due "now", and
+        the plan's ties would starve the groups listed last."""
         assert self.groups and self.plan is not None
         by_key = {g.key: g for g in self.groups}
-        chosen = min(self.plan.groups, key=lambda p: p.next_poll_at)
+
+        def due(plan: GroupPlan) -> float:
+            last = by_key[plan.key].history.last_poll_at
+            return -math.inf if last is None else last + plan.planned_poll_interval_ms / 1000
+
+        chosen = min(self.plan.groups, key=due)
         return by_key[chosen.key], chosen.next_poll_at
 
     async def _poll(self, group: Group) -> None:
@@ -269,8 +275,7 @@ class MarketoPoller:
             self.state, self.last_error = "running", None
             if not page.more_result:
                 break
-            if self.clock() - self._saved_at >= STATUS_EVERY:  # a long backlog: other nodes see it move
-                await self._save_status()
+            await self._save_status()  # with each checkpoint: counts stay exact over a crash, others see it move
         group.caught_up_at = started
         group.last_poll_at = self.last_poll_at = self.clock()
         group.history = record_poll(group.history, at=started, records=records, pages=pages)
