@@ -385,7 +385,7 @@ class SqliteStore(Store):
         """PASSIVE never waits for readers; if readers kept it from finishing and the WAL is
         large, TRUNCATE waits for them briefly so that the file cannot grow without bound.
         A checkpoint that fails (the database file cannot grow on a full disk) is tried again
-        after the next commit; the WAL keeps every committed page meanwhile."""
+        once half as much again is written; the WAL keeps every committed page meanwhile."""
         self.stats.checkpoints += 1
         try:
             _busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -395,9 +395,10 @@ class SqliteStore(Store):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             self.stats.failed_checkpoints += 1
-            log.warning("WAL checkpoint failed; trying again after the next commit", error=str(exc))
+            log.warning("WAL checkpoint failed; trying again later", error=str(exc))
             if truncate:
                 raise
+            self.stats.unwritten = self.checkpoint_bytes // 2  # not after every commit meanwhile
             return
         self.stats.unwritten = 0
 
