@@ -39,6 +39,8 @@ async def test_schemathesis_all_checks_finds_no_server_error(tmp_path):
             *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path
         )
         output = (await fuzz.communicate())[0].decode(errors="replace")
+        wal = tmp_path / "data" / "leadstream.db-wal"
+        wal_bytes = wal.stat().st_size if wal.exists() else 0
     finally:
         server.stop()
     print(output[-8000:])  # shown when the test fails, with every finding
@@ -48,3 +50,4 @@ async def test_schemathesis_all_checks_finds_no_server_error(tmp_path):
     assert not found & {"ST101", "ST102"}, "a server error:\n" + output[-6000:]
     assert found <= OPEN_FINDINGS, f"new findings {found - OPEN_FINDINGS}:\n" + output[-6000:]
     assert "Traceback" not in server.tail(1_000_000), server.tail(4000)
+    assert wal_bytes < 64 * 1024 * 1024, f"the WAL reached {wal_bytes} bytes under fuzzing"  # was 583 MB
