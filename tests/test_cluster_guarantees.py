@@ -255,7 +255,7 @@ async def test_three_nodes_appending_at_full_speed_a_journal_reader_sees_each_ev
             """The journal's next links on one node, while the others append too."""
             numbers: list[int] = []
             positions: list[int] = []
-            url = f"{nodes[2].url}/v1/subscriptions/{sub}/journal?limit=500"
+            url = f"{nodes[2].url}/v1/subscriptions/{sub}/journal?limit={journal.MAX_LIMIT}"  # short pages: it keeps up
             deadline = time.monotonic() + 60
             while len(numbers) < total and time.monotonic() < deadline:
                 async with session.get(url, headers=HEADERS) as answer:
