@@ -93,7 +93,7 @@ def show(
     if columns is None:  # one record: a two-column table of its fields
         table = Table("field", "value", title=title, show_header=False)
         for name, field_value in rows[0].items():
-            table.add_row(name, field_value if isinstance(field_value, str) else json.dumps(field_value))
+            table.add_row(name, _cell(field_value))  # absent values blank, as in the lists
     else:
         table = Table(title=title)
         for column in columns:
