@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import asyncpg
+import pytest
 
 from leadstream import journal
 from leadstream.store.postgres import NOW_MS
 from leadstream.testing import ServerProcess, wait_until
 from test_cluster import HEADERS, call, cluster, delivered_once, guids, outage_under_load, publish, subscribe
 from test_delivery_support import Receiver, receiver
-from throwaway_pg import throwaway_pg  # noqa: F401  (a fixture)
+from throwaway_pg import ThrowawayPostgres, throwaway_pg  # noqa: F401  (a fixture)
 
 ROUNDS = 200
 
@@ -203,20 +207,48 @@ async def test_sigterm_gives_the_leases_up_and_the_other_node_starts_at_once(tmp
     assert max(waits) < 1.0, waits
 
 
-async def test_a_node_that_lost_the_database_stops_within_2_s_of_sigterm(tmp_path, throwaway_pg):  # noqa: F811
+def freeze(server: ThrowawayPostgres) -> list[int]:
+    """Stop every process of the server (SIGSTOP): connections stay open and nothing answers, as
+    behind a network cut. Returns the pids, for ``thaw``."""
+    master = int((server.data / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+    pids = [master, *map(int, children)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def thaw(pids: list[int]) -> None:
+    for pid in pids:
+        os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("loss", ["stopped", "frozen"])
+async def test_a_node_that_lost_the_database_stops_within_2_s_of_sigterm(
+    tmp_path,
+    throwaway_pg,  # noqa: F811
+    loss,
+):
     async with cluster(tmp_path, throwaway_pg.url, 1) as (node,), aiohttp.ClientSession() as session:
         async with receiver() as r:
             await subscribe(session, node, r.url)
             assert await publish(session, node, range(10)) == 200
             await wait_until(lambda: len(r.ids()) == 10, what="delivering")
-            throwaway_pg.stop("immediate")
-            await wait_until(lambda: _degraded(session, node), what="the node to see the database gone")
-            asked = time.monotonic()
-            assert node.proc is not None
-            node.proc.terminate()
-            code = await asyncio.to_thread(node.proc.wait, 10)
-            took = time.monotonic() - asked
-            print(f"SIGTERM without a database: exited after {took:.2f} s with {code}")
+            frozen: list[int] = []
+            if loss == "stopped":
+                throwaway_pg.stop("immediate")
+                await wait_until(lambda: _degraded(session, node), what="the node to see the database gone")
+            else:  # no answer at all: the node's connections hang
+                frozen = freeze(throwaway_pg)
+            try:
+                asked = time.monotonic()
+                assert node.proc is not None
+                node.proc.terminate()
+                code = await asyncio.to_thread(node.proc.wait, 20)
+                took = time.monotonic() - asked
+            finally:
+                thaw(frozen)
+            print(f"SIGTERM with the database {loss}: exited after {took:.2f} s with {code}")
             assert took < 2.0, node.tail()
 
 

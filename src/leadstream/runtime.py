@@ -49,6 +49,7 @@ from leadstream.subscriptions.state import Transition
 # The delivery process's own writes (attempt logs, state checkpoints) need no haste: gathered for
 # this long, they take the SQLite write lock it shares with ingest once.
 DELIVERY_PROCESS_COMMIT_INTERVAL = 0.05
+CLUSTER_SHUTDOWN_SECONDS = 1.0  # a cluster node's stop, once the server has stopped (SPEC §12: out within 2 s)
 
 
 class Role(enum.Enum):
@@ -223,14 +224,27 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
             await source_runner.start()
         yield runtime
     finally:
-        for task in runtime.tasks:  # the key loop writes pending last-used times as it stops
-            task.cancel()
-        await asyncio.gather(*runtime.tasks, return_exceptions=True)
-        if source_runner is not None:
-            await source_runner.stop()
-        if delivery is not None:
-            await delivery.stop()
-        if runtime.alert_dispatcher is not None:  # after delivery: the alerts it raised are written
-            await runtime.alert_dispatcher.stop()
-        await session.close()
-        await store.close()
+
+        async def stop() -> None:
+            for task in runtime.tasks:  # the key loop writes pending last-used times as it stops
+                task.cancel()
+            await asyncio.gather(*runtime.tasks, return_exceptions=True)
+            if source_runner is not None:
+                await source_runner.stop()
+            if delivery is not None:
+                await delivery.stop()
+            if runtime.alert_dispatcher is not None:  # after delivery: the alerts it raised are written
+                await runtime.alert_dispatcher.stop()
+            await session.close()
+            await store.close()
+
+        if not clustered:
+            await stop()
+        else:
+            # A database that stopped answering (a network cut) must not hold the node up: what
+            # is not saved by then is done again by the next owner (at least once).
+            try:
+                await asyncio.wait_for(stop(), CLUSTER_SHUTDOWN_SECONDS)
+            except TimeoutError:
+                log.warning("the database did not answer while stopping; stopped without the last saves")
+                store.abort()

@@ -379,6 +379,10 @@ class Store(abc.ABC):
         """Give up this node's leases at once (a clean stop), and tell the other nodes."""
         return None
 
+    def abort(self) -> None:
+        """Drop every connection at once, finishing nothing (a stop that cannot wait)."""
+        return None
+
     def on_cluster_change(self, callback: Callable[[str | None], None]) -> None:
         """Call ``callback`` (on this event loop) when another node asks a change of a subscription
         (with its id: the delivering node then applies it within milliseconds), or creates one or

@@ -484,6 +484,15 @@ class PostgresStore(Store):
             pool.terminate()
         self._head.wake()
 
+    def abort(self) -> None:
+        self._closed = True
+        for task in [*self._tasks, self._probe]:
+            if task is not None:
+                task.cancel()
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
     async def healthy(self) -> bool:
         if self._closed or self._down is not None:
             return False
