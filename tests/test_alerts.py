@@ -318,3 +318,34 @@ async def test_rotating_the_master_key_reseals_alert_secrets(tmp_path):
         [(_, record)] = await store.alerts()
         assert SECRET.encode() not in record
         assert model.unseal(record, SecretBox([new])).secret == SECRET  # opens with the new key alone
+
+
+async def test_the_recent_alerts_read_pages_as_small_as_the_limit_and_keep_each_alert_whole(store):
+    """The outbox read for the recent alerts is bounded by what is shown (``limit`` × endpoints
+    rows a page), yet an alert with more rows than endpoints now (some were deleted since) is shown
+    whole, with every delivery, and older pages are read only when needed."""
+    from leadstream.alerts import model
+    from leadstream.alerts.service import Alerts
+    from leadstream.security.guard import GuardPolicy
+    from leadstream.security.secretbox import SecretBox, new_master_key
+
+    alerts = Alerts(store, SecretBox([new_master_key()]), GuardPolicy(allow_private=True))
+    await store.put_alert("a1", b"{}")  # one endpoint left; a2 and a3 were deleted since
+    messages = [model.cloudevent(PAUSED, f"sub-{n}", {"n": n}) for n in range(12)]
+    for message in messages:
+        await store.enqueue_alert_messages([("a1", message), ("a2", message), ("a3", message)], now=0, keep=1000)
+    await store.enqueue_alert_messages([(None, model.cloudevent(PAUSED, "sub-12", {}))], now=0, keep=1000)
+
+    shown = await alerts.recent(5)  # pages of 5 rows: an alert's three rows straddle them
+    assert [a["subject"] for a in shown] == ["sub-12", "sub-11", "sub-10", "sub-9", "sub-8"]
+    assert shown[0]["deliveries"] == []  # no endpoint wanted it
+    assert all(sorted(d["alert"] for d in a["deliveries"]) == ["a1", "a2", "a3"] for a in shown[1:])
+    everything = await alerts.recent(50)
+    assert len(everything) == 13 and everything[-1]["subject"] == "sub-0"
+    assert await alerts.recent(1) == shown[:1]
+
+    # The store's pages themselves: newest first, each below the last one's seq.
+    first = await store.alert_messages(4)
+    second = await store.alert_messages(4, before=first[-1].seq)
+    assert [m.seq for m in first + second] == [m.seq for m in await store.alert_messages(8)]
+    assert await store.alert_messages(4, before=min(m.seq for m in await store.alert_messages(100))) == []

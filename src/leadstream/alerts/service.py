@@ -15,7 +15,6 @@ from leadstream.security.secretbox import SecretBox
 from leadstream.store.base import AlertMessage, Store
 from leadstream.subscriptions.validation import check_endpoint
 
-RECENT_ROWS = 1000  # outbox rows looked at, at most, for the recent alerts
 
 
 class Alerts:
@@ -50,16 +49,27 @@ class Alerts:
     async def recent(self, limit: int) -> list[dict[str, Any]]:
         """The newest alerts, newest first: each CloudEvent once, with how its sending goes to
         each endpoint (none: no endpoint wanted it)."""
+        # An alert has a row per endpoint that wanted it (one if none did), written together: a
+        # page of ``limit`` × endpoints rows holds ``limit`` alerts unless endpoints were deleted
+        # since, and another page is read only then. Reading stops at the first row of an alert
+        # beyond the limit, which also shows that the last one shown is whole.
+        page = limit * max(1, len(await self.store.alerts()))
         by_id: dict[str, dict[str, Any]] = {}
-        for row in await self.store.alert_messages(RECENT_ROWS):
-            event = orjson.loads(row.message)
-            shown = by_id.get(event["id"])
-            if shown is None:
-                if len(by_id) == limit:
-                    continue
-                shown = by_id[event["id"]] = {**event, "deliveries": []}
-            if row.alert_id is not None:
-                shown["deliveries"].append(_delivery(row))
+        before: int | None = None
+        while limit > 0:
+            rows = await self.store.alert_messages(page, before=before)
+            for row in rows:
+                event = orjson.loads(row.message)
+                shown = by_id.get(event["id"])
+                if shown is None:
+                    if len(by_id) == limit:
+                        return list(by_id.values())
+                    shown = by_id[event["id"]] = {**event, "deliveries": []}
+                if row.alert_id is not None:
+                    shown["deliveries"].append(_delivery(row))
+            if len(rows) < page:
+                break
+            before = rows[-1].seq
         return list(by_id.values())
 
 

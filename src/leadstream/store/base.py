@@ -523,8 +523,9 @@ class Store(abc.ABC):
         """Record how a claimed row's attempt went (``pending`` again: retry at ``next_at``); releases it."""
 
     @abc.abstractmethod
-    async def alert_messages(self, limit: int) -> list[AlertMessage]:
-        """The newest outbox rows, newest first (the console's recent alerts)."""
+    async def alert_messages(self, limit: int, *, before: int | None = None) -> list[AlertMessage]:
+        """The newest outbox rows, newest first (the console's recent alerts); ``before``: only
+        rows older than that ``seq`` (the next page)."""
 
     # -- small settings (tenant catalogs, checkpoints, …) -----------------------------------------
     @abc.abstractmethod

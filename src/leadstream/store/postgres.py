@@ -1092,10 +1092,12 @@ class PostgresStore(Store):
             )
         )
 
-    async def alert_messages(self, limit: int) -> list[AlertMessage]:
+    async def alert_messages(self, limit: int, *, before: int | None = None) -> list[AlertMessage]:
         rows = await self._run(
             lambda conn: conn.fetch(
-                f"SELECT {ALERT_MESSAGE_COLUMNS} FROM alert_outbox ORDER BY seq DESC LIMIT $1", limit
+                f"SELECT {ALERT_MESSAGE_COLUMNS} FROM alert_outbox WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+                before if before is not None else 2**63 - 1,
+                limit,
             )
         )
         return [AlertMessage(*row) for row in rows]

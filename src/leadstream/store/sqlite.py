@@ -766,8 +766,11 @@ class SqliteStore(Store):
             durable=True,
         )
 
-    async def alert_messages(self, limit: int) -> list[AlertMessage]:
-        rows = await self._query(f"SELECT {ALERT_MESSAGE_COLUMNS} FROM alert_outbox ORDER BY seq DESC LIMIT ?", [limit])
+    async def alert_messages(self, limit: int, *, before: int | None = None) -> list[AlertMessage]:
+        rows = await self._query(
+            f"SELECT {ALERT_MESSAGE_COLUMNS} FROM alert_outbox WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+            [before if before is not None else 2**63 - 1, limit],
+        )
         return [AlertMessage(r[0], r[1], bytes(r[2]), *r[3:]) for r in rows]
 
     # -- settings ---------------------------------------------------------------------------------------
