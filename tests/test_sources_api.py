@@ -128,3 +128,26 @@ async def test_the_sources_commands_against_a_live_server(server) -> None:
         assert code == 0 and orjson.loads(out)["state"] == state, err
     code, out, err = await cli(server, "sources", "show", created["id"])
     assert code != 0 and "no source" in (out + err)
+
+
+async def test_every_wrong_field_of_a_source_is_named_at_once(server, http) -> None:
+    h = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    shape = source(name="", callsPer20s=0, pollEvery=5, deletedLeads="yes")
+    del shape["clientId"]
+    async with http.post(f"{server.url}/v1/sources", json=shape, headers=h) as r:
+        problem = await r.json()
+    assert r.status == 422, problem
+    by_field = {e["field"]: e["detail"] for e in problem["errors"]}
+    assert set(by_field) == {"pollEvery", "name", "clientId", "deletedLeads", "callsPer20s"}, problem
+    assert by_field["pollEvery"] == "pollEvery: unknown field"
+    assert by_field["clientId"] == "clientId: required field is missing"
+    assert problem["detail"] == "; ".join(e["detail"] for e in problem["errors"])
+    rules = source(munchkinId="123-abc-456", quotaShare=2, restUrl="ftp://x", startAt="yesterday",
+                   activityTypes=[1, "No Such Type", 99999])  # fmt: skip
+    async with http.post(f"{server.url}/v1/sources", json=rules, headers=h) as r:
+        problem = await r.json()
+    assert r.status == 422, problem
+    fields = [e["field"] for e in problem["errors"]]
+    assert fields == ["startAt", "munchkinId", "quotaShare", "activityTypes[1]", "activityTypes[2]", "restUrl"]
+    assert problem["field"] == "startAt"
+    assert await server.services.store.list_sources() == []

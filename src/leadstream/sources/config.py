@@ -5,6 +5,7 @@ JSON with the client secret sealed, shown with it masked; and the checks of a ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -14,7 +15,7 @@ import msgspec
 from leadstream.catalog import Catalog
 from leadstream.catalog.model import CUSTOM_ACTIVITY_MIN_ID
 from leadstream.clock import rfc3339
-from leadstream.errors import Invalid, describe_invalid
+from leadstream.errors import Invalid, describe_invalid, every_invalid, invalid_fields
 from leadstream.security.guard import GuardPolicy
 from leadstream.security.secretbox import SecretBox
 from leadstream.subscriptions.config import DAY_MS, REDACTED
@@ -73,17 +74,23 @@ def redacted(config: MarketoSourceConfig) -> dict[str, Any]:
 
 
 def _convert(document: dict[str, Any]) -> MarketoSourceConfig:
+    problems: list[tuple[str, str]] = []
     if "type" not in document:
-        raise Invalid('type: required; the one source type is "marketo"', field="type")
-    if document["type"] != "marketo":
-        raise Invalid(f'type: {document["type"]!r} is not a source type (the one there is: "marketo")', field="type")
+        problems.append(("type", 'type: required; the one source type is "marketo"'))
+    elif document["type"] != "marketo":
+        problems.append(("type", f'type: {document["type"]!r} is not a source type (the one there is: "marketo")'))
     try:
-        return msgspec.convert(document, MarketoSourceConfig)
+        config = msgspec.convert(document, MarketoSourceConfig)
     except msgspec.ValidationError as exc:
-        field, sentence = describe_invalid(exc, document)
-        if not field:
-            raise Invalid(f"source: {sentence}") from None
-        raise Invalid(sentence, field=field) from None
+        problems += [p for p in every_invalid(document, MarketoSourceConfig) if p[0] != "type"]
+        if not problems:
+            field, sentence = describe_invalid(exc, document)
+            if not field:
+                raise Invalid(f"source: {sentence}") from None
+            problems.append((field, sentence))
+    if problems:
+        raise invalid_fields(problems)
+    return config
 
 
 async def parse_new(
@@ -91,8 +98,13 @@ async def parse_new(
 ) -> MarketoSourceConfig:
     """A new source from a POST body: decoded, defaults filled in, ``startAt`` resolved, every rule checked."""
     config = _convert(document)
-    config.startAt = _resolve_start(config.startAt, now_ms, retention_ms)
-    await _check_rules(config, catalog, policy)
+    try:
+        config.startAt = _resolve_start(config.startAt, now_ms, retention_ms)
+    except Invalid as exc:
+        wrong_start = tuple(_problems_of(exc))
+    else:
+        wrong_start = ()
+    await _check_rules(config, catalog, policy, wrong_start)
     return config
 
 
@@ -129,47 +141,84 @@ def _resolve_start(value: str, now_ms: int, retention_ms: int) -> str:
     return start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _check_rules(config: MarketoSourceConfig, catalog: Catalog, policy: GuardPolicy) -> None:
-    check_munchkin_id(config.munchkinId)
-    if not 0 < config.quotaShare <= 1:
-        raise Invalid(f"quotaShare: a share in (0, 1], got {config.quotaShare!r}", field="quotaShare")
+async def _check_rules(
+    config: MarketoSourceConfig,
+    catalog: Catalog,
+    policy: GuardPolicy,
+    problems_so_far: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """Every rule a decoded source must meet; one 422 names each field that breaks one (and those
+    found before, ``problems_so_far``)."""
+    problems = list(problems_so_far)
+    rules: list[Callable[[], object]] = [
+        lambda: check_munchkin_id(config.munchkinId),
+        lambda: _check_share(config.quotaShare),
+        lambda: resolve_types(config.activityTypes, catalog, config.munchkinId),
+    ]
+    for rule in rules:
+        try:
+            rule()
+        except Invalid as exc:
+            problems += _problems_of(exc)
     for field, url in (("restUrl", config.restUrl), ("identityUrl", config.identityUrl)):
-        if url is None:
-            continue
-        parts = urlsplit(url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise Invalid(f"{field}: an https URL (https://123-ABC-456.mktorest.com), got {url!r}", field=field)
-        if parts.scheme == "http" and not policy.allow_private:
-            raise Invalid(
-                f"{field}: must be https (plain http only with --allow-private-endpoints), got {url!r}", field=field
-            )
-        if parts.query or parts.fragment:
-            raise Invalid(f"{field}: no query or fragment, got {url!r}", field=field)
-        await check_endpoint(url, policy, field=field)
-    if not config.activityTypes:
-        raise Invalid('activityTypes: at least one type id or name, or ["*"]', field="activityTypes")
-    resolve_types(config.activityTypes, catalog, config.munchkinId)
+        try:
+            if url is not None:
+                await _check_url(field, url, policy)
+        except Invalid as exc:
+            problems += _problems_of(exc)
+    if problems:
+        raise invalid_fields(problems)
+
+
+def _problems_of(exc: Invalid) -> list[tuple[str, str]]:
+    """The (field, sentence) pairs of an Invalid, whether it names one field or several."""
+    errors = exc.extra.get("errors")
+    if isinstance(errors, list):
+        return [(e["field"], e["detail"]) for e in errors]
+    return [(str(exc.extra.get("field", "")), exc.detail)]
+
+
+def _check_share(share: float) -> None:
+    if not 0 < share <= 1:
+        raise Invalid(f"quotaShare: a share in (0, 1], got {share!r}", field="quotaShare")
+
+
+async def _check_url(field: str, url: str, policy: GuardPolicy) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise Invalid(f"{field}: an https URL (https://123-ABC-456.mktorest.com), got {url!r}", field=field)
+    if parts.scheme == "http" and not policy.allow_private:
+        raise Invalid(
+            f"{field}: must be https (plain http only with --allow-private-endpoints), got {url!r}", field=field
+        )
+    if parts.query or parts.fragment:
+        raise Invalid(f"{field}: no query or fragment, got {url!r}", field=field)
+    await check_endpoint(url, policy, field=field)
 
 
 def resolve_types(wanted: list[int | str], catalog: Catalog, munchkin_id: str) -> list[int] | None:
     """The type ids of ``activityTypes`` (None: "*", every type the instance lists). Names must be
     in the tenant's catalog; ids must be too, or custom ids the instance will list."""
+    if not wanted:
+        raise Invalid('activityTypes: at least one type id or name, or ["*"]', field="activityTypes")
     if "*" in wanted:
         if len(wanted) > 1:
             raise Invalid('activityTypes: "*" stands alone (every type)', field="activityTypes")
         return None
     ids: list[int] = []
+    problems: list[tuple[str, str]] = []
     for i, entry in enumerate(wanted):
+        field = f"activityTypes[{i}]"
         if isinstance(entry, int):
             if catalog.activity_type(munchkin_id, entry) is None and entry < CUSTOM_ACTIVITY_MIN_ID:
-                raise Invalid(f"activityTypes[{i}]: {entry} is not an activity type", field=f"activityTypes[{i}]")
+                problems.append((field, f"{field}: {entry} is not an activity type"))
             ids.append(entry)
             continue
         found = catalog.activity_type_named(entry, munchkin_id)
         if found is None:
-            raise Invalid(
-                f"activityTypes[{i}]: {entry!r} is not the name of an activity type of {munchkin_id}",
-                field=f"activityTypes[{i}]",
-            )
-        ids.append(found.id)
+            problems.append((field, f"{field}: {entry!r} is not the name of an activity type of {munchkin_id}"))
+        else:
+            ids.append(found.id)
+    if problems:
+        raise invalid_fields(problems)
     return sorted(set(ids))
