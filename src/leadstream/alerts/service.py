@@ -16,7 +16,6 @@ from leadstream.store.base import AlertMessage, Store
 from leadstream.subscriptions.validation import check_endpoint
 
 
-
 class Alerts:
     def __init__(self, store: Store, secretbox: SecretBox, policy: GuardPolicy) -> None:
         self.store = store
