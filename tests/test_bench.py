@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from helpers import wait_until
-from leadstream.bench import run_bench
+from leadstream.bench import default_scenarios, run_bench
 from leadstream.bench.harness import Durations
 from leadstream.bench.procs import Part
 from leadstream.bench.records import body, count_events, record_size, send_times_us
@@ -143,7 +143,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY_RUN = """
 import sys
 from pathlib import Path
-from leadstream.bench import run_bench
+from leadstream.bench import default_scenarios, run_bench
 from leadstream.bench.harness import Durations
 tiny = Durations(warmup=0.2, window=0.8, backlog=1000, bare_backlog=1000, idle_subscriptions=10,
                  idle_window=0.5, both_bare_variants=False)
@@ -224,3 +224,11 @@ async def _bench_databases(url: str) -> list[str]:
         ]
     finally:
         await conn.close()
+
+
+def test_quick_run_leaves_out_the_source_scenario_unless_named() -> None:
+    # The source scenario waits minutes for its quiet groups' polls: --quick must stay under a minute.
+    assert "source" not in default_scenarios(True, None)
+    assert "source" in default_scenarios(False, None)
+    assert "cluster" not in default_scenarios(False, None)
+    assert default_scenarios(True, "postgresql://x")[-1] == "cluster"
