@@ -49,10 +49,10 @@ def run_bench(
 
     ``scenarios``: a subset of ``SCENARIO_NAMES`` (default: all, in that order; ``cluster`` only
     with ``database_url``; ``source`` not with ``quick``). ``database_url``: run leadstream on
-    PostgreSQL (each scenario on a fresh database of that server, dropped after) instead of the embedded store. ``durations``
-    overrides how long each part measures (tests run tiny ones). Returns the exit code: 0 when
-    every chosen scenario ran (a missed target is a figure, not an error), 1 when one failed,
-    2 for an unknown scenario name.
+    PostgreSQL (each scenario on a fresh database of that server, dropped after) instead of the
+    embedded store. ``durations`` overrides how long each part measures (tests run tiny ones).
+    Returns the exit code: 0 when every chosen scenario ran (a missed target is a figure, not an
+    error), 1 when one failed, 2 for an unknown scenario name.
     """
     console = Console()
     if not console.is_terminal:
