@@ -340,13 +340,15 @@ async def run_demo(
         await server.start()
         async with Client(server.url, server.key) as client:
             marketo, source_body = await start_marketo()
-            source = await client.request("POST", "/v1/sources", json=source_body)
             for sub in subs:
                 sub.out = work / f"{sub.body['name']}.ndjson"
                 sub.receiver = await start_receiver(ReceiverConfig(out=sub.out, **sub.receiver_config))
                 body = orjson.loads(orjson.dumps(sub.body).replace(b"{token_url}", token_url.encode()))
                 created = await client.request("POST", "/v1/subscriptions", json={**body, "endpoint": sub.receiver.url})
                 sub.id = created["id"]
+            # The source only once its subscriptions exist: they start at "now", and what the source
+            # appended before one was created is not for it (a loaded machine lost the first few so).
+            source = await client.request("POST", "/v1/sources", json=source_body)
 
             def published(stream: str, records: list[dict[str, Any]]) -> None:
                 for record in records:
