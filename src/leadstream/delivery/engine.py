@@ -237,8 +237,11 @@ class DeliveryEngine:
     async def _follow(self) -> None:
         seen = await self.store.subscriptions_revision()
         while True:
+            # (asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that comes with the
+            # wake-up, and stop() would wait for this task for ever)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.options.follow_interval)
+                async with asyncio.timeout(self.options.follow_interval):
+                    await self._wake.wait()
             woken = self._wake.is_set()
             self._wake.clear()
             try:
