@@ -741,3 +741,27 @@ async def test_the_alert_outbox_keeps_every_pending_row_and_the_newest_others(st
         await store.enqueue_alert_messages([(None, b"r%d" % n)], now=n, keep=3)
     kept = [m.message for m in await store.alert_messages(100)]
     assert b"waiting" in kept and 4 <= len(kept) <= 5 and kept[0] == b"r9"
+
+
+async def test_console_sessions_are_kept_by_digest_and_end_by_id_key_or_age(store: Store) -> None:
+    await store.create_console_session(b"h1", "k1", b'{"v":1}', now=100.0)
+    await store.create_console_session(b"h2", "k1", b'{"v":2}', now=200.0)
+    await store.create_console_session(b"h3", "k2", b'{"v":3}', now=300.0)
+    assert await store.console_session(b"h1") == (b'{"v":1}', 100.0, 100.0)
+    assert await store.console_session(b"nope") is None
+    await store.touch_console_session(b"h1", 150.5)
+    assert await store.console_session(b"h1") == (b'{"v":1}', 100.0, 150.5)
+
+    await store.delete_console_session(b"h3")  # sign-out
+    assert await store.console_session(b"h3") is None
+    await store.create_console_session(b"h4", "k2", b"{}", now=400.0)
+    assert await store.delete_console_sessions(key_id="k1") == 2  # the key was revoked
+    assert await store.console_session(b"h1") is None and await store.console_session(b"h2") is None
+    assert await store.console_session(b"h4") is not None
+
+    await store.create_console_session(b"h5", "k3", b"{}", now=500.0)
+    await store.touch_console_session(b"h5", 900.0)
+    assert await store.purge_console_sessions(seen_before=450.0, created_before=0.0) == 1  # h4: idle
+    assert await store.purge_console_sessions(seen_before=0.0, created_before=450.0) == 0
+    assert await store.purge_console_sessions(seen_before=0.0, created_before=501.0) == 1  # h5: too old
+    assert await store.console_session(b"h5") is None

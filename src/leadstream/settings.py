@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     ingest_rate_limit: float = 100.0  # ingest requests per second per tenant key (0: no limit)
     ingest_burst: int = 200  # requests a tenant key may send at once before the rate applies
     console_sample_interval: Annotated[float, Field(gt=0, le=60)] = 10.0  # the console's charts: one sample this often
+    console_session_idle: Annotated[float, Field(gt=0)] = 12 * 3600.0  # a console session ends this idle (seconds)
+    # A session read is reused this long in a node: the most a sign-out or revocation elsewhere waits (seconds).
+    console_session_cache: Annotated[float, Field(ge=0, le=5)] = 1.0
     key_refresh_interval: float = 2.0  # how soon other nodes see a revoked API key (new ones: at once), seconds
     tls_cert: Path | None = None  # serve HTTPS with this certificate (PEM; chain allowed)
     tls_key: Path | None = None

@@ -89,7 +89,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_routes.router)  # /v1/audit
     app.include_router(alert_routes.router)  # /v1/alerts (operator alerts)
     app.state.console_sampler = Sampler(interval=app.state.settings.console_sample_interval)
-    app.mount("/ui", console_app(lambda: getattr(app.state, "runtime", None), app.state.console_sampler))
+    app.mount(
+        "/ui",
+        console_app(
+            lambda: getattr(app.state, "runtime", None),
+            app.state.console_sampler,
+            session_idle=app.state.settings.console_session_idle,
+            session_cache=app.state.settings.console_session_cache,
+        ),
+    )
     app.add_middleware(IngestGuard)  # ingest scope and per-key rate limit
 
     def openapi() -> dict[str, Any]:

@@ -9,11 +9,10 @@ sign-out.
 
 Why server-side sessions behind ``SessionStore`` rather than a signed cookie: sign-out and key
 revocation must end a session at once, and a signed cookie stays good until it expires unless
-every node shares a deny-list, which is server-side state again. So for a cluster (phase 2: any
-node must answer) the plan is a store-backed ``SessionStore`` in the database the nodes already
-share, with the same three calls as ``MemorySessionStore``. Two choices made now so that move
-costs nothing: the store is keyed by the SHA-256 of the id (reading the table or a memory dump
-yields no usable cookie), and the interface is async (a database call).
+every node shares a deny-list, which is server-side state again. The service keeps them in the
+store the nodes already share (``console.pages.sessions.StoreSessionStore``), so any node answers;
+``MemorySessionStore`` serves a console used on its own (tests, a demo). Both are keyed by the
+SHA-256 of the id: reading the table or a memory dump yields no usable cookie.
 """
 
 from __future__ import annotations
@@ -81,7 +80,7 @@ class SessionStore(Protocol):
     async def delete(self, session_id: str) -> None: ...
 
 
-def _digest(session_id: str) -> bytes:
+def digest_of(session_id: str) -> bytes:
     return hashlib.sha256(session_id.encode()).digest()
 
 
@@ -120,11 +119,11 @@ class MemorySessionStore:
             self._sessions.popitem(last=False)
         session_id = secrets.token_urlsafe(32)
         session = Session(identity, secrets.token_urlsafe(32), created_at=now, seen_at=now)
-        self._sessions[_digest(session_id)] = session
+        self._sessions[digest_of(session_id)] = session
         return session_id, session
 
     async def get(self, session_id: str, *, touch: bool = True) -> Session | None:
-        key = _digest(session_id)
+        key = digest_of(session_id)
         session = self._sessions.get(key)
         if session is None:
             return None
@@ -138,7 +137,7 @@ class MemorySessionStore:
         return session
 
     async def delete(self, session_id: str) -> None:
-        self._sessions.pop(_digest(session_id), None)
+        self._sessions.pop(digest_of(session_id), None)
 
     def clear(self) -> None:
         """Ends every session (everyone signs in again)."""

@@ -140,6 +140,7 @@ class ApiKeys:
         if record.revokedAt is None:
             record.revokedAt = now_ms()
             await self.store.update_api_key(key_id, _encoder.encode(record))
+        await self.store.delete_console_sessions(key_id=key_id)  # its console sessions end on every node
         self._keys[key_id] = record
         return record
 

@@ -527,6 +527,29 @@ class Store(abc.ABC):
         """The newest outbox rows, newest first (the console's recent alerts); ``before``: only
         rows older than that ``seq`` (the next page)."""
 
+    # -- console sessions (keyed by the SHA-256 of the cookie's id; the id itself is never stored) --
+    @abc.abstractmethod
+    async def create_console_session(self, id_hash: bytes, key_id: str, record: bytes, now: float) -> None:
+        """A new session signed in with ``key_id``, created and last seen ``now`` (epoch seconds)."""
+
+    @abc.abstractmethod
+    async def console_session(self, id_hash: bytes) -> tuple[bytes, float, float] | None:
+        """The session's record, created and last-seen times, or None (signed out, expired, never)."""
+
+    @abc.abstractmethod
+    async def touch_console_session(self, id_hash: bytes, seen_at: float) -> None: ...
+
+    @abc.abstractmethod
+    async def delete_console_session(self, id_hash: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def delete_console_sessions(self, *, key_id: str) -> int:
+        """Ends every session signed in with the key (it was revoked); how many there were."""
+
+    @abc.abstractmethod
+    async def purge_console_sessions(self, *, seen_before: float, created_before: float) -> int:
+        """Drops the sessions idle since ``seen_before`` or created before ``created_before``."""
+
     # -- small settings (tenant catalogs, checkpoints, …) -----------------------------------------
     @abc.abstractmethod
     async def get_setting(self, name: str) -> bytes | None: ...

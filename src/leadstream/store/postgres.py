@@ -269,6 +269,13 @@ MIGRATIONS = [
     END
     $$;
     """,
+    # 7: console sessions, so that any node answers a signed-in browser (the id's digest, never the id).
+    """
+    CREATE TABLE console_sessions (
+        id_hash bytea PRIMARY KEY, key_id text NOT NULL, record bytea NOT NULL,
+        created_at double precision NOT NULL, seen_at double precision NOT NULL);
+    CREATE INDEX console_sessions_key ON console_sessions (key_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 SUBSCRIPTION_SELECT = f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions"
@@ -1149,6 +1156,42 @@ class PostgresStore(Store):
             )
         )
         return [(row[0], row[1]) for row in rows]
+
+    # -- console sessions -----------------------------------------------------------------------------
+    async def create_console_session(self, id_hash: bytes, key_id: str, record: bytes, now: float) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO console_sessions VALUES ($1, $2, $3, $4, $4)", id_hash, key_id, record, now
+            )
+        )
+
+    async def console_session(self, id_hash: bytes) -> tuple[bytes, float, float] | None:
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                "SELECT record, created_at, seen_at FROM console_sessions WHERE id_hash = $1", id_hash
+            )
+        )
+        return (row[0], row[1], row[2]) if row is not None else None
+
+    async def touch_console_session(self, id_hash: bytes, seen_at: float) -> None:
+        await self._run(
+            lambda conn: conn.execute("UPDATE console_sessions SET seen_at = $2 WHERE id_hash = $1", id_hash, seen_at)
+        )
+
+    async def delete_console_session(self, id_hash: bytes) -> None:
+        await self._run(lambda conn: conn.execute("DELETE FROM console_sessions WHERE id_hash = $1", id_hash))
+
+    async def delete_console_sessions(self, *, key_id: str) -> int:
+        status = await self._run(lambda conn: conn.execute("DELETE FROM console_sessions WHERE key_id = $1", key_id))
+        return int(status.split()[-1])
+
+    async def purge_console_sessions(self, *, seen_before: float, created_before: float) -> int:
+        status = await self._run(
+            lambda conn: conn.execute(
+                "DELETE FROM console_sessions WHERE seen_at < $1 OR created_at < $2", seen_before, created_before
+            )
+        )
+        return int(status.split()[-1])
 
     # -- settings ---------------------------------------------------------------------------------------
     async def get_setting(self, name: str) -> bytes | None:

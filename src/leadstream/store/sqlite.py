@@ -182,6 +182,13 @@ MIGRATIONS = [
     );
     CREATE INDEX alert_outbox_due ON alert_outbox (state, next_at);
     """,
+    # 6: console sessions, so that any node answers a signed-in browser (the id's digest, never the id).
+    """
+    CREATE TABLE console_sessions (
+        id_hash BLOB PRIMARY KEY, key_id TEXT NOT NULL, record BLOB NOT NULL,
+        created_at REAL NOT NULL, seen_at REAL NOT NULL);
+    CREATE INDEX console_sessions_key ON console_sessions (key_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 SUBSCRIPTION_SELECT = f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM subscriptions"
@@ -772,6 +779,53 @@ class SqliteStore(Store):
             [before if before is not None else 2**63 - 1, limit],
         )
         return [AlertMessage(r[0], r[1], bytes(r[2]), *r[3:]) for r in rows]
+
+    # -- console sessions -----------------------------------------------------------------------------
+    async def create_console_session(self, id_hash: bytes, key_id: str, record: bytes, now: float) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO console_sessions VALUES (?, ?, ?, ?, ?)", (id_hash, key_id, record, now, now)
+            ),
+            durable=True,
+        )
+
+    async def console_session(self, id_hash: bytes) -> tuple[bytes, float, float] | None:
+        rows = await self._query(
+            "SELECT record, created_at, seen_at FROM console_sessions WHERE id_hash = ?", [id_hash]
+        )
+        return (bytes(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+    async def touch_console_session(self, id_hash: bytes, seen_at: float) -> None:
+        await self._write(  # not durable: a last-seen time lost in a crash only shortens an idle session
+            lambda conn: conn.execute("UPDATE console_sessions SET seen_at = ? WHERE id_hash = ?", (seen_at, id_hash)),
+            durable=False,
+        )
+
+    async def delete_console_session(self, id_hash: bytes) -> None:
+        await self._write(
+            lambda conn: conn.execute("DELETE FROM console_sessions WHERE id_hash = ?", (id_hash,)), durable=True
+        )
+
+    async def delete_console_sessions(self, *, key_id: str) -> int:
+        return int(
+            await self._write(
+                lambda conn: conn.execute("DELETE FROM console_sessions WHERE key_id = ?", (key_id,)).rowcount,
+                durable=True,
+            )
+        )
+
+    async def purge_console_sessions(self, *, seen_before: float, created_before: float) -> int:
+        return int(
+            await self._write(
+                lambda conn: (
+                    conn.execute(
+                        "DELETE FROM console_sessions WHERE seen_at < ? OR created_at < ?",
+                        (seen_before, created_before),
+                    ).rowcount
+                ),
+                durable=True,
+            )
+        )
 
     # -- settings ---------------------------------------------------------------------------------------
     async def get_setting(self, name: str) -> bytes | None:

@@ -11,17 +11,31 @@ from starlette.applications import Starlette
 from leadstream.console.app import ConsoleOptions, create_console
 from leadstream.console.pages import catalog, events, operator, overview, sources, subscriptions
 from leadstream.console.pages.deps import RuntimeOf, json_text, when, when_text
+from leadstream.console.pages.sessions import StoreSessionStore
 from leadstream.console.series import Sampler
-from leadstream.console.session import Identity
+from leadstream.console.session import IDLE_TIMEOUT, Identity
 from leadstream.console.templating import Templates
 from leadstream.events import STREAMS
 from leadstream.runtime import Runtime
 from leadstream.security.principals import Principal, identify_fresh
+from leadstream.store.base import Store
 
 
-def console_app(runtime_of: RuntimeOf, sampler: Sampler, options: ConsoleOptions = ConsoleOptions()) -> Starlette:
+def console_app(
+    runtime_of: RuntimeOf,
+    sampler: Sampler,
+    options: ConsoleOptions = ConsoleOptions(),
+    *,
+    session_idle: float = IDLE_TIMEOUT,
+    session_cache: float = 1.0,
+) -> Starlette:
     """The ASGI app to mount at ``options.prefix``; ``runtime_of`` gives the running service (None
-    while it starts or stops: sign-in then refuses, pages answer 503)."""
+    while it starts or stops: sign-in then refuses, pages answer 503). Sessions live in the
+    service's store (any node answers them); ``session_cache``: seconds a session read is reused."""
+
+    def store_of() -> Store | None:
+        runtime = runtime_of()
+        return runtime.store if runtime is not None else None
 
     async def verify(key: str) -> Identity | None:
         runtime = runtime_of()
@@ -34,7 +48,8 @@ def console_app(runtime_of: RuntimeOf, sampler: Sampler, options: ConsoleOptions
         runtime = runtime_of()
         if runtime is None or identity.munchkin_ids is None:
             return identity
-        record = runtime.api_keys.get(identity.key_id)
+        # A key this node does not know yet was made on another node moments ago: ask the store.
+        record = runtime.api_keys.get(identity.key_id) or await runtime.api_keys.fresh(identity.key_id)
         if record is None or record.revokedAt is not None:
             return None
         return Principal(record.id, frozenset(record.munchkinIds), frozenset(record.scopes))
@@ -49,7 +64,8 @@ def console_app(runtime_of: RuntimeOf, sampler: Sampler, options: ConsoleOptions
         *catalog.routes(),
         *operator.routes(),
     ]
-    app = create_console(verify, recheck=recheck, pages=pages, options=options, templates=templates)
+    sessions = StoreSessionStore(store_of, idle=session_idle, cache_seconds=session_cache)
+    app = create_console(verify, recheck=recheck, sessions=sessions, pages=pages, options=options, templates=templates)
     app.state.runtime_of = runtime_of
     app.state.sampler = sampler
     return app
