@@ -3,9 +3,11 @@
 On one node every source runs here. In a cluster the sources are leased like subscriptions
 (``delivery.leases.Leases`` over ``Store.lease_sources``): a node runs only those it holds, and
 when its renewals fail past the lease it stops them at once, before another node may take them;
-the next owner resumes from the checkpoints. The runner looks at the store every
-``follow_interval`` (and at once when this node's admin API changed a source), so changes made
-on other nodes arrive within that.
+the next owner resumes from the checkpoints. A clean stop saves each source's status, releases
+the leases and tells the other nodes (the store's cluster channel), so the next owner starts at
+once instead of after the TTL. The runner looks at the store every ``follow_interval`` (and at
+once when this node's admin API changed a source, or another node released leases), so changes
+made on other nodes arrive within that.
 
 The sources of one Munchkin ID share one ``ApiBudget`` over the store's ledger, so they spend one
 budget with every other node's; its limits are the strictest any of them gives.
@@ -54,9 +56,10 @@ class SourceRunner:
         self.secretbox, self.options = secretbox, options
         self.follow_interval = min(follow_interval, lease_ttl / 3)
         self.leases = Leases(
-            store, node_id, lease_ttl, self._lapsed, acquire=store.lease_sources, expiry=store.next_source_lease_expiry
-        )
-        self._leased = False
+            store, node_id, lease_ttl, self._lapsed,
+            acquire=store.lease_sources, expiry=store.next_source_lease_expiry, release=store.release_source_leases,
+        )  # fmt: skip
+        self._renew = True  # ask the store for the leases at the next look (not only when due)
         self._running: dict[str, _Running] = {}
         self._budgets: dict[str, ApiBudget] = {}
         self._left: dict[str, int] = {}
@@ -70,7 +73,14 @@ class SourceRunner:
         return running.poller.status() if running is not None else None
 
     async def changed(self, source_id: str) -> None:
+        self._renew = True  # a new source is leased at once
         self._wake.set()
+
+    def _heard(self, sub_id: str | None) -> None:
+        """Another node said something on the cluster channel; None: it may have released its leases."""
+        if sub_id is None:
+            self._renew = True
+            self._wake.set()
 
     def lags(self) -> Iterable[tuple[str, float]]:
         return [(source_id, r.poller.lag()) for source_id, r in self._running.items()]
@@ -85,15 +95,22 @@ class SourceRunner:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
+        self.store.on_cluster_change(self._heard)
         self._task = asyncio.create_task(self._follow(), name="sources")
 
     async def stop(self) -> None:
+        """Stop every poller, save its status, then give the leases up: the next owner resumes from
+        the checkpoints (a page in flight is read again; its events are stored once)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._stop_all()
         self.leases.stop()
+        try:
+            await self.leases.release()
+        except Exception as exc:  # the store is failing: the leases run out after the TTL instead
+            log.warning("could not release the sources' leases", error=str(exc) or type(exc).__name__)
 
     async def _follow(self) -> None:
         while True:
@@ -106,9 +123,13 @@ class SourceRunner:
             self._wake.clear()
 
     async def _reconcile(self) -> None:
-        if not self._leased or self.leases.due:
-            await self.leases.renew()
-            self._leased = True
+        if self._renew or self.leases.due:
+            self._renew = False
+            try:
+                await self.leases.renew()
+            except Exception:
+                self._renew = True  # look again at the next try
+                raise
         wanted = {s.id: s for s in await self.store.list_sources() if not s.paused and self.leases.mine(s.id)}
         for source_id, running in list(self._running.items()):
             source = wanted.get(source_id)
@@ -174,10 +195,18 @@ class SourceRunner:
         running.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await running.task
+        if self.leases.mine(source_id):  # not once the lease lapsed: another node may run it now
+            await self._save_status(source_id, running.poller)
         munchkin_id = running.poller.config.munchkinId
         if not any(r.poller.config.munchkinId == munchkin_id for r in self._running.values()):
             self._budgets.pop(munchkin_id, None)  # rebuilt from the next source's limits
         log.info("source stopped", source=source_id)
+
+    async def _save_status(self, source_id: str, poller: MarketoPoller) -> None:
+        try:
+            await self.store.save_source_status(source_id, orjson.dumps(poller.status()))
+        except Exception as exc:  # the store is failing: the status saved with the last checkpoint stands
+            log.warning("source status not saved", source=source_id, error=str(exc) or type(exc).__name__)
 
     async def _stop_all(self) -> None:
         for source_id in list(self._running):

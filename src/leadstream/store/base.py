@@ -474,6 +474,10 @@ class Store(abc.ABC):
         """As ``next_lease_expiry``, for the sources' leases."""
         return None
 
+    async def release_source_leases(self, node_id: str) -> None:
+        """As ``release_leases``, for the sources' leases."""
+        return None
+
     @abc.abstractmethod
     async def reserve_api_call(
         self, munchkin_id: str, call_id: str, *, now: float, window: float, day_start: float,

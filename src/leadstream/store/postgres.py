@@ -34,8 +34,9 @@ cutoff, so with a retention of a day or more an event lives up to one day longer
 way, so then the rows of the day still partly inside retention are deleted too, as the base
 class does.
 
-Leases: every node that calls ``lease`` records itself in ``nodes``; a node is live while it has
-called within the TTL. Each node holds at most ``ceil(subscriptions / live nodes)`` leases, renews
+Leases (of subscriptions, and the same way of sources: ``LeaseKind``): every node that calls
+``lease`` records itself in ``nodes``; a node is live while it has called within the TTL. Each
+node holds at most ``ceil(subscriptions / live nodes)`` leases, renews
 those on each call, takes free or expired ones up to that share, and stops renewing (without
 releasing) those above it, so another node can take them only after they expire. A node that
 stops cleanly deletes its leases and says so on the cluster channel (NOTIFY), which also carries
@@ -92,6 +93,20 @@ NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 # Advisory lock ids, in the namespace hashtext(current_schema()) so that clusters in different
 # schemas of one database do not serialize each other.
 SCHEMA_LOCK, LOG_LOCK, LEASE_LOCK, SOURCE_LEASE_LOCK, PARTITION_LOCK = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKind:
+    """What is leased: the rows of ``leased``, each by its id, to nodes in ``table`` (keyed by ``key``)."""
+
+    leased: str
+    table: str
+    key: str
+    lock: int
+
+
+SUBSCRIPTION_LEASES = LeaseKind("subscriptions", "leases", "sub_id", LEASE_LOCK)
+SOURCE_LEASES = LeaseKind("sources", "source_leases", "source_id", SOURCE_LEASE_LOCK)
 
 MIGRATIONS = [
     # 1: the event log, subscriptions and everything around them.
@@ -922,38 +937,49 @@ class PostgresStore(Store):
         await self._run(run)
 
     async def lease(self, node_id: str, ttl: float) -> set[str] | None:
+        return await self._lease(SUBSCRIPTION_LEASES, node_id, ttl)
+
+    async def next_lease_expiry(self, node_id: str) -> float | None:
+        return await self._next_expiry(SUBSCRIPTION_LEASES, node_id)
+
+    async def release_leases(self, node_id: str) -> None:
+        await self._release(SUBSCRIPTION_LEASES, node_id)
+
+    async def _lease(self, kind: LeaseKind, node_id: str, ttl: float) -> set[str]:
+        """Record this node as live, renew the leases it holds up to its share, take free or expired ones."""
         ttl_ms = max(1, int(ttl * 1000))
+        leases, key = kind.table, kind.key
 
         async def run(conn: asyncpg.Connection) -> set[str]:
             async with conn.transaction(isolation="read_committed"):
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, LEASE_LOCK)
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, kind.lock)
                 now = await conn.fetchval(f"SELECT {NOW_MS}")
-                await conn.execute(
+                await conn.execute(  # both kinds record the node: the later sighting wins
                     "INSERT INTO nodes (node_id, seen_at) VALUES ($1, $2) "
-                    "ON CONFLICT (node_id) DO UPDATE SET seen_at = excluded.seen_at",
+                    "ON CONFLICT (node_id) DO UPDATE SET seen_at = greatest(nodes.seen_at, excluded.seen_at)",
                     node_id,
                     now,
                 )
                 await conn.execute("DELETE FROM nodes WHERE seen_at < $1", now - 10 * ttl_ms)
                 live = await conn.fetchval("SELECT count(*) FROM nodes WHERE seen_at > $1", now - ttl_ms)
-                total = await conn.fetchval("SELECT count(*) FROM subscriptions")
-                share = math.ceil(total / live)
+                total = await conn.fetchval(f"SELECT count(*) FROM {kind.leased}")
+                share = math.ceil(total / max(1, live))
                 held = await conn.fetch(
-                    "SELECT sub_id FROM leases WHERE node_id = $1 AND expires_at > $2 ORDER BY sub_id LIMIT $3",
+                    f"SELECT {key} FROM {leases} WHERE node_id = $1 AND expires_at > $2 ORDER BY {key} LIMIT $3",
                     node_id,
                     now,
                     share,
                 )
                 free = await conn.fetch(
-                    "SELECT s.id FROM subscriptions s LEFT JOIN leases l ON l.sub_id = s.id "
-                    "WHERE l.sub_id IS NULL OR l.expires_at <= $1 ORDER BY s.id LIMIT $2",
+                    f"SELECT s.id FROM {kind.leased} s LEFT JOIN {leases} l ON l.{key} = s.id "
+                    f"WHERE l.{key} IS NULL OR l.expires_at <= $1 ORDER BY s.id LIMIT $2",
                     now,
                     share - len(held),
                 )
                 mine = [row[0] for row in held] + [row[0] for row in free]
                 await conn.execute(
-                    "INSERT INTO leases (sub_id, node_id, expires_at) SELECT unnest($1::text[]), $2, $3 "
-                    "ON CONFLICT (sub_id) DO UPDATE SET node_id = excluded.node_id, expires_at = excluded.expires_at",
+                    f"INSERT INTO {leases} ({key}, node_id, expires_at) SELECT unnest($1::text[]), $2, $3 "
+                    f"ON CONFLICT ({key}) DO UPDATE SET node_id = excluded.node_id, expires_at = excluded.expires_at",
                     mine,
                     node_id,
                     now + ttl_ms,
@@ -962,17 +988,19 @@ class PostgresStore(Store):
 
         return await self._run(run)
 
-    async def next_lease_expiry(self, node_id: str) -> float | None:
-        ms = await self._run(
-            lambda conn: conn.fetchval(f"SELECT min(expires_at) - {NOW_MS} FROM leases WHERE node_id <> $1", node_id)
-        )
+    async def _next_expiry(self, kind: LeaseKind, node_id: str) -> float | None:
+        sql = f"SELECT min(expires_at) - {NOW_MS} FROM {kind.table} WHERE node_id <> $1"
+        ms = await self._run(lambda conn: conn.fetchval(sql, node_id))
         return None if ms is None else max(0.0, ms / 1000)
 
-    async def release_leases(self, node_id: str) -> None:
+    async def _release(self, kind: LeaseKind, node_id: str) -> None:
+        """Delete this node's leases of one kind and its sighting, and say so on the cluster channel
+        (payload ``"<node> "``: the other nodes' leases may move now)."""
+
         async def run(conn: asyncpg.Connection) -> None:
             async with conn.transaction(isolation="read_committed"):
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, LEASE_LOCK)
-                await conn.execute("DELETE FROM leases WHERE node_id = $1", node_id)
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, kind.lock)
+                await conn.execute(f"DELETE FROM {kind.table} WHERE node_id = $1", node_id)
                 await conn.execute("DELETE FROM nodes WHERE node_id = $1", node_id)
                 await conn.execute("SELECT pg_notify($1, $2)", self._cluster_channel, f"{node_id} ")
 
@@ -1272,55 +1300,13 @@ class PostgresStore(Store):
         )
 
     async def lease_sources(self, node_id: str, ttl: float) -> set[str] | None:
-        """As ``lease``, over the sources: each live node holds at most its share of them."""
-        ttl_ms = max(1, int(ttl * 1000))
-
-        async def run(conn: asyncpg.Connection) -> set[str]:
-            async with conn.transaction(isolation="read_committed"):
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", self._lock_space, SOURCE_LEASE_LOCK)
-                now = await conn.fetchval(f"SELECT {NOW_MS}")
-                await conn.execute(
-                    "INSERT INTO nodes (node_id, seen_at) VALUES ($1, $2) "
-                    "ON CONFLICT (node_id) DO UPDATE SET seen_at = greatest(nodes.seen_at, excluded.seen_at)",
-                    node_id,
-                    now,
-                )
-                live = await conn.fetchval("SELECT count(*) FROM nodes WHERE seen_at > $1", now - ttl_ms)
-                total = await conn.fetchval("SELECT count(*) FROM sources")
-                share = math.ceil(total / max(1, live))
-                held = await conn.fetch(
-                    "SELECT source_id FROM source_leases WHERE node_id = $1 AND expires_at > $2 "
-                    "ORDER BY source_id LIMIT $3",
-                    node_id,
-                    now,
-                    share,
-                )
-                free = await conn.fetch(
-                    "SELECT s.id FROM sources s LEFT JOIN source_leases l ON l.source_id = s.id "
-                    "WHERE l.source_id IS NULL OR l.expires_at <= $1 ORDER BY s.id LIMIT $2",
-                    now,
-                    share - len(held),
-                )
-                mine = [row[0] for row in held] + [row[0] for row in free]
-                await conn.execute(
-                    "INSERT INTO source_leases (source_id, node_id, expires_at) SELECT unnest($1::text[]), $2, $3 "
-                    "ON CONFLICT (source_id) DO UPDATE SET node_id = excluded.node_id, "
-                    "expires_at = excluded.expires_at",
-                    mine,
-                    node_id,
-                    now + ttl_ms,
-                )
-            return set(mine)
-
-        return await self._run(run)
+        return await self._lease(SOURCE_LEASES, node_id, ttl)
 
     async def next_source_lease_expiry(self, node_id: str) -> float | None:
-        ms = await self._run(
-            lambda conn: conn.fetchval(
-                f"SELECT min(expires_at) - {NOW_MS} FROM source_leases WHERE node_id <> $1", node_id
-            )
-        )
-        return None if ms is None else max(0.0, ms / 1000)
+        return await self._next_expiry(SOURCE_LEASES, node_id)
+
+    async def release_source_leases(self, node_id: str) -> None:
+        await self._release(SOURCE_LEASES, node_id)
 
     async def reserve_api_call(
         self, munchkin_id: str, call_id: str, *, now: float, window: float, day_start: float,
