@@ -17,6 +17,8 @@ import orjson
 import psutil
 
 from helpers import ADMIN_KEY, ServerProcess, activity, wait_until
+from leadstream.journal import encode_position
+from leadstream.sim.marketo import Limits, MarketoInstance
 from test_delivery_support import Received, assert_only_the_batch_in_flight_came_twice, receiver
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -131,6 +133,48 @@ async def test_delivers_in_order_and_follows_admin_changes_made_in_the_api_proce
         server.stop()
     assert gone(child)  # stopped with the server, having saved where each subscription is
     assert saved_state(data, witness_id)["delivered"] == 2600
+
+
+SOURCE_ENV = {"LEADSTREAM_SOURCE_FOLLOW_INTERVAL": "0.05", "LEADSTREAM_SOURCE_BACKOFF_BASE": "0.05"}
+
+
+async def test_a_source_run_by_the_delivery_process_appends_beside_ingest_and_both_are_delivered(tmp_path):
+    # The source runs in the delivery process and appends to the log the API process appends to:
+    # each must number after the other's commits, and each process must see the other's events.
+    roomy = Limits(calls_per_window=100_000, max_concurrent=50, daily_quota=10_000_000)
+    async with MarketoInstance(rate=0, limits=roomy) as sim:
+        server = await ServerProcess(tmp_path / "data", "--delivery-process", env=SOURCE_ENV).start()
+        try:
+            async with aiohttp.ClientSession() as http, receiver() as sink:
+                api = Api(http, server)
+                sub_id = await api.subscribe(sink.url, batchSize=500)
+                await api.publish(range(1000))
+                await wait_until(lambda: len(sink.ids()) >= 1000, timeout=15, what="the delivery process to run")
+                source = {
+                    "type": "marketo", "name": "sim", "munchkinId": sim.munchkin_id, "restUrl": sim.url,
+                    "clientId": sim.client_id, "clientSecret": sim.client_secret, "activityTypes": [1, 2, 6],
+                    "pollIntervalMs": 20, "dailyQuota": 10_000_000, "callsPer20s": 100_000,
+                }  # fmt: skip
+                await api.call("POST", "/v1/sources", source, status=201)
+                sim.inject(300, [1, 2, 6])
+                await wait_until(lambda: len(sink.ids()) >= 1300, timeout=15, what="the source's first activities")
+                await api.publish(range(1000, 2000))  # after the delivery process's appends
+                sim.inject(300, [1, 2, 6])  # after the API process's
+                await wait_until(lambda: len(sink.ids()) >= 2600, timeout=30, what="every event and activity")
+                truth = {r["marketoGUID"] for r in sim.truth()}
+                delivered = sink.ids()
+                assert len(delivered) == len(set(delivered)) == 2600
+                assert set(delivered) == set(guids(range(2000))) | truth
+                # The journal is served by the API process: it sees the source's last appends too.
+                since = encode_position(1600)
+                async with http.get(
+                    f"{server.url}/v1/subscriptions/{sub_id}/journal?limit=1000&since={since}", headers=HEADERS
+                ) as answer:
+                    assert answer.status == 200, await answer.text()
+                    page = orjson.loads(await answer.read())["events"]
+                assert {e["event"]["id"] for e in page} == set(delivered[1600:])
+        finally:
+            server.stop()
 
 
 TOTAL = 20_000

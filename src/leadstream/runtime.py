@@ -127,7 +127,9 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
     admin_key = settings.resolve_admin_key()[0] if role is not Role.DELIVERY else ""
     target = settings.database_url or settings.data_dir
     store = open_store(
-        target, node_id=settings.node_id, follow_appends=role is Role.DELIVERY,
+        # The two processes of one data directory both append (ingest; the sources in the
+        # delivery process): each follows the other's commits.
+        target, node_id=settings.node_id, follow_appends=role is not Role.NODE,
         commit_interval=DELIVERY_PROCESS_COMMIT_INTERVAL if role is Role.DELIVERY else 0.0,
     )  # fmt: skip
     await store.open()

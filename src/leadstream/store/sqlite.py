@@ -466,6 +466,10 @@ class SqliteStore(Store):
             return []
 
         def run(conn: sqlite3.Connection) -> tuple[list[int], int]:
+            # Another process of this data directory may have appended since (the delivery
+            # process's sources): number after the committed head, read under the write lock.
+            committed = conn.execute("SELECT value FROM meta WHERE name='last_position'").fetchone()
+            self._last = max(self._last, int(committed[0]) if committed else 0)
             keys = [e.key for e in events]
             seen: set[str] = set()
             for start in range(0, len(keys), 900):
