@@ -11,6 +11,7 @@ import aiohttp
 from helpers import MUNCHKIN, ServerProcess, wait_until
 from leadstream.console.session import COOKIE
 from test_cluster import cluster
+from throwaway_pg import throwaway_pg  # noqa: F401  (a fixture)
 
 
 async def sign_in(http: aiohttp.ClientSession, node: ServerProcess, key: str) -> str:
@@ -115,3 +116,31 @@ async def test_store_sessions_expire_idle_or_old_and_write_last_seen_only_now_an
     revoked_id, _ = await sessions.create(tenant)
     assert await store.delete_console_sessions(key_id="k1") == 1
     assert await sessions.get(revoked_id) is None
+
+
+async def test_with_the_database_away_a_page_says_so_and_the_session_survives(tmp_path, throwaway_pg):  # noqa: F811
+    import asyncio
+
+    node = await ServerProcess(tmp_path / "data", env={"LEADSTREAM_DATABASE_URL": throwaway_pg.url}).start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            session_id = await sign_in(http, node, node.key)
+            await asyncio.to_thread(throwaway_pg.stop, "fast")
+
+            async def refused() -> tuple[int, str, str | None] | None:
+                async with http.get(f"{node.url}/ui/", headers={"Cookie": f"{COOKIE}={session_id}"}) as r:
+                    answer = (r.status, await r.text(), r.headers.get("set-cookie"))
+                return answer if r.status != 200 else None  # the cache's second may still answer
+
+            status, page, set_cookie = await wait_until(refused, timeout=10, what="the page without its database")
+            assert status == 503 and "PostgreSQL is unreachable" in page and set_cookie is None, (status, page)
+            await asyncio.to_thread(throwaway_pg.start)
+            await wait_until(
+                lambda: _answers(http, node, session_id), timeout=20, what="the same session once the database is back"
+            )
+    finally:
+        node.stop()
+
+
+async def _answers(http: aiohttp.ClientSession, node: ServerProcess, session_id: str) -> bool:
+    return (await overview(http, node, session_id))[0] == 200

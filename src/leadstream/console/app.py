@@ -116,7 +116,7 @@ def create_console(
     ]
     middleware = [
         Middleware(SecurityHeaders, static_prefix=f"{prefix}/static/"),
-        Middleware(SessionGate, sessions=sessions, prefix=prefix, recheck=recheck),
+        Middleware(SessionGate, sessions=sessions, prefix=prefix, recheck=recheck, refuse=error_page),
         Middleware(
             CSRFMiddleware,
             prefix=prefix,

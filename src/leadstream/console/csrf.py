@@ -87,7 +87,7 @@ def same_origin(presented: str | None, own: str, trusted: Collection[str] = ()) 
     return origin is not None and any(origin == _origin(candidate) for candidate in (own, *trusted))
 
 
-def _plain_refusal(request: Request, status: int, message: str) -> Response:
+def plain_refusal(request: Request, status: int, message: str) -> Response:
     return PlainTextResponse(message, status_code=status)
 
 
@@ -106,7 +106,7 @@ class CSRFMiddleware:
         exempt: Sequence[str] = ("/sign-in",),
         trusted_origins: Collection[str] = (),
         max_form_bytes: int = MAX_FORM_BYTES,
-        refuse: Refuse = _plain_refusal,
+        refuse: Refuse = plain_refusal,
     ) -> None:
         self.app = app
         self.prefix = prefix.rstrip("/")

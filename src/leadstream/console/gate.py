@@ -12,11 +12,14 @@ import urllib.parse
 from collections.abc import Sequence
 
 from starlette.datastructures import MutableHeaders
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from leadstream.console.csrf import Refuse, plain_refusal
 from leadstream.console.session import COOKIE, SCOPE_KEY, Recheck, Session, SessionStore, clear_session_cookie, is_tls
+from leadstream.errors import LeadstreamError
+from leadstream.logs import log
 
 
 def safe_next(value: str | None, prefix: str) -> str:
@@ -39,12 +42,14 @@ class SessionGate:
         prefix: str = "/ui",
         public: Sequence[str] = ("/sign-in", "/static/"),
         recheck: Recheck | None = None,
+        refuse: Refuse = plain_refusal,
     ) -> None:
         self.app = app
         self.sessions = sessions
         self.prefix = prefix.rstrip("/")
         self.public = tuple(self.prefix + path for path in public)
         self.recheck = recheck
+        self.refuse = refuse
 
     def _is_public(self, path: str) -> bool:
         return any(path == p or (p.endswith("/") and path.startswith(p)) for p in self.public)
@@ -84,7 +89,12 @@ class SessionGate:
             return
         connection = HTTPConnection(scope)
         session_id = connection.cookies.get(COOKIE)
-        session = await self._session(session_id)
+        try:
+            session = await self._session(session_id)
+        except LeadstreamError as exc:  # the store is away: say so, and keep the cookie for when it is back
+            log.warning("console session lookup failed", path=scope["path"], error=exc.detail)
+            await self.refuse(Request(scope), exc.status, exc.detail)(scope, receive, send)
+            return
         scope[SCOPE_KEY] = session
         dead_cookie = bool(session_id) and session is None
         if session is None and not self._is_public(scope["path"]):
