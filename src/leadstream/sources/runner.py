@@ -118,8 +118,9 @@ class SourceRunner:
                 await self._reconcile()
             except Exception as exc:  # the store is down, say: keep what runs, look again later
                 log.warning("sources: could not look at the store", error=str(exc) or type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.follow_interval)
+            with contextlib.suppress(TimeoutError):  # (not wait_for: on 3.11 it can swallow the cancel of stop())
+                async with asyncio.timeout(self.follow_interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _reconcile(self) -> None:
@@ -130,14 +131,20 @@ class SourceRunner:
             except Exception:
                 self._renew = True  # look again at the next try
                 raise
-        wanted = {s.id: s for s in await self.store.list_sources() if not s.paused and self.leases.mine(s.id)}
+        stored = {s.id: s for s in await self.store.list_sources()}
+        wanted = {i: s for i, s in stored.items() if not s.paused and self.leases.mine(i)}
         for source_id, running in list(self._running.items()):
             source = wanted.get(source_id)
             if running.task.done() and not running.task.cancelled() and running.task.exception() is not None:
                 error = running.task.exception()
                 log.error("source poller crashed; restarting it", source=source_id, error=repr(error))
-            if source is None or source.rev != running.rev or running.task.done():
-                await self._stop(source_id)
+            if source is None:
+                known = stored.get(source_id)
+                await self._stop(source_id, "deleted" if known is None else "paused" if known.paused else "lease moved")
+            elif source.rev != running.rev:
+                await self._stop(source_id, "settings changed")
+            elif running.task.done():
+                await self._stop(source_id, "its poller ended")
         for source_id, source in wanted.items():
             if source_id not in self._running:
                 self._start(source)
@@ -190,7 +197,7 @@ class SourceRunner:
             budget.max_in_flight = min(budget.max_in_flight, budget.limits.max_concurrent)
         return budget
 
-    async def _stop(self, source_id: str) -> None:
+    async def _stop(self, source_id: str, reason: str) -> None:
         running = self._running.pop(source_id)
         running.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -200,7 +207,7 @@ class SourceRunner:
         munchkin_id = running.poller.config.munchkinId
         if not any(r.poller.config.munchkinId == munchkin_id for r in self._running.values()):
             self._budgets.pop(munchkin_id, None)  # rebuilt from the next source's limits
-        log.info("source stopped", source=source_id)
+        log.info("source stopped", source=source_id, reason=reason)
 
     async def _save_status(self, source_id: str, poller: MarketoPoller) -> None:
         try:
@@ -210,7 +217,7 @@ class SourceRunner:
 
     async def _stop_all(self) -> None:
         for source_id in list(self._running):
-            await self._stop(source_id)
+            await self._stop(source_id, "the server stops")
 
     def _lapsed(self) -> None:
         """No renewal in time: another node may take our sources now, so stop polling at once."""

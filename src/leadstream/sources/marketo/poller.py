@@ -172,11 +172,22 @@ class MarketoPoller:
                 await self._save_status()
                 await asyncio.sleep(wait)
             except LeadstreamError as error:  # the store is unavailable, an activity type name is gone…
-                self.state, self.last_error = "failing", str(error)
+                self._move("failing", str(error))
                 self.failures += 1
                 failures_in_row += 1
                 await self._save_status()
                 await asyncio.sleep(backoff_delay(failures_in_row, self._rng, **self._backoff()))
+
+    def _move(self, state: str, error: str | None) -> None:
+        """Set the state and ``lastError``; a move to another state is logged once, with its reason
+        (each failed call has its own line: "source call failed")."""
+        was, self.state, self.last_error = self.state, state, error
+        if state == was:
+            return
+        (log.info if state == "running" else log.warning)(
+            "source state changed", source=self.source_id, munchkin_id=self.config.munchkinId, state=state, was=was,
+            reason=error or "Marketo answered again: the page was read and checkpointed",
+        )  # fmt: skip
 
     def _backoff(self) -> dict[str, float]:
         return {"base": self.options.backoff_base, "cap": self.options.backoff_cap}
@@ -197,7 +208,7 @@ class MarketoPoller:
             retry_at = now + backoff_delay(attempt, self._rng, **self._backoff())
         else:  # AuthFailed, 603, a call refused as made
             retry_at = now + self.options.auth_retry
-        self.state, self.last_error = reaction.state, reaction.last_error
+        self._move(reaction.state, reaction.last_error)
         if not isinstance(error, (RateLimited, TooManyConcurrent, ShareSpent, QuotaExhausted)):
             self.failures += 1
         level = log.error if isinstance(error, AuthFailed) else log.warning
@@ -272,7 +283,7 @@ class MarketoPoller:
             group.token = page.next_page_token
             checkpoint = {"token": group.token, "checkpointAt": group.checkpoint_at}
             await self.store.save_source_checkpoint(self.source_id, group.key, orjson.dumps(checkpoint))
-            self.state, self.last_error = "running", None
+            self._move("running", None)
             if not page.more_result:
                 break
             await self._save_status()  # with each checkpoint: counts stay exact over a crash, others see it move
