@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import aiohttp
+import jsonschema
 import pytest
 
 from helpers import MUNCHKIN, activity, publish, running_server, wait_until
@@ -211,6 +212,14 @@ async def test_pause_resume_replay_and_the_attempt_log_over_http(api):
         latest = body["attempts"][0]
         assert {"time", "batchId", "events", "status", "error", "durationMs", "retryCount"} <= set(latest)
         assert latest["status"] == 200 and latest["events"] == 5 and latest["retryCount"] == 0
+        # As /openapi.json documents them: the positions are the journal's tokens (strings), and replay takes them.
+        async with api.http.get(f"{api.server.url}/openapi.json") as r:
+            operation = (await r.json())["paths"]["/v1/subscriptions/{sub_id}/attempts"]["get"]
+        schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        jsonschema.Draft202012Validator(schema).validate(body)
+        first, last = (positions.decode_or_none(latest[k]) for k in ("firstPosition", "lastPosition"))
+        assert first is not None and last is not None and last - first == latest["events"] - 1
+        assert schema["properties"]["attempts"]["items"]["properties"]["firstPosition"]["type"] == "string"
 
 
 async def test_replay_of_an_expired_position_is_410(tmp_path):
