@@ -151,3 +151,35 @@ async def test_every_wrong_field_of_a_source_is_named_at_once(server, http) -> N
     assert fields == ["startAt", "munchkinId", "quotaShare", "activityTypes[1]", "activityTypes[2]", "restUrl"]
     assert problem["field"] == "startAt"
     assert await server.services.store.list_sources() == []
+
+
+async def test_list_pages_are_chained_by_next_and_a_tenant_key_sees_only_its_own(server, http) -> None:
+    h = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    created: dict[str, list[str]] = {MUNCHKIN: [], "987-XYZ-654": []}
+    for i in range(5):
+        munchkin = MUNCHKIN if i % 2 == 0 else "987-XYZ-654"
+        async with http.post(
+            f"{server.url}/v1/sources", json=source(name=f"s{i}", munchkinId=munchkin), headers=h
+        ) as r:
+            assert r.status == 201, await r.text()
+            created[munchkin].append((await r.json())["id"])
+    async with http.post(
+        f"{server.url}/v1/keys", json={"munchkinIds": [MUNCHKIN], "scopes": ["read"], "name": "a"}, headers=h
+    ) as r:
+        assert r.status == 201, await r.text()
+        tenant = {"Authorization": f"Bearer {(await r.json())['key']}"}
+
+    async def every_page(headers: dict[str, str]) -> list[str]:
+        seen, path = [], "/v1/sources?limit=2"
+        while path:
+            async with http.get(server.url + path, headers=headers) as r:
+                assert r.status == 200, await r.text()
+                page = await r.json()
+            assert len(page["sources"]) <= 2
+            seen += [s["id"] for s in page["sources"]]
+            path = page.get("next")
+        return seen
+
+    everyone = await every_page(h)
+    assert sorted(everyone) == sorted(created[MUNCHKIN] + created["987-XYZ-654"]) and len(set(everyone)) == 5
+    assert await every_page(tenant) == created[MUNCHKIN]  # the other tenant's sources neither shown nor paged

@@ -29,7 +29,7 @@ from leadstream.sources import config as rules
 from leadstream.sources.budget import day_start, next_reset
 from leadstream.sources.config import MarketoSourceConfig
 from leadstream.store.base import Store, StoredSource
-from leadstream.subscriptions.service import Visible
+from leadstream.tenants import Visible, visible_page
 
 CHANGE_ATTEMPTS = 10
 
@@ -73,10 +73,8 @@ class Sources:
     async def views(
         self, munchkin_id: str | None, visible: Visible, *, after: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
-        found = [s for s in await self.store.list_sources(munchkin_id) if visible(s.munchkin_id)]
-        ids = [s.id for s in found]
-        start = ids.index(after) + 1 if after in ids else 0
-        return [await self._view(s) for s in found[start : start + limit]], start + limit < len(found)
+        page, more = visible_page(await self.store.list_sources(munchkin_id), visible, after=after, limit=limit)
+        return [await self._view(s) for s in page], more
 
     async def _view(self, stored: StoredSource) -> dict[str, Any]:
         config = self.config_of(stored)

@@ -40,6 +40,7 @@ from leadstream.subscriptions.config import SubscriptionConfig, redacted, seal, 
 from leadstream.subscriptions.matching import Matcher, compile_leniently, compile_matcher, compile_type_filter
 from leadstream.subscriptions.state import DeliveryState
 from leadstream.subscriptions.validation import apply_patch, check_endpoints, complete_signing, parse_new, start_ms
+from leadstream.tenants import Visible, visible_page
 
 PENDING_PAGE = 500  # events read to make a small backlog's pending exact, and to find its oldest event
 CHANGE_ATTEMPTS = 10  # compare-and-set rounds before an admin change gives up (another writer each time)
@@ -83,9 +84,6 @@ class Delivery(Protocol):
     async def changed(self, sub_id: str) -> None:
         """An admin change was asked (or the subscription created): apply it now if this node
         delivers the subscription."""
-
-
-Visible = Callable[[str], bool]  # whether the caller may see a tenant's things (a munchkin id)
 
 
 def _everyone(munchkin_id: str) -> bool:
@@ -151,10 +149,8 @@ class Subscriptions:
         self, munchkin_id: str | None, visible: Visible, *, after: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
         """A page of views, oldest first, after the subscription ``after``; and whether more follow."""
-        found = [s for s in await self.store.list_subscriptions(munchkin_id) if visible(s.munchkin_id)]
-        ids = [s.id for s in found]
-        start = ids.index(after) + 1 if after in ids else 0
-        return [await self._view(s) for s in found[start : start + limit]], start + limit < len(found)
+        page, more = visible_page(await self.store.list_subscriptions(munchkin_id), visible, after=after, limit=limit)
+        return [await self._view(s) for s in page], more
 
     async def _view(self, stored: StoredSubscription, *, live: bool = True) -> dict[str, Any]:
         """The subscription as the API shows it: settings (secrets redacted) and live status —
