@@ -121,3 +121,17 @@ async def test_source_leases_spread_over_live_nodes(pg_url: str) -> None:
         await asyncio.sleep(3.1)  # n1 renews nothing: its leases run out
         taken = await two.lease_sources("n2", 3.0)
         assert taken is not None and len(taken) >= 2
+
+
+async def test_released_source_leases_are_taken_at_once_and_the_other_nodes_are_told(pg_url: str) -> None:
+    async with PostgresStore(pg_url, node_id="n1") as one, PostgresStore(pg_url, node_id="n2") as two:
+        heard: list[str | None] = []
+        two.on_cluster_change(heard.append)
+        for i in range(2):
+            await one.create_source(StoredSource(f"src_release{i}", TENANT, b"{}", b"{}", i))
+        assert await one.lease_sources("n1", 60.0) == {"src_release0", "src_release1"}
+        assert await two.lease_sources("n2", 60.0) == set()  # held for a minute
+        await one.release_source_leases("n1")
+        await wait_until(lambda: None in heard, 5, what="n2 told of the release")
+        assert await two.lease_sources("n2", 60.0) == {"src_release0", "src_release1"}  # long before the TTL
+        assert await one.lease_sources("n1", 60.0) == set()  # n2 holds them now
