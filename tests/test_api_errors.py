@@ -76,3 +76,28 @@ async def test_query_errors_are_problems_naming_each_parameter(http, server):
     status, problem = await call(http, server, "GET", "/v1/keys?limit=0&offset=x", None)
     assert status == 422 and [e["field"] for e in problem["errors"]] == ["limit", "offset"]
     assert problem["errors"][1]["detail"] == "offset: expected an integer, got 'x'"
+
+
+@pytest.mark.parametrize(
+    "path, allowed",
+    [("/v1/subscriptions/{sub}", "DELETE, GET, PATCH"), ("/v1/keys", "GET, POST"), ("/healthz", "GET")],
+)
+async def test_405_names_every_method_of_the_path_in_allow(http, server, sub_id, path, allowed):
+    status, problem = await call(http, server, "PUT", path.format(sub=sub_id), b"{}")
+    assert status == 405, problem
+    async with http.put(server.url + path.format(sub=sub_id), headers=server.headers) as r:
+        assert r.headers["Allow"] == allowed
+
+
+async def test_dead_letters_of_a_deprovisioned_subscription_are_404_and_its_record_stays(http, server, sub_id):
+    path = f"{server.url}/v1/subscriptions/{sub_id}"
+    async with http.get(path + "/dead-letters", headers=server.headers) as r:
+        assert r.status == 200 and await r.json() == {"deadLetters": []}
+    async with http.delete(path, headers=server.headers) as r:
+        assert r.status == 200
+    status, problem = await call(http, server, "GET", f"/v1/subscriptions/{sub_id}/dead-letters", None)
+    assert status == 404 and "deprovisioned" in problem["detail"]
+    async with http.get(path, headers=server.headers) as r:
+        assert r.status == 200 and (await r.json())["state"] == "deprovisioned"
+    status, problem = await call(http, server, "POST", f"/v1/subscriptions/{sub_id}/pause", None)
+    assert status == 409 and "deprovisioned" in problem["detail"]

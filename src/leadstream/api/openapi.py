@@ -4,9 +4,10 @@ answers' schemas and examples.
 Every route gives its success answer with ``ok(schema, example)`` (``responses={200: ok(…)}``)
 and its request body with ``body(schema, example)`` (``openapi_extra=body(…)``). ``finish``, run
 once over the whole document, adds the errors every operation shares — problem+json for 400
-(a body that is not JSON), 401 and 403 (key and scope), 404 (a path naming something), 422
-(fields), 429 (ingest rate), 503 (store unavailable) — and replaces FastAPI's
-``{"detail": […]}`` 422, which the server never answers. tests/test_openapi.py walks the
+(a body that is not JSON), 401 and 403 (key and scope), 404 (a path naming something), 409 (a
+change to a subscription or source that is deprovisioned or busy), 422 (fields), 429 (ingest
+rate), 503 (store unavailable) — and replaces FastAPI's ``{"detail": […]}`` 422, which the server
+never answers. tests/test_openapi.py walks the
 document and fails on an operation without a request or response schema or an example: a new
 route needs only ``ok`` (and ``body`` if it takes one).
 """
@@ -51,7 +52,8 @@ _ERRORS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "403": ("Forbidden", "The key lacks the scope this needs", {"detail": "this key has no 'subscriptions' scope"}),
     "404": ("Not Found", "Nothing of that id that this key may see",
             {"detail": "no subscription 6f1c0d2e-…"}),
-    "409": ("Conflict", "Not in this state (for example deprovisioned)",
+    "409": ("Conflict", "Not in this state (deprovisioned: it cannot change any more), or being changed by another "
+            "request at this moment (retry)",
             {"detail": "the subscription is deprovisioned"}),
     "410": ("Gone", "The position has left retention", {"detail": "since: position 2000000000000000a has expired"}),
     "422": ("Unprocessable Content", "Fields that are not valid: each one named",
@@ -62,6 +64,10 @@ _ERRORS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "503": ("Service Unavailable", "The store cannot take the request now; retry",
             {"detail": "the server is starting or stopping; retry"}),
 }  # fmt: skip
+
+
+# A change to one of these is 409 when it is deprovisioned, or while other requests change it.
+CHANGING_STATE = ("/v1/subscriptions/{", "/v1/sources/{")
 
 
 def problem_response(status: str, description: str | None = None) -> dict[str, Any]:
@@ -176,7 +182,7 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
     components.pop("ValidationError", None)
     components["Problem"] = PROBLEM_SCHEMA
     for path, operations in document.get("paths", {}).items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             responses = operation["responses"]
@@ -186,6 +192,8 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
                 shared += ["401", "403", "503"]
             if "{" in path:
                 shared.append("404")
+            if method != "get" and path.startswith(CHANGING_STATE):
+                shared.append("409")
             if operation.get("requestBody") and "application/json" in operation["requestBody"].get("content", {}):
                 shared += ["400", "422"]
             elif any(p.get("in") == "query" for p in operation.get("parameters", [])):

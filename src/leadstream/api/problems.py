@@ -32,7 +32,23 @@ async def http_error(request: Request, exc: Exception) -> Response:
     from http import HTTPStatus
 
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, detail, dict(exc.headers or {}) or None)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := allowed_methods(request)):
+        headers["Allow"] = allowed
+    return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, detail, headers or None)
+
+
+def allowed_methods(request: Request) -> str | None:
+    """Every method /openapi.json documents for the request's path: Starlette's own 405 names only
+    those of the first route matching it, and each method of a path here is a route of its own."""
+    paths = request.app.openapi().get("paths", {})
+    for template, operations in paths.items():
+        if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), request.url.path):
+            return ", ".join(sorted(m.upper() for m in operations if m in HTTP_METHODS))
+    return None
+
+
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "options", "head")
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:

@@ -43,10 +43,26 @@ SOURCE_VIEW = openapi.ok(
         SOURCE_SCHEMA,
         {
             "id": {"type": "string"}, "createdAt": {"type": "string", "format": "date-time"},
-            "state": {"type": "string", "enum": ["running", "throttled", "quota_exhausted", "failing", "paused"]},
+            "state": {
+                "type": "string", "enum": ["running", "throttled", "quota_exhausted", "failing", "paused", "deleted"],
+                "description": "deleted: in the answer to DELETE only",
+            },
             "published": {"type": "integer"}, "duplicates": {"type": "integer"}, "rejected": {"type": "integer"},
             "callsToday": {"type": "integer"}, "callBudget": {"type": "integer"},
             "quotaResetsAt": {"type": "string", "format": "date-time"}, "lagSeconds": {"type": "number"},
+            "lastPollAt": {"type": ["string", "null"], "format": "date-time"},
+            "lastError": {"type": ["string", "null"], "description": "Marketo's code and message"},
+            "groups": {"type": "array", "items": {
+                "type": "object",
+                "description": "the activity types polled together, with their own checkpoint",
+                "properties": {
+                    "key": {"type": "string"},
+                    "activityTypeIds": {"type": "array", "items": {"type": "integer"}},
+                    "checkpointAt": {"type": ["string", "null"]},
+                    "plannedPollIntervalMs": {"type": ["integer", "null"]},
+                    "lastPollAt": {"type": ["string", "null"], "format": "date-time"},
+                },
+            }},
         },
     ),
     {"id": "c2d1…", **EXAMPLE, "clientSecret": "***", "state": "running", "published": 1200, "callsToday": 40},

@@ -217,7 +217,9 @@ class Subscriptions:
         return b'{"attempts":[' + b",".join(docs) + b"]}"
 
     async def dead_letters(self, sub_id: str, limit: int, visible: Visible = _everyone) -> list[dict[str, Any]]:
-        await self.get(sub_id, visible)
+        """The events refused for good; 404 once deprovisioned (nothing can be redelivered any more)."""
+        if self.state_of(await self.get(sub_id, visible)).state == rules.DEPROVISIONED:
+            raise NotFound(f"subscription {sub_id} is deprovisioned: its dead letters are no longer kept for it")
         return [
             {
                 "position": positions.encode(e.position),
