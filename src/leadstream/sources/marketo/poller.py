@@ -163,7 +163,10 @@ class MarketoPoller:
             try:
                 await self._prepare()
                 group, due = self._next()
-                await asyncio.sleep(max(0.0, due - self.clock()))
+                # a quiet group's poll may be planned far off: the catalog refresh comes in time regardless
+                await asyncio.sleep(max(0.0, min(due, self._catalog_due) - self.clock()))
+                if self.clock() < due:
+                    continue  # woken for the refresh (the next round's _prepare)
                 await self._poll(group)
                 failures_in_row = 0
             except (MarketoError, ShareSpent) as error:
@@ -216,28 +219,35 @@ class MarketoPoller:
         return max(0.0, retry_at - now)
 
     async def _prepare(self) -> None:
-        """Get Activity Types into the catalog (on start and daily); the groups and their checkpoints once."""
+        """Get Activity Types into the catalog (on start and every ``catalog_refresh``), and the groups
+        from it: once, and again when the types to read changed (``"*"`` and a type new on the
+        instance). A group made anew reads from ``startAt``; what it had read is dropped as duplicates."""
         now = self.clock()
         if self.groups is not None and now < self._catalog_due:
             return
         listed = await self.client.get_activity_types()
         await catalogs.load_activity_types(self.catalog, self.store, self.config.munchkinId, {"result": listed})
         self._catalog_due = now + self.options.catalog_refresh
-        if self.groups is not None:
-            return
         ids = resolve_types(self.config.activityTypes, self.catalog, self.config.munchkinId)
         if ids is None:
             ids = [int(entry["id"]) for entry in listed if isinstance(entry, dict) and "id" in entry]
-        groups = [Group(group_key(chunk), chunk) for chunk in type_groups(ids)]
+        wanted: list[tuple[str, tuple[int, ...]]] = [(group_key(chunk), chunk) for chunk in type_groups(ids)]
         if self.config.deletedLeads:
-            groups.append(Group(DELETED_LEADS, ()))
-        if not groups:
+            wanted.append((DELETED_LEADS, ()))
+        keys = [key for key, _ in wanted]
+        if self.groups is not None and [g.key for g in self.groups] == keys:
+            return
+        if not keys:
             raise LeadstreamError("the instance lists no activity types to read, and deletedLeads is off")
+        kept = {g.key: g for g in self.groups or []}
+        groups = [kept.get(key) or Group(key, chunk) for key, chunk in wanted]
         saved = await self.store.source_checkpoints(self.source_id)
         for group in groups:
-            if group.key in saved:
+            if group.key in saved and group.key not in kept:
                 checkpoint = orjson.loads(saved[group.key])
                 group.token, group.checkpoint_at = checkpoint["token"], checkpoint.get("checkpointAt")
+        if self.groups is not None:
+            log.info("source type groups changed", source=self.source_id, groups=keys)
         self.groups = groups
         await self._replan()
 
