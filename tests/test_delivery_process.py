@@ -54,6 +54,11 @@ class Api:
             assert answer["accepted"] == len(records)
 
 
+async def metric(http: aiohttp.ClientSession, server: ServerProcess, line: str) -> bool:
+    async with http.get(server.url + "/metrics") as answer:
+        return line in (await answer.text()).splitlines()
+
+
 def saved_state(data: Path, sub_id: str) -> dict[str, Any]:
     """What the delivery process last wrote to the store for a subscription."""
     with sqlite3.connect(data / "leadstream.db") as db:
@@ -96,6 +101,16 @@ async def test_delivers_in_order_and_follows_admin_changes_made_in_the_api_proce
             await wait_until(
                 lambda: delivered(2000), timeout=5, what="the view to show the delivery process's progress"
             )
+            await wait_until(
+                lambda: metric(http, server, f'leadstream_delivered_events_total{{subscription="{sub_id}"}} 2000.0'),
+                timeout=10,
+                what="the API process's /metrics to count the delivery process's deliveries",
+            )
+            async with http.get(server.url + "/metrics") as answer:
+                exposed = await answer.text()
+            types = [line.split()[2] for line in exposed.splitlines() if line.startswith("# TYPE ")]
+            assert len(types) == len(set(types))  # each family once: the two processes' merged
+            assert "leadstream_ingested_events_total" in exposed  # and the API process's own
 
             view = await api.call("POST", f"/v1/subscriptions/{sub_id}/pause")
             assert view["state"] == "paused"

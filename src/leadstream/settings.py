@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     node_id: str = f"{socket.gethostname()}-{os.getpid()}"
     lease_ttl: float = 15.0  # clusters: a dead node's subscriptions move to live ones within this (seconds)
     delivery_process: bool = False  # one node: delivery runs in a second process (uses a second core)
+    metrics_export_interval: float = 1.0  # how often that process hands its metrics to /metrics
     attempts_kept: Annotated[int, Field(ge=1)] = 1000  # attempts (with traces) kept per subscription
     # -- operator alerts (SPEC §11) --
     alert_retry_interval: float = 5.0  # first retry of a failed alert; doubles each time…

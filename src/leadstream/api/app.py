@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import leadstream
-from leadstream import runtime
+from leadstream import metrics_export, runtime
 from leadstream.api import admin_keys, docs
 from leadstream.api import alerts as alert_routes
 from leadstream.api import audit as audit_routes
@@ -56,6 +56,9 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    running = getattr(request.app.state, "runtime", None)
+    if running is not None and running.role is runtime.Role.API:  # with the delivery process's
+        return Response(metrics_export.served(running.settings.data_dir), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

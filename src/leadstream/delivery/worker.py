@@ -23,7 +23,7 @@ import signal
 import sys
 from pathlib import Path
 
-from leadstream import runtime
+from leadstream import metrics_export, runtime
 from leadstream.logs import configure, log
 from leadstream.settings import Settings
 
@@ -37,7 +37,10 @@ async def deliver(settings: Settings, stop: asyncio.Event) -> None:
         return
     try:
         async with runtime.running(settings, runtime.Role.DELIVERY):
-            await stop.wait()
+            while not stop.is_set():  # the API process serves these on its /metrics
+                await asyncio.to_thread(metrics_export.export, settings.data_dir)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), settings.metrics_export_interval)
     finally:
         os.close(lock)
 
