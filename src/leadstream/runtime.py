@@ -29,6 +29,7 @@ from leadstream.catalog import Catalog
 from leadstream.catalog import persistence as catalogs
 from leadstream.delivery.endpoint import sample_sender
 from leadstream.delivery.engine import DeliveryEngine, EngineOptions
+from leadstream.delivery.statelog import StateLog
 from leadstream.events import Validator
 from leadstream.logs import log
 from leadstream.retention import Retention, cluster_grace
@@ -184,6 +185,7 @@ async def running(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
             session=session,
             send_sample=delivery.send_sample if delivery is not None else sample_sender(session, keyring),
             delivery=delivery,
+            saved_elsewhere=StateLog(settings.data_dir).recover if role is Role.API else None,
         ),
         sources=Sources(
             store,

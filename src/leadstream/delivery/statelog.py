@@ -44,10 +44,15 @@ class StateLog:
         return sorted(found)
 
     def recover(self) -> dict[str, Saved]:
-        """The newest state of every subscription in files left by an earlier run."""
+        """The newest state of every subscription in files left by an earlier run (or, read by
+        another process, the saves since the last checkpoint)."""
         latest: dict[str, Saved] = {}
         for _, path in self._files():
-            for line in path.read_bytes().splitlines():
+            try:
+                lines = path.read_bytes().splitlines()
+            except FileNotFoundError:  # read by another process: checkpointed and deleted since
+                continue
+            for line in lines:
                 try:
                     record = orjson.loads(line)
                     latest[record["id"]] = orjson.dumps(record["state"]), int(record.get("applied", 0))

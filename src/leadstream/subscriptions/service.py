@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import aiohttp
@@ -41,6 +41,9 @@ from leadstream.subscriptions.matching import Matcher, compile_leniently, compil
 from leadstream.subscriptions.state import DeliveryState
 from leadstream.subscriptions.validation import apply_patch, check_endpoints, complete_signing, parse_new, start_ms
 from leadstream.tenants import Visible, visible_page
+
+# Subscription id → (delivery state, control revision it reflects), newest saves of another process.
+SavedElsewhere = Callable[[], dict[str, tuple[bytes, int]]]
 
 PENDING_PAGE = 500  # events read to make a small backlog's pending exact, and to find its oldest event
 CHANGE_ATTEMPTS = 10  # compare-and-set rounds before an admin change gives up (another writer each time)
@@ -94,7 +97,7 @@ class Subscriptions:
     def __init__(
         self, store: Store, catalog: Catalog, *, secretbox: SecretBox | None, policy: GuardPolicy,
         session: aiohttp.ClientSession, send_sample: SendSample, delivery: Delivery | None = None,
-        challenge_timeout: float = CHALLENGE_SECONDS,
+        challenge_timeout: float = CHALLENGE_SECONDS, saved_elsewhere: SavedElsewhere | None = None,
     ) -> None:  # fmt: skip
         self.store = store
         self.catalog = catalog
@@ -103,6 +106,9 @@ class Subscriptions:
         self.session = session  # for challenges
         self.send_sample = send_sample
         self.delivery = delivery  # None: delivery runs in another process, which follows the store
+        # That process's saves since its last checkpoint to the store (a second old at most): views
+        # show them, not the checkpoint.
+        self.saved_elsewhere = saved_elsewhere
         self.challenge_timeout = challenge_timeout
 
     # -- reading ------------------------------------------------------------------------------------
@@ -143,14 +149,19 @@ class Subscriptions:
         return stored, self.config_of(stored)
 
     async def view(self, sub_id: str, visible: Visible = _everyone) -> dict[str, Any]:
-        return await self._view(await self.get(sub_id, visible))
+        return (await self._views([await self.get(sub_id, visible)]))[0]
 
     async def views(
         self, munchkin_id: str | None, visible: Visible, *, after: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
         """A page of views, oldest first, after the subscription ``after``; and whether more follow."""
         page, more = visible_page(await self.store.list_subscriptions(munchkin_id), visible, after=after, limit=limit)
-        return [await self._view(s) for s in page], more
+        return await self._views(page), more
+
+    async def _views(self, found: list[StoredSubscription]) -> list[dict[str, Any]]:
+        saved = self.saved_elsewhere() if self.saved_elsewhere is not None and found else {}
+        fresher = [replace(s, state=saved[s.id][0], applied=saved[s.id][1]) if s.id in saved else s for s in found]
+        return [await self._view(s) for s in fresher]
 
     async def _view(self, stored: StoredSubscription, *, live: bool = True) -> dict[str, Any]:
         """The subscription as the API shows it: settings (secrets redacted) and live status —
