@@ -17,6 +17,7 @@ import orjson
 import psutil
 
 from helpers import ADMIN_KEY, ServerProcess, activity, wait_until
+from leadstream.delivery.statelog import StateLog
 from leadstream.journal import encode_position
 from leadstream.sim.marketo import Limits, MarketoInstance
 from test_delivery_support import Received, assert_only_the_batch_in_flight_came_twice, receiver
@@ -59,6 +60,11 @@ async def metric(http: aiohttp.ClientSession, server: ServerProcess, line: str) 
         return line in (await answer.text()).splitlines()
 
 
+def logged_state(data: Path, sub_id: str) -> dict[str, Any]:
+    """The delivery process's newest save of a subscription not yet checkpointed to the store."""
+    return orjson.loads(StateLog(data).recover().get(sub_id, (b"{}", 0))[0])
+
+
 def saved_state(data: Path, sub_id: str) -> dict[str, Any]:
     """What the delivery process last wrote to the store for a subscription."""
     with sqlite3.connect(data / "leadstream.db") as db:
@@ -98,9 +104,11 @@ async def test_delivers_in_order_and_follows_admin_changes_made_in_the_api_proce
             async def delivered(n: int) -> bool:
                 return (await api.call("GET", f"/v1/subscriptions/{sub_id}"))["delivered"] >= n
 
-            await wait_until(
-                lambda: delivered(2000), timeout=5, what="the view to show the delivery process's progress"
-            )
+            # Once the delivery process has saved it (its state log, checkpointed to the store once a
+            # second), the API process's view shows it: not the checkpoint's older state.
+            await wait_until(lambda: logged_state(data, sub_id).get("delivered") == 2000, timeout=5, what="the save")
+            view = await api.call("GET", f"/v1/subscriptions/{sub_id}")
+            assert (view["delivered"], view["pending"]) == (2000, 0)
             await wait_until(
                 lambda: metric(http, server, f'leadstream_delivered_events_total{{subscription="{sub_id}"}} 2000.0'),
                 timeout=10,
