@@ -8,6 +8,7 @@ answer with ``openapi.ok``).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Any
@@ -15,7 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from leadstream.api import create_app
+from leadstream.api import create_app, openapi
+from leadstream.errors import Invalid
+from leadstream.security.signing import check_hmac_secret
 
 pytest_plugins = ["browser"]  # chromium, open_browser
 
@@ -93,6 +96,57 @@ def test_ingest_describes_the_records_of_each_stream():
     assert titles == {"ActivityRecord", "CustomObjectRecord", "AuditRecord", "NotificationRecord"}
     activity = next(s for s in body["application/json"]["schema"]["items"]["oneOf"] if s["title"] == "ActivityRecord")
     assert {"munchkinId", "marketoGUID", "leadId", "activityDate", "activityTypeId"} <= set(activity["required"])
+
+
+def body_schema(method: str, path: str) -> dict[str, Any]:
+    return resolved(DOCUMENT["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"])
+
+
+def test_the_rules_the_server_checks_are_in_the_request_schemas():
+    """What schemathesis found refused though the schema let it through (ST202), said in the schema."""
+    munchkin = re.compile(openapi.MUNCHKIN_PATTERN)
+    patterns = [
+        body_schema("post", "/v1/keys")["properties"]["munchkinIds"]["items"]["pattern"],
+        body_schema("post", "/v1/sources")["properties"]["munchkinId"]["pattern"],
+        body_schema("post", "/v1/subscriptions")["properties"]["munchkinId"]["pattern"],
+        DOCUMENT["paths"]["/v1/catalog/activity/{munchkinId}"]["put"]["parameters"][0]["schema"]["pattern"],
+    ]
+    assert patterns == [openapi.MUNCHKIN_PATTERN] * 4
+    assert munchkin.fullmatch("123-ABC-456") and not munchkin.fullmatch("123-abc-456")
+    custom = body_schema("post", "/v1/catalog/activity/{munchkinId}/custom")["properties"]["result"]
+    assert custom["minItems"] == 1 and custom["items"]["properties"]["id"]["minimum"] == 100_000
+    assert body_schema("post", "/v1/sources")["properties"]["quotaShare"]["exclusiveMinimum"] == 0
+    for signing in (
+        body_schema("post", "/v1/alerts")["properties"]["signing"],
+        body_schema("post", "/v1/subscriptions")["properties"]["signing"]["anyOf"][0],
+    ):
+        assert {"required": ["hmacSecret"]} in signing["anyOf"]  # or hmac: true; {"hmac": false} alone is refused
+    # a patch may send the masked "***" back, so only a new subscription's secret has the pattern
+    assert (
+        "pattern"
+        not in body_schema("patch", "/v1/subscriptions/{sub_id}")["properties"]["signing"]["anyOf"][0]["properties"][
+            "hmacSecret"
+        ]
+    )
+
+
+@pytest.mark.parametrize("key_bytes", [16, 23, 24, 25, 26, 40, 62, 63, 64, 65])
+def test_the_hmac_secret_pattern_takes_only_what_the_server_takes(key_bytes):
+    secret = "whsec_" + base64.b64encode(bytes(range(key_bytes))).decode()
+    try:
+        check_hmac_secret(secret)
+        taken = True
+    except Invalid:
+        taken = False
+    matches = re.fullmatch(openapi.HMAC_SECRET_PATTERN, secret) is not None
+    assert matches == taken, (key_bytes, taken, matches)
+
+
+def test_409_is_documented_on_each_change_to_a_subscription_or_source():
+    for path, operations in DOCUMENT["paths"].items():
+        for method, operation in operations.items():
+            changing = method != "get" and path.startswith(("/v1/subscriptions/{", "/v1/sources/{"))
+            assert ("409" in operation["responses"]) == (changing or path.endswith("/journal")), (method, path)
 
 
 async def test_docs_and_its_assets_are_served_by_leadstream_itself(server):

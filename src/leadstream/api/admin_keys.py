@@ -25,7 +25,11 @@ class NewKeyBody(BaseModel):
         json_schema_extra={"examples": [{"name": "producer", "munchkinIds": ["123-ABC-456"], "scopes": ["ingest"]}]},
     )
 
-    munchkinIds: list[str] = Field(min_length=1, description="the tenants the key may act for")
+    munchkinIds: list[str] = Field(
+        min_length=1,
+        description="the tenants the key may act for",
+        json_schema_extra={"items": {"type": "string", "pattern": openapi.MUNCHKIN_PATTERN}},  # checked by the service
+    )
     scopes: list[Literal["ingest", "subscriptions", "read"]] = Field(
         min_length=1,
         description="ingest: publish only; read: GET its tenants' things; subscriptions: read and change them",

@@ -17,7 +17,7 @@ from leadstream.subscriptions.validation import decode_body
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
-ALERT_SCHEMA = {
+ALERT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["endpoint"],
     "additionalProperties": False,
@@ -34,10 +34,12 @@ ALERT_SCHEMA = {
             "description": 'Standard Webhooks HMAC: {"hmacSecret": "whsec_…"}, or {"hmac": true} (the default) to '
             "have a secret generated and shown once, in the answer",
             "properties": {"hmacSecret": {"type": "string"}, "hmac": {"type": "boolean"}},
+            "additionalProperties": False,
         },
         "name": {"type": "string", "maxLength": 200},
     },
 }
+openapi.signing_rules(ALERT_SCHEMA["properties"]["signing"])
 
 ALERT_VIEW_SCHEMA = {
     "type": "object",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 
 from leadstream.api import openapi
 from leadstream.api.auth import require_key
 from leadstream.api.deps import Services
 from leadstream.catalog import persistence
+from leadstream.catalog.model import CUSTOM_ACTIVITY_MIN_ID
 from leadstream.errors import NotFound
 from leadstream.events import STREAMS
 from leadstream.samples import sampling
@@ -30,30 +31,46 @@ CATALOG = openapi.ok(
     },
     {"stream": "activity", "types": [{"id": 7, "name": "Open Email", "type": "standard"}], "samples": {}},
 )
-ACTIVITY_TYPES = openapi.body(
-    {
-        "type": "object",
-        "required": ["result"],
-        "description": "a Get Activity Types response (GET /rest/v1/activities/types.json)",
-        "properties": {
-            "result": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "name"],
-                    "properties": {
-                        "id": {"type": "integer"},
-                        "name": {"type": "string"},
-                        "description": {"type": "string"},
-                        "primaryAttribute": {"type": "object"},
-                        "attributes": {"type": "array", "items": {"type": "object"}},
+_ATTRIBUTE = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string", "pattern": r"\S"}, "dataType": {"type": ["string", "null"]}},
+}
+
+
+def activity_types(lowest_id: int) -> dict[str, Any]:
+    """The body of a catalog load: types with ids from ``lowest_id`` (custom types start at 100000)."""
+    return openapi.body(
+        {
+            "type": "object",
+            "required": ["result"],
+            "description": "a Get Activity Types response (GET /rest/v1/activities/types.json)",
+            "properties": {
+                "result": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "name"],
+                        "properties": {
+                            "id": {"type": "integer", "minimum": lowest_id},
+                            "name": {"type": "string", "pattern": r"\S", "description": "not blank"},
+                            "description": {"type": "string"},
+                            "primaryAttribute": _ATTRIBUTE,
+                            "attributes": {"type": "array", "items": _ATTRIBUTE},
+                        },
                     },
-                },
-            }
+                }
+            },
         },
-    },
-    {"result": [{"id": 100001, "name": "Attend Webinar", "attributes": [{"name": "Webinar", "dataType": "string"}]}]},
-)
+        {
+            "result": [
+                {"id": 100001, "name": "Attend Webinar", "attributes": [{"name": "Webinar", "dataType": "string"}]}
+            ]
+        },
+    )
+
+
 LOADED = openapi.ok(
     {"type": "object", "properties": {"munchkinId": {"type": "string"}, "loaded": {"type": "integer"}}},
     {"munchkinId": "123-ABC-456", "loaded": 12},
@@ -89,11 +106,11 @@ async def _load(services: Services, munchkin_id: str, document: Any, custom_only
     "/activity/{munchkinId}",
     summary="Load a tenant's Get Activity Types response (adds or overrides types)",
     responses={200: LOADED},
-    openapi_extra=ACTIVITY_TYPES,
+    openapi_extra=activity_types(1),
 )
 async def load_activity_types(
     services: Services,
-    munchkinId: str,
+    munchkinId: str = Path(json_schema_extra={"pattern": openapi.MUNCHKIN_PATTERN}),  # checked in _load
     document: dict[str, Any] = Body(
         ..., examples=[{"result": [{"id": 100001, "name": "Attend Webinar", "attributes": []}]}]
     ),
@@ -108,11 +125,11 @@ async def load_activity_types(
     "/activity/{munchkinId}/custom",
     summary="Register custom activity types (ids >= 100000)",
     responses={200: LOADED},
-    openapi_extra=ACTIVITY_TYPES,
+    openapi_extra=activity_types(CUSTOM_ACTIVITY_MIN_ID),
 )
 async def register_custom_types(
     services: Services,
-    munchkinId: str,
+    munchkinId: str = Path(json_schema_extra={"pattern": openapi.MUNCHKIN_PATTERN}),  # checked in _load
     document: dict[str, Any] = Body(
         ..., examples=[{"result": [{"id": 100001, "name": "Attend Webinar", "attributes": []}]}]
     ),

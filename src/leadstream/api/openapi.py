@@ -19,6 +19,22 @@ from typing import Any
 
 import msgspec
 
+from leadstream.tenants import MUNCHKIN_RE
+
+MUNCHKIN_PATTERN = f"^{MUNCHKIN_RE.pattern}$"
+_B64 = "[A-Za-z0-9+/]"
+# A whsec_ secret of 24 to 64 key bytes, as security.signing checks it
+HMAC_SECRET_PATTERN = (
+    f"^whsec_(?:(?:{_B64}{{4}}){{8,20}}(?:{_B64}{{2}}==|{_B64}{{3}}=)?|(?:{_B64}{{4}}){{21}}(?:{_B64}{{2}}==)?)$"
+)
+
+
+def signing_rules(signing: dict[str, Any]) -> None:
+    """A signing object's rules, in its schema: a valid ``hmacSecret``, or ``hmac: true``."""
+    signing["properties"]["hmacSecret"] = {"type": "string", "pattern": HMAC_SECRET_PATTERN}
+    signing["anyOf"] = [{"required": ["hmacSecret"]}, {"required": ["hmac"], "properties": {"hmac": {"const": True}}}]
+
+
 PROBLEM_TYPE = "application/problem+json"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 PROBLEM_SCHEMA: dict[str, Any] = {

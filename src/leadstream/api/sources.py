@@ -28,6 +28,9 @@ router = APIRouter(prefix="/v1/sources", tags=["sources"])
 
 _config_schema = msgspec.json.schema(MarketoSourceConfig)
 SOURCE_SCHEMA = _inline(_config_schema, _config_schema.get("$defs", {}))
+# Rules checked in sources.config beyond the struct's types, said in the schema too
+SOURCE_SCHEMA["properties"]["munchkinId"]["pattern"] = openapi.MUNCHKIN_PATTERN
+SOURCE_SCHEMA["properties"]["quotaShare"].update(exclusiveMinimum=0, maximum=1)
 EXAMPLE = {
     "type": "marketo",
     "name": "acme-prod",

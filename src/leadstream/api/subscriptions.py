@@ -7,6 +7,7 @@ field); the routes only say who may see what and hand over to the subscriptions 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,6 +29,10 @@ router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
 _inline = openapi._inline  # the sources routes share it
 SUBSCRIPTION_SCHEMA = openapi.struct_schema(SubscriptionConfig)
+# Rules checked in subscriptions.validation, said in the schema too
+SUBSCRIPTION_SCHEMA["properties"]["munchkinId"]["pattern"] = openapi.MUNCHKIN_PATTERN
+NEW_SUBSCRIPTION_SCHEMA = copy.deepcopy(SUBSCRIPTION_SCHEMA)  # a patch and a view may say "***" for the secret
+openapi.signing_rules(NEW_SUBSCRIPTION_SCHEMA["properties"]["signing"]["anyOf"][0])
 EXAMPLE = {
     "name": "crm-sync",
     "munchkinId": "123-ABC-456",
@@ -97,7 +102,7 @@ def _json(document: Any, status: int = 200) -> Response:
     description="Every field but name, munchkinId, stream and endpoint has the platform's default. Secrets are "
     'stored and answered as "***". cloudevents and adobe_io endpoints must pass the challenge first. '
     f"The answer is the subscription with its live status: {STATUS_FIELDS}.",
-    openapi_extra=openapi.body(SUBSCRIPTION_SCHEMA, EXAMPLE, "The subscription"),
+    openapi_extra=openapi.body(NEW_SUBSCRIPTION_SCHEMA, EXAMPLE, "The subscription"),
     responses={201: VIEW},
 )
 async def create_subscription(
@@ -196,7 +201,11 @@ async def _act(services: Services, principal: Principal, sub_id: str, action: st
                 "from": {
                     "oneOf": [
                         {"type": "string", "format": "date-time"},
-                        {"type": "string", "description": "a position token (journal, status cursor, attempts)"},
+                        {
+                            "type": "string",
+                            "pattern": "^(2[0-9a-f]{16}|1[A-Za-z0-9_-]{11})$",
+                            "description": "a position token (journal, status cursor, attempts)",
+                        },
                         {"type": "integer", "minimum": 0, "deprecated": True},
                     ]
                 }
