@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from helpers import MUNCHKIN
@@ -101,3 +102,12 @@ async def test_dead_letters_of_a_deprovisioned_subscription_are_404_and_its_reco
         assert r.status == 200 and (await r.json())["state"] == "deprovisioned"
     status, problem = await call(http, server, "POST", f"/v1/subscriptions/{sub_id}/pause", None)
     assert status == 409 and "deprovisioned" in problem["detail"]
+
+
+@pytest.mark.parametrize("wrong", [{"attributes": {}}, {"primaryAttribute": {}}])
+async def test_a_catalog_type_with_an_empty_object_for_its_attributes_is_refused(http, server, wrong):
+    body = {"result": [{"id": 100001, "name": "Attend Webinar", **wrong}]}
+    status, problem = await call(http, server, "PUT", f"/v1/catalog/activity/{MUNCHKIN}", orjson.dumps(body))
+    assert status == 422 and "result[0]" in problem["detail"], problem
+    async with http.get(f"{server.url}/v1/catalog/activity?munchkinId={MUNCHKIN}", headers=server.headers) as r:
+        assert 100001 not in [t["id"] for t in (await r.json())["types"]]  # nothing loaded

@@ -116,6 +116,16 @@ def test_the_rules_the_server_checks_are_in_the_request_schemas():
     custom = body_schema("post", "/v1/catalog/activity/{munchkinId}/custom")["properties"]["result"]
     assert custom["minItems"] == 1 and custom["items"]["properties"]["id"]["minimum"] == 100_000
     assert body_schema("post", "/v1/sources")["properties"]["quotaShare"]["exclusiveMinimum"] == 0
+    urls = [
+        body_schema("post", "/v1/sources")["properties"]["restUrl"]["pattern"],
+        body_schema("post", "/v1/subscriptions")["properties"]["endpoint"]["pattern"],
+        body_schema("post", "/v1/alerts")["properties"]["endpoint"]["pattern"],
+    ]
+    assert urls == [openapi.URL_PATTERN] * 3
+    assert [bool(re.match(openapi.URL_PATTERN, u)) for u in ("https://h.example.com", "http://[::1]/", "", "h.io")] == [
+        True, True, False, False
+    ]  # fmt: skip
+    assert body_schema("post", "/v1/alerts")["properties"]["events"]["minItems"] == 1
     for signing in (
         body_schema("post", "/v1/alerts")["properties"]["signing"],
         body_schema("post", "/v1/subscriptions")["properties"]["signing"]["anyOf"][0],

@@ -122,6 +122,7 @@ async def get_key(services: Services, key_id: str, principal: Principal = Depend
 @router.delete(
     "/{key_id}",
     summary="Revoke a tenant API key (at once on this node; within seconds on the others)",
+    description="The record stays: GET answers it with revokedAt set, so that audit entries can name the key.",
     responses={200: KEY},
 )
 async def revoke_key(

@@ -22,9 +22,14 @@ ALERT_SCHEMA: dict[str, Any] = {
     "required": ["endpoint"],
     "additionalProperties": False,
     "properties": {
-        "endpoint": {"type": "string", "format": "uri", "description": "where the alerts are POSTed (http or https)"},
+        "endpoint": {
+            "type": "string",
+            "pattern": openapi.URL_PATTERN,
+            "description": "where the alerts are POSTed (http or https)",
+        },
         "events": {
             "type": "array",
+            "minItems": 1,
             "items": {"enum": ["*", *EVENT_TYPES]},
             "default": ["*"],
             "description": "the alert types this endpoint wants",
@@ -45,7 +50,7 @@ ALERT_VIEW_SCHEMA = {
     "type": "object",
     "properties": {
         "id": {"type": "string"},
-        "endpoint": {"type": "string", "format": "uri"},
+        "endpoint": {"type": "string"},
         "events": {"type": "array", "items": {"type": "string"}},
         "signing": {"type": "object", "properties": {"hmacSecret": {"type": "string", "description": '"***"'}}},
         "createdAt": {"type": "string", "format": "date-time"},

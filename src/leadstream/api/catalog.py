@@ -56,8 +56,8 @@ def activity_types(lowest_id: int) -> dict[str, Any]:
                             "id": {"type": "integer", "minimum": lowest_id},
                             "name": {"type": "string", "pattern": r"\S", "description": "not blank"},
                             "description": {"type": "string"},
-                            "primaryAttribute": _ATTRIBUTE,
-                            "attributes": {"type": "array", "items": _ATTRIBUTE},
+                            "primaryAttribute": {"anyOf": [_ATTRIBUTE, {"type": "null"}]},
+                            "attributes": {"type": ["array", "null"], "items": _ATTRIBUTE},
                         },
                     },
                 }

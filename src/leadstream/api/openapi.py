@@ -22,6 +22,7 @@ import msgspec
 from leadstream.tenants import MUNCHKIN_RE
 
 MUNCHKIN_PATTERN = f"^{MUNCHKIN_RE.pattern}$"
+URL_PATTERN = r"^https?://[A-Za-z0-9\[]"  # http(s) with a host, as the endpoint checks want
 _B64 = "[A-Za-z0-9+/]"
 # A whsec_ secret of 24 to 64 key bytes, as security.signing checks it
 HMAC_SECRET_PATTERN = (

@@ -31,6 +31,8 @@ SOURCE_SCHEMA = _inline(_config_schema, _config_schema.get("$defs", {}))
 # Rules checked in sources.config beyond the struct's types, said in the schema too
 SOURCE_SCHEMA["properties"]["munchkinId"]["pattern"] = openapi.MUNCHKIN_PATTERN
 SOURCE_SCHEMA["properties"]["quotaShare"].update(exclusiveMinimum=0, maximum=1)
+SOURCE_SCHEMA["properties"]["restUrl"]["pattern"] = openapi.URL_PATTERN
+SOURCE_SCHEMA["properties"]["identityUrl"]["anyOf"][0]["pattern"] = openapi.URL_PATTERN
 EXAMPLE = {
     "type": "marketo",
     "name": "acme-prod",

@@ -31,6 +31,7 @@ _inline = openapi._inline  # the sources routes share it
 SUBSCRIPTION_SCHEMA = openapi.struct_schema(SubscriptionConfig)
 # Rules checked in subscriptions.validation, said in the schema too
 SUBSCRIPTION_SCHEMA["properties"]["munchkinId"]["pattern"] = openapi.MUNCHKIN_PATTERN
+SUBSCRIPTION_SCHEMA["properties"]["endpoint"]["pattern"] = openapi.URL_PATTERN
 NEW_SUBSCRIPTION_SCHEMA = copy.deepcopy(SUBSCRIPTION_SCHEMA)  # a patch and a view may say "***" for the secret
 openapi.signing_rules(NEW_SUBSCRIPTION_SCHEMA["properties"]["signing"]["anyOf"][0])
 EXAMPLE = {

@@ -120,7 +120,8 @@ def parse_activity_type(raw: Any, where: str = "result") -> ActivityType:
     if not isinstance(name, str) or not name.strip():
         raise CatalogError(f"{where}.name: expected a non-empty string, got {name!r}")
     primary = raw.get("primaryAttribute")
-    attributes = raw.get("attributes") or []
+    attributes = raw.get("attributes")
+    attributes = [] if attributes is None else attributes  # {} or "" is wrong, not "none"
     if not isinstance(attributes, list):
         raise CatalogError(f"{where}.attributes: expected a list, got {attributes!r}")
     parsed = [_attribute(a, f"{where}.attributes[{i}]") for i, a in enumerate(attributes)]
@@ -128,7 +129,7 @@ def parse_activity_type(raw: Any, where: str = "result") -> ActivityType:
         id=type_id,
         name=name,
         description=raw.get("description") if isinstance(raw.get("description"), str) else None,
-        primary_attribute=_attribute(primary, f"{where}.primaryAttribute") if primary else None,
+        primary_attribute=_attribute(primary, f"{where}.primaryAttribute") if primary is not None else None,
         attributes={a.name: a for a in parsed},
     )
 
