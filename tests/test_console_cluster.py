@@ -144,3 +144,22 @@ async def test_with_the_database_away_a_page_says_so_and_the_session_survives(tm
 
 async def _answers(http: aiohttp.ClientSession, node: ServerProcess, session_id: str) -> bool:
     return (await overview(http, node, session_id))[0] == 200
+
+
+async def test_operator_sessions_end_when_the_operator_key_changes(store):
+    from leadstream.console.pages.sessions import StoreSessionStore
+    from leadstream.console.session import digest_of
+    from leadstream.security.principals import Principal
+
+    operator_key = ["first-operator-key"]
+    sessions = StoreSessionStore(lambda: store, lambda: operator_key[0], cache_seconds=0)
+    session_id, _ = await sessions.create(Principal("operator"))
+    tenant_id, _ = await sessions.create(Principal("k1", frozenset({MUNCHKIN}), frozenset({"read"})))
+    record, _, _ = await store.console_session(digest_of(session_id))
+    assert b"first-operator-key" not in record  # a mark of it only, under the session's id
+    assert await sessions.get(session_id) is not None
+
+    operator_key[0] = "second-operator-key"  # changed (and the nodes restarted with it)
+    assert await sessions.get(session_id) is None
+    assert await store.console_session(digest_of(session_id)) is None
+    assert await sessions.get(tenant_id) is not None  # a tenant key's session does not depend on it

@@ -6,17 +6,23 @@ row; revoking a key deletes its rows (``ApiKeys.revoke``), so both hold on every
 
 Each request costs one primary-key read, or none: a session read is kept in this process for
 ``cache_seconds`` (1 s), which is therefore the longest a sign-out or revocation made on another
-node can go unnoticed here (on this node it is at once: the entry is dropped). The last-seen time
+node can go unnoticed here (on this node it is at once: the entry is dropped). An operator
+session also keeps a mark of the operator key it signed in with, an HMAC of the key under the
+session's id (which is not stored, so the mark helps nobody guess the key): once the operator key is
+changed, its sessions end, as they did at the restart that changes it. The last-seen time
 is written at most every ``touch_every`` seconds (60 s), not on each page: idle expiry is exact
 to that much, against 12 hours.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -28,17 +34,16 @@ from leadstream.store.base import Store
 MAX_CACHED = 10_000
 
 
-def _record(session: Session) -> bytes:
+def _record(session: Session, operator_mark: str | None) -> bytes:
     identity = session.identity
     munchkin_ids = sorted(identity.munchkin_ids) if identity.munchkin_ids is not None else None
     return orjson.dumps(
         {"keyId": identity.key_id, "munchkinIds": munchkin_ids, "scopes": sorted(identity.scopes),
-         "csrf": session.csrf_token}
+         "csrf": session.csrf_token, "operator": operator_mark if munchkin_ids is None else None}
     )  # fmt: skip
 
 
-def _session(record: bytes, created_at: float, seen_at: float) -> Session:
-    fields = orjson.loads(record)
+def _session(fields: dict[str, Any], created_at: float, seen_at: float) -> Session:
     munchkin_ids = fields["munchkinIds"]
     identity = Principal(
         fields["keyId"], frozenset(munchkin_ids) if munchkin_ids is not None else None, frozenset(fields["scopes"])
@@ -52,6 +57,7 @@ class StoreSessionStore:
     no session then, and sign-in is refused before it gets here)."""
 
     store_of: Callable[[], Store | None]
+    operator_key: Callable[[], str] = lambda: ""
     idle: float = IDLE_TIMEOUT
     absolute: float = ABSOLUTE_TIMEOUT
     cache_seconds: float = 1.0
@@ -70,12 +76,17 @@ class StoreSessionStore:
         return store
 
     def _remember(self, key: bytes, session: Session) -> None:
+        if self.cache_seconds <= 0:
+            return
         now = time.monotonic()
         if len(self._cache) >= MAX_CACHED:
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
             if len(self._cache) >= MAX_CACHED:
                 self._cache.clear()
         self._cache[key] = (now + self.cache_seconds, session)
+
+    def _operator_mark(self, session_id: str) -> str:
+        return hmac.new(session_id.encode(), self.operator_key().encode(), hashlib.sha256).hexdigest()
 
     def _expired(self, session: Session, now: float) -> bool:
         return now - session.seen_at >= self.idle or now - session.created_at >= self.absolute
@@ -87,7 +98,8 @@ class StoreSessionStore:
         session_id = secrets.token_urlsafe(32)
         session = Session(identity, secrets.token_urlsafe(32), created_at=now, seen_at=now)
         key = digest_of(session_id)
-        await store.create_console_session(key, identity.key_id, _record(session), now)
+        record = _record(session, self._operator_mark(session_id))
+        await store.create_console_session(key, identity.key_id, record, now)
         self._remember(key, session)
         return session_id, session
 
@@ -102,7 +114,14 @@ class StoreSessionStore:
             if row is None:
                 self._cache.pop(key, None)
                 return None
-            session = _session(*row)
+            record, created_at, seen_at = row
+            fields = orjson.loads(record)
+            if fields["munchkinIds"] is None and not hmac.compare_digest(
+                str(fields.get("operator")), self._operator_mark(session_id)
+            ):  # signed in with an operator key that is not the operator key any more
+                await self.delete(session_id)
+                return None
+            session = _session(fields, created_at, seen_at)
             self._remember(key, session)
         now = self.clock()
         if self._expired(session, now):

@@ -64,7 +64,12 @@ def console_app(
         *catalog.routes(),
         *operator.routes(),
     ]
-    sessions = StoreSessionStore(store_of, idle=session_idle, cache_seconds=session_cache)
+
+    def operator_key() -> str:
+        runtime = runtime_of()
+        return runtime.admin_key if runtime is not None else ""
+
+    sessions = StoreSessionStore(store_of, operator_key, idle=session_idle, cache_seconds=session_cache)
     app = create_console(verify, recheck=recheck, sessions=sessions, pages=pages, options=options, templates=templates)
     app.state.runtime_of = runtime_of
     app.state.sampler = sampler
