@@ -28,8 +28,8 @@ Release = Callable[[str], Awaitable[None]]  # (node id): give this node's leases
 
 
 class Leases:
-    """Subscription leases by default; ``acquire=store.lease_sources, expiry=store.next_source_lease_expiry``
-    makes them the sources' leases."""
+    """Subscription leases by default; ``acquire=store.lease_sources, expiry=store.next_source_lease_expiry,
+    release=store.release_source_leases`` makes them the sources' leases."""
 
     def __init__(
         self, store: Store, node_id: str, ttl: float, on_lapse: Callable[[], None], *,
