@@ -55,7 +55,7 @@ def activity_types(lowest_id: int) -> dict[str, Any]:
                         "properties": {
                             "id": {"type": "integer", "minimum": lowest_id},
                             "name": {"type": "string", "pattern": r"\S", "description": "not blank"},
-                            "description": {"type": "string"},
+                            "description": {"description": "a string; anything else is ignored"},
                             "primaryAttribute": {"anyOf": [_ATTRIBUTE, {"type": "null"}]},
                             "attributes": {"type": ["array", "null"], "items": _ATTRIBUTE},
                         },
