@@ -17,6 +17,7 @@ import orjson
 import psutil
 
 from helpers import ADMIN_KEY, ServerProcess, activity, wait_until
+from leadstream import metrics_export
 from leadstream.delivery.statelog import StateLog
 from leadstream.journal import encode_position
 from leadstream.sim.marketo import Limits, MarketoInstance
@@ -119,6 +120,9 @@ async def test_delivers_in_order_and_follows_admin_changes_made_in_the_api_proce
             types = [line.split()[2] for line in exposed.splitlines() if line.startswith("# TYPE ")]
             assert len(types) == len(set(types))  # each family once: the two processes' merged
             assert "leadstream_ingested_events_total" in exposed  # and the API process's own
+            # the console's charts read the same export, per subscription
+            assert metrics_export.per_subscription(data, "leadstream_delivered_events_total")[sub_id] == 2000
+            assert sub_id in metrics_export.per_subscription(data, "leadstream_delivery_lag_seconds")
 
             view = await api.call("POST", f"/v1/subscriptions/{sub_id}/pause")
             assert view["state"] == "paused"

@@ -51,3 +51,17 @@ class _Merged:
             if mine is None or not mine.samples:
                 own[family.name] = family
         yield from own.values()
+
+
+def per_subscription(data_dir: Path, sample: str) -> dict[str, float]:
+    """The delivery process's last exported value of ``sample`` per subscription label."""
+    try:
+        exported = (data_dir / METRICS_FILE).read_text()
+    except FileNotFoundError:
+        return {}
+    return {
+        s.labels["subscription"]: s.value
+        for family in text_string_to_metric_families(exported)
+        for s in family.samples
+        if s.name == sample and "subscription" in s.labels
+    }

@@ -8,6 +8,7 @@ from collections.abc import Hashable
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 
+from leadstream import metrics_export
 from leadstream.console.app import ConsoleOptions, create_console
 from leadstream.console.pages import catalog, events, operator, overview, sources, subscriptions
 from leadstream.console.pages.deps import RuntimeOf, json_text, when, when_text
@@ -16,7 +17,7 @@ from leadstream.console.series import Sampler
 from leadstream.console.session import IDLE_TIMEOUT, Identity
 from leadstream.console.templating import Templates
 from leadstream.events import STREAMS
-from leadstream.runtime import Runtime
+from leadstream.runtime import Role, Runtime
 from leadstream.security.principals import Principal, identify_fresh
 from leadstream.store.base import Store
 
@@ -85,6 +86,13 @@ def readings(runtime: Runtime) -> dict[Hashable, float]:
     subscription this node delivers, events delivered and lag. A few numbers per subscription
     every sampler interval, read from what the senders hold already: no store query, nothing per event."""
     values: dict[Hashable, float] = {("ingested", stream): _ingested(stream) for stream in STREAMS}
+    if runtime.role is Role.API:  # delivery runs in the delivery process: what it last exported
+        data_dir = runtime.settings.data_dir
+        for sub_id, delivered in metrics_export.per_subscription(data_dir, "leadstream_delivered_events_total").items():
+            values[("delivered", sub_id)] = delivered
+        for sub_id, lag in metrics_export.per_subscription(data_dir, "leadstream_delivery_lag_seconds").items():
+            values[("lag", sub_id)] = lag
+        return values
     if runtime.delivery is None:
         return values
     now_ms = time.time() * 1000
