@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -215,9 +216,13 @@ class DeliveryProcess:
         self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()  # no restart once stop has begun
 
-    def start(self) -> None:
+    def start(self, ready_within: float = 120.0) -> None:
+        """Start it and wait until it delivers, so that the server listens with delivery running."""
         runtime.prepare(self.settings)  # made here first, so the two processes cannot each make their own
-        self._spawn()
+        ready = self._spawn()
+        if not select.select([ready], [], [], ready_within)[0] or not os.read(ready, 1):
+            log.warning("the delivery process is not running yet; listening anyway", waited=ready_within)
+        os.close(ready)
         self._watcher = threading.Thread(target=self._watch, name="delivery-process-watch", daemon=True)
         self._watcher.start()
 
@@ -225,14 +230,22 @@ class DeliveryProcess:
         value = getattr(self.settings, name)
         return value.get_secret_value() if value is not None else None
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> int:
+        """Start the child; returns the read end of the pipe it writes one byte to once it delivers."""
         document = self.settings.model_dump(mode="json")
         document["master_key"] = self._secret("master_key")  # through the pipe: never in argv or logs
         document["admin_key"] = None  # delivery needs no admin key
-        self.proc = subprocess.Popen([sys.executable, "-m", "leadstream.delivery.worker"], stdin=subprocess.PIPE)
+        ready, ready_w = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "leadstream.delivery.worker", str(ready_w)],
+            stdin=subprocess.PIPE,
+            pass_fds=(ready_w,),
+        )
+        os.close(ready_w)
         assert self.proc.stdin is not None
         self.proc.stdin.write(orjson.dumps(document) + b"\n")
         self.proc.stdin.flush()
+        return ready
 
     def _watch(self) -> None:
         while True:
@@ -244,7 +257,7 @@ class DeliveryProcess:
                 if self._stopping.is_set():
                     return
                 log.error("the delivery process exited; starting it again", code=code)
-                self._spawn()
+                os.close(self._spawn())
 
     def stop(self, timeout: float = 15.0) -> None:
         """Close its stdin (it saves every state and exits); kill it if it takes too long."""

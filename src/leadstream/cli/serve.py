@@ -84,9 +84,11 @@ def serve(
     ),
     delivery_process: bool | None = typer.Option(
         None,
-        "--delivery-process",
+        "--delivery-process/--one-process",
         envvar="LEADSTREAM_DELIVERY_PROCESS",
-        help="deliver from a second process, so that a node uses two cores (embedded store)",
+        help="embedded store: deliver from a second process, so that the server uses two cores "
+        "(the default), or run everything in one process",
+        show_default=False,
     ),
     access_log: bool | None = typer.Option(
         None,
@@ -120,6 +122,8 @@ def serve(
         settings = Settings(**{name: value for name, value in options.items() if value is not None})
     except ValidationError as exc:
         fail(settings_problems(exc), 2)
+    if "delivery_process" not in settings.model_fields_set and settings.database_url is None:
+        settings.delivery_process = True  # two cores by default (a cluster spreads delivery over its nodes)
     if "purge_interval" not in settings.model_fields_set:  # a short retention is purged more often
         settings.purge_interval = min(settings.purge_interval, settings.retention / 10)
     try:

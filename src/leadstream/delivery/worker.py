@@ -30,13 +30,18 @@ from leadstream.settings import Settings
 LOCK_FILE = "delivery.lock"
 
 
-async def deliver(settings: Settings, stop: asyncio.Event) -> None:
-    """Deliver every subscription of ``settings.data_dir`` until ``stop`` is set."""
+async def deliver(settings: Settings, stop: asyncio.Event, ready: int | None = None) -> None:
+    """Deliver every subscription of ``settings.data_dir`` until ``stop`` is set; once delivering,
+    write a byte to the descriptor ``ready`` (the server waits for it) and close it."""
     lock = await _exclusive(settings.data_dir / LOCK_FILE, stop)
     if lock is None:
         return
     try:
         async with runtime.running(settings, runtime.Role.DELIVERY):
+            if ready is not None:
+                with contextlib.suppress(OSError):  # the server stopped waiting
+                    os.write(ready, b"1")
+                os.close(ready)
             while not stop.is_set():  # the API process serves these on its /metrics
                 await asyncio.to_thread(metrics_export.export, settings.data_dir)
                 with contextlib.suppress(TimeoutError):
@@ -78,7 +83,7 @@ async def main() -> None:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_reader(sys.stdin.fileno(), _until_end_of_file, loop, stop)
-    await deliver(settings, stop)
+    await deliver(settings, stop, int(sys.argv[1]) if len(sys.argv) > 1 else None)
     log.info("delivery process stopped")
 
 
