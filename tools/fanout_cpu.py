@@ -19,7 +19,7 @@ async def main(dp: bool):
     sink = subprocess.Popen([sys.executable, "-m", "leadstream.bench.sink"], stdout=subprocess.PIPE)
     port = orjson.loads(sink.stdout.readline())["port"]
     env = {"LEADSTREAM_LOG_FORMAT": "json"}
-    if dp: env["LEADSTREAM_DELIVERY_PROCESS"] = "1"
+    env["LEADSTREAM_DELIVERY_PROCESS"] = "1" if dp else "0"  # two processes is the default now
     server = ServerProcess(work / "data", env=env, log=work / "server.log")
     await server.start()
     async with aiohttp.ClientSession() as http:
