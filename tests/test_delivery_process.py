@@ -243,3 +243,17 @@ async def test_sigkill_of_the_server_takes_the_delivery_process_along_and_a_rest
         assert view["state"] == "active"
     finally:
         server.stop()
+
+
+async def test_two_processes_are_the_default_and_one_process_is_a_flag(tmp_path):
+    server = await ServerProcess(tmp_path / "two").start()
+    try:
+        delivery_child(server)  # the default on the embedded store: a delivery process
+    finally:
+        server.stop()
+    server = await ServerProcess(tmp_path / "one", "--one-process").start()
+    try:
+        assert server.proc is not None
+        assert psutil.Process(server.proc.pid).children() == []
+    finally:
+        server.stop()
