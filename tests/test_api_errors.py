@@ -111,3 +111,12 @@ async def test_a_catalog_type_with_an_empty_object_for_its_attributes_is_refused
     assert status == 422 and "result[0]" in problem["detail"], problem
     async with http.get(f"{server.url}/v1/catalog/activity?munchkinId={MUNCHKIN}", headers=server.headers) as r:
         assert 100001 not in [t["id"] for t in (await r.json())["types"]]  # nothing loaded
+
+
+async def test_numbers_past_64_bits_are_422_not_a_server_error(http, server):
+    huge = 2**64
+    status, problem = await call(http, server, "GET", f"/v1/audit?before={huge}", None)
+    assert status == 422 and problem["field"] == "before"
+    body = b'{"result": [{"id": %d, "name": "Attend Webinar"}]}' % huge  # orjson cannot write it
+    status, problem = await call(http, server, "PUT", f"/v1/catalog/activity/{MUNCHKIN}", body)
+    assert status == 422 and "64-bit" in problem["detail"], problem

@@ -72,7 +72,7 @@ async def list_audit(
     services: Services,
     limit: int = Query(100, ge=1, le=1000),
     before: int | None = Query(
-        None, ge=0, description="continue below this sequence number (the previous page's next)"
+        None, ge=0, le=2**63 - 1, description="continue below this sequence number (the previous page's next)"
     ),
     munchkinId: str | None = Query(None, description="only entries about this tenant"),
     action: str | None = Query(None, description='an action ("subscription.pause") or a family ("subscription")'),

@@ -53,7 +53,7 @@ def activity_types(lowest_id: int) -> dict[str, Any]:
                         "type": "object",
                         "required": ["id", "name"],
                         "properties": {
-                            "id": {"type": "integer", "minimum": lowest_id},
+                            "id": {"type": "integer", "minimum": lowest_id, "maximum": 2**63 - 1},
                             "name": {"type": "string", "pattern": r"\S", "description": "not blank"},
                             "description": {"description": "a string; anything else is ignored"},
                             "primaryAttribute": {"anyOf": [_ATTRIBUTE, {"type": "null"}]},

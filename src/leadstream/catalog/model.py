@@ -115,8 +115,8 @@ def parse_activity_type(raw: Any, where: str = "result") -> ActivityType:
     if not isinstance(raw, dict):
         raise CatalogError(f"{where}: expected an object, got {raw!r}")
     type_id, name = raw.get("id"), raw.get("name")
-    if not isinstance(type_id, int) or isinstance(type_id, bool) or type_id <= 0:
-        raise CatalogError(f"{where}.id: expected a positive integer, got {type_id!r}")
+    if not isinstance(type_id, int) or isinstance(type_id, bool) or not 0 < type_id < 2**63:  # the store's integers
+        raise CatalogError(f"{where}.id: expected a positive 64-bit integer, got {type_id!r}")
     if not isinstance(name, str) or not name.strip():
         raise CatalogError(f"{where}.name: expected a non-empty string, got {name!r}")
     primary = raw.get("primaryAttribute")
