@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
 
@@ -120,3 +122,18 @@ async def test_numbers_past_64_bits_are_422_not_a_server_error(http, server):
     body = b'{"result": [{"id": %d, "name": "Attend Webinar"}]}' % huge  # orjson cannot write it
     status, problem = await call(http, server, "PUT", f"/v1/catalog/activity/{MUNCHKIN}", body)
     assert status == 422 and "64-bit" in problem["detail"], problem
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/alerts", {"endpoint": "http://N\u0095t0[\u0084"}),  # schemathesis found it: a 500
+        ("/v1/subscriptions", {"name": "x", "munchkinId": MUNCHKIN, "stream": "activity", "endpoint": "https://[bad/x"}),
+        ("/v1/sources", {"type": "marketo", "name": "x", "munchkinId": MUNCHKIN, "restUrl": "https://[bad",
+                         "clientId": "id", "clientSecret": "secret"}),
+    ],
+)  # fmt: skip
+async def test_a_url_python_cannot_split_is_422_naming_the_field(http, server, path, body):
+    status, problem = await call(http, server, "POST", path, json.dumps(body).encode())
+    assert status == 422, problem
+    assert "URL" in str(problem), problem

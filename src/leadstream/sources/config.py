@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -19,7 +18,7 @@ from leadstream.errors import Invalid, describe_invalid, every_invalid, invalid_
 from leadstream.security.guard import GuardPolicy
 from leadstream.security.secretbox import SecretBox
 from leadstream.subscriptions.config import DAY_MS, REDACTED
-from leadstream.subscriptions.validation import check_endpoint
+from leadstream.subscriptions.validation import check_endpoint, split_url
 from leadstream.tenants import check_munchkin_id
 
 SECRET_CONTEXT = "source.clientSecret"
@@ -184,7 +183,7 @@ def _check_share(share: float) -> None:
 
 
 async def _check_url(field: str, url: str, policy: GuardPolicy) -> None:
-    parts = urlsplit(url)
+    parts = split_url(url, field)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise Invalid(f"{field}: an https URL (https://123-ABC-456.mktorest.com), got {url!r}", field=field)
     if parts.scheme == "http" and not policy.allow_private:

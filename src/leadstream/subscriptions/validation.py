@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 import socket
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 
@@ -180,8 +180,16 @@ def start_ms(value: str, field: str = "startAt") -> int:
     return int(moment.timestamp() * 1000)
 
 
+def split_url(url: str, field: str) -> SplitResult:
+    """``url``'s parts, or Invalid naming the field (urlsplit raises on a bad bracketed host)."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        raise Invalid(f"{field}: not a valid URL ({exc}), got {url!r}", field=field) from None
+
+
 def check_url(url: str, field: str) -> None:
-    parts = urlsplit(url)
+    parts = split_url(url, field)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(f"{field}: must be an http(s) URL with a host, got {url!r}", field=field)
     if parts.username or parts.password:
