@@ -118,9 +118,12 @@ async def test_source_leases_spread_over_live_nodes(pg_url: str) -> None:
         assert first == {f"src_lease{i}" for i in range(4)}  # alone so far
         assert await two.lease_sources("n2", 3.0) == set()  # n1 holds them until they expire
         assert first is not None and len(await one.lease_sources("n1", 3.0) or ()) == 2  # now it keeps its share
-        await asyncio.sleep(3.1)  # n1 renews nothing: its leases run out
-        taken = await two.lease_sources("n2", 3.0)
-        assert taken is not None and len(taken) >= 2
+
+        async def taken_by_two() -> set[str] | None:  # n1 renews nothing: once its leases run out
+            taken = await two.lease_sources("n2", 3.0)
+            return taken if taken and len(taken) >= 2 else None
+
+        await wait_until(taken_by_two, 10, what="n2 to take n1's expired leases")
 
 
 async def test_released_source_leases_are_taken_at_once_and_the_other_nodes_are_told(pg_url: str) -> None:
