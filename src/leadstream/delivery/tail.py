@@ -14,7 +14,9 @@ window (the elements count towards its bytes).
 A sender behind the window (a backlog, a replay) reads a page of its own (stream, tenant) from
 the store (``read_behind``). The last pages read stay for a while (bounded in bytes), and a read
 under way is joined by anyone it will serve, so the senders of one key that fell behind together
-read each page once between them, and converge on the same pages.
+read each page once between them, and converge on the same pages. A page's rows become events
+on the store's reader thread and its elements are built on a worker thread: the event loop that
+serves the other senders (and, in one process, ingest) only joins bytes for a drain.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class Page:
     last: int
     group: Group
     size: int
+    building: dict[str, asyncio.Future[list[bytes]]] = field(default_factory=dict)  # elements, by format
 
 
 @dataclass
@@ -232,7 +235,7 @@ class LogTail:
         while True:
             for page in reversed(self._pages):
                 if page.key == key and page.after <= after < page.last:
-                    return self._from_page(page, after, fmt)
+                    return await self._from_page(page, after, fmt)
             joined = max(
                 ((start, r) for (k, start), r in self._reading.items() if k == key and start <= after and not r.done()),
                 default=None,
@@ -242,7 +245,7 @@ class LogTail:
                 start, reading = joined
                 page = await asyncio.shield(reading)
                 if start == after:  # it was read from here: its answer is ours, even when empty
-                    return self._from_page(page, after, fmt)
+                    return await self._from_page(page, after, fmt)
                 continue  # it may cover `after` now
             reading = asyncio.ensure_future(self._read_page(key, after))
             self._reading[(key, after)] = reading
@@ -250,7 +253,7 @@ class LogTail:
                 page = await asyncio.shield(reading)
             finally:
                 self._reading.pop((key, after), None)
-            return self._from_page(page, after, fmt)
+            return await self._from_page(page, after, fmt)
 
     async def _read_page(self, key: Key, after: int) -> Page:
         events, last = await self.store.read_page(after, READ_PAGE, stream=key[0], munchkin_id=key[1])
@@ -262,14 +265,22 @@ class LogTail:
                 self._pages_size -= self._pages.popleft().size
         return page
 
-    def _from_page(self, page: Page, after: int, fmt: str) -> Taken:
+    async def _from_page(self, page: Page, after: int, fmt: str) -> Taken:
         group = page.group
-        elements, built = group.shared(fmt)
-        if built and any(p is page for p in self._pages):
-            page.size += built
-            self._pages_size += built
+        building = page.building.get(fmt)
+        if building is None:  # built once per format, whoever asks first
+            building = page.building[fmt] = asyncio.ensure_future(self._build(page, fmt))
+        elements = await asyncio.shield(building)
         start = bisect.bisect_right(group.events, after, key=_position) if page.after < after else 0
         return Taken(group.events[start:], elements[start:], max(page.last, after), group.has_custom_objects())
+
+    async def _build(self, page: Page, fmt: str) -> list[bytes]:
+        elements = page.group.elements[fmt] = await asyncio.to_thread(formats.elements, fmt, page.group.events)
+        built = sum(map(len, elements)) + ELEMENT_OVERHEAD * len(elements)
+        page.size += built
+        if any(p is page for p in self._pages):
+            self._pages_size += built
+        return elements
 
 
 def _position(event: Event) -> int:

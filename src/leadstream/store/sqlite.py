@@ -460,6 +460,14 @@ class SqliteStore(Store):
 
         return await self._loop.run_in_executor(self._readers, run)
 
+    async def _read_events(self, sql: str, params: Sequence[Any]) -> list[Event]:
+        """Rows made Events on the reader thread: the event loop only gets the list."""
+
+        def run() -> list[Event]:
+            return [Event(*row) for row in self._reader().execute(sql, params)]
+
+        return await self._loop.run_in_executor(self._readers, run)
+
     # -- the event log ------------------------------------------------------------------------------
     async def append(self, events: Sequence[Event]) -> list[int]:
         if not events:
@@ -500,8 +508,8 @@ class SqliteStore(Store):
             where += " AND munchkin_id = ?"
             params.append(munchkin_id)
         params.append(limit)
-        rows = await self._query(f"SELECT {READ_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ?", params)
-        return [Event(*row) for row in rows]
+        sql = f"SELECT {READ_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ?"
+        return await self._read_events(sql, params)
 
     async def find_events(self, query: EventQuery, *, above: int, upto: int, limit: int) -> list[Event]:
         where, params = "position > ? AND position <= ?", list[Any]([above, upto])
@@ -523,7 +531,7 @@ class SqliteStore(Store):
             params.append(lead)
         params.append(limit)
         sql = f"SELECT {READ_COLUMNS} FROM events WHERE {where} ORDER BY position DESC LIMIT ?"
-        return [Event(*row) for row in await self._query(sql, params)]
+        return await self._read_events(sql, params)
 
     async def last_position(self) -> int:
         return self._head.position
