@@ -63,7 +63,9 @@ async def test_a_second_server_on_the_same_data_dir_refuses_to_start_naming_the_
 
 
 async def test_the_log_says_where_it_listens_and_with_access_log_each_request(tmp_path):
-    server = ServerProcess(tmp_path / "data", "--log-format", "json", "--access-log")
+    server = ServerProcess(
+        tmp_path / "data", "--log-format", "json", "--access-log", env={"LEADSTREAM_GIL_SWITCH_INTERVAL": "0.0005"}
+    )
     await server.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -76,6 +78,7 @@ async def test_the_log_says_where_it_listens_and_with_access_log_each_request(tm
             "/data/leadstream.db"
         )
         assert started["admin_key"] == "LEADSTREAM_ADMIN_KEY" and started["pid"] == server.pid
+        assert started["gil_switch_interval_ms"] == 0.5  # the setting reached the interpreter (default 0.1)
         await wait_until(lambda: "/v1/catalog/audit" in server.log.read_text(), what="the access log line")
         request = next(json.loads(line) for line in server.log.read_text().splitlines() if "/v1/catalog/audit" in line)
         assert (request["method"], request["path"], request["status"]) == ("GET", "/v1/catalog/audit", 200)

@@ -77,6 +77,7 @@ def header_deadline_protocol(timeout: float) -> type[HttpToolsProtocol]:
 def serve(settings: Settings) -> None:
     """Run until stopped. Raises ``DataDirError`` when another server holds the data directory."""
     configure(settings.log_format, settings.log_level)
+    sys.setswitchinterval(settings.gil_switch_interval)
     lock = datadir.hold(settings.data_dir)  # held until this process ends; a crash releases it
     try:
         _serve(settings)
@@ -147,6 +148,7 @@ class _Server(uvicorn.Server):
                 where["store"] = str((settings.data_dir / "leadstream.db").resolve())
             if settings.delivery_process:
                 where["delivery_process"] = True
+            where["gil_switch_interval_ms"] = round(sys.getswitchinterval() * 1000, 3)
             log.info("leadstream listening", **where, admin_key=key_source(settings), pid=os.getpid())
 
     @contextlib.contextmanager

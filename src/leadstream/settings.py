@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     lease_ttl: float = 15.0  # clusters: a dead node's subscriptions move to live ones within this (seconds)
     delivery_process: bool = False  # one node: delivery runs in a second process (uses a second core)
     metrics_export_interval: float = 1.0  # how often that process hands its metrics to /metrics
+    # How long a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
+    # store's writer thread takes the GIL back after every SQLite step; at 5 ms it waits behind
+    # ingest's validation that long each time, and commits come late (BENCHMARKS.md: ingest +25 %).
+    gil_switch_interval: Annotated[float, Field(gt=0, le=0.1)] = 0.0001  # seconds
     attempts_kept: Annotated[int, Field(ge=1)] = 1000  # attempts (with traces) kept per subscription
     # -- operator alerts (SPEC §11) --
     alert_retry_interval: float = 5.0  # first retry of a failed alert; doubles each time…

@@ -79,6 +79,7 @@ async def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings.model_validate_json(await asyncio.to_thread(sys.stdin.buffer.readline))
     configure(settings.log_format, settings.log_level)
+    sys.setswitchinterval(settings.gil_switch_interval)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
