@@ -15,7 +15,6 @@ import asyncio
 import bisect
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,7 +130,10 @@ class Sender:
 
     def forget_reads(self) -> None:
         """Drop what was read ahead; the next batch is read again from the cursor."""
-        self.buffer: deque[tuple[Event, bytes]] = deque()  # each event with its shared element
+        # Read and not yet in a batch: the events, and beside them their shared elements (two
+        # lists, so that a slice from the tail is kept with two C-level extends, not a tuple per event).
+        self.buffer: list[Event] = []
+        self.buffer_elements: list[bytes] = []
         self.buffer_bytes = 0
         self.scanned = self.state.cursor
         self.batch: Batch | None = None
@@ -231,7 +233,7 @@ class Sender:
             if self.buffer:
                 if self._full():
                     return await self._begin()
-                waited = time.time() * 1000 - self.buffer[0][0].ingested_at
+                waited = time.time() * 1000 - self.buffer[0].ingested_at
                 if waited >= self.config.pushIntervalMs:
                     return await self._begin()
                 timeout = (self.config.pushIntervalMs - waited) / 1000
@@ -279,14 +281,16 @@ class Sender:
             start = bisect.bisect_right(events, expired, key=_position)
             events, shared = events[start:], shared[start:]
         if self.takes_all == "all" or (self.takes_all == "activities" and not taken.custom_objects):
-            self.buffer.extend(zip(events, shared))
+            self.buffer += events
+            self.buffer_elements += shared
             self.buffer_bytes += sum(map(len, shared)) + self.overhead * len(shared)
             self.matched += len(events)
             return
         matches, taken_count, overhead = self.matches, 0, self.overhead
         for event, element in zip(events, shared):
             if matches(event):
-                self.buffer.append((event, element))
+                self.buffer.append(event)
+                self.buffer_elements.append(element)
                 self.buffer_bytes += len(element) + overhead
                 taken_count += 1
         self.matched += taken_count
@@ -295,22 +299,20 @@ class Sender:
         """Take the next batch from the buffer and persist it as in flight (with the last ack)."""
         limit = 1 if self.single else self.config.batchSize
         cap = self._byte_cap()
-        buffer = self.buffer
+        buffer, elements = self.buffer, self.buffer_elements
         if len(buffer) <= limit and self.buffer_bytes <= cap:  # all of it (the usual case)
-            items = list(buffer)
-            buffer.clear()
-            size = self.buffer_bytes
+            taken, size = len(buffer), self.buffer_bytes
         else:
-            items, size, overhead = [], 0, self.overhead
-            while buffer and len(items) < limit:
-                event_size = len(buffer[0][1]) + overhead
-                if items and size + event_size > cap:
+            taken, size, overhead = 0, 0, self.overhead
+            while taken < min(limit, len(buffer)):
+                event_size = len(elements[taken]) + overhead
+                if taken and size + event_size > cap:
                     break
-                items.append(buffer.popleft())
+                taken += 1
                 size += event_size
+        events, shared = buffer[:taken], elements[:taken]
+        del buffer[:taken], elements[:taken]
         self.buffer_bytes -= size
-        events = [event for event, _ in items]
-        shared = [element for _, element in items]
         return await self._start_batch(events, events[-1].position if buffer else self.scanned, shared)
 
     async def _start_batch(self, events: list[Event], upto: int, shared: list[bytes] | None = None) -> Batch:
@@ -382,9 +384,9 @@ class Sender:
         half = len(batch.events) // 2
         first, rest = batch.events[:half], batch.events[half:]
         shared = batch.shared if batch.shared is not None else formats.elements(self.format, batch.events)
-        for event, element in zip(reversed(rest), reversed(shared[half:])):
-            self.buffer.appendleft((event, element))
-            self.buffer_bytes += len(element) + self.overhead
+        self.buffer[:0] = rest
+        self.buffer_elements[:0] = shared[half:]
+        self.buffer_bytes += sum(map(len, shared[half:])) + self.overhead * len(rest)
         self.batch = await self._start_batch(first, first[-1].position, shared[:half])
 
     async def _attempt(self, batch: Batch) -> Answer:
@@ -459,8 +461,9 @@ class Sender:
     def _drop_expired(self) -> None:
         """Forget what was read ahead but is now past ``expiredThrough``; the batch in flight stays."""
         expired = self.state.expiredThrough
-        while self.buffer and self.buffer[0][0].position <= expired:
-            self.buffer_bytes -= len(self.buffer.popleft()[1]) + self.overhead
+        gone = bisect.bisect_right(self.buffer, expired, key=_position)
+        self.buffer_bytes -= sum(map(len, self.buffer_elements[:gone])) + self.overhead * gone
+        del self.buffer[:gone], self.buffer_elements[:gone]
 
     # -- live status --------------------------------------------------------------------------------
 
@@ -476,7 +479,7 @@ class Sender:
         if self.batch is not None:
             return self.batch.events[0].ingested_at
         if self.buffer:
-            return self.buffer[0][0].ingested_at
+            return self.buffer[0].ingested_at
         return None
 
 
