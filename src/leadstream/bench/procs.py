@@ -137,6 +137,9 @@ class Sample:
     rss: dict[str, int]  # bytes per role (a role's processes and their children summed)
     cpu: dict[str, float]  # % of one core per role since the previous sample
     machine: float = 0.0  # the whole machine's CPU since the previous sample, % of one core
+    # The same per process of a role that has children (the server's delivery process):
+    # "<role> main" and "<role> children", already counted in ``cpu``.
+    split: dict[str, float] = field(default_factory=dict)
 
     @property
     def others(self) -> float:
@@ -172,13 +175,15 @@ class Monitor:
     def sample(self) -> Sample:
         rss: dict[str, int] = {}
         cpu: dict[str, float] = {}
+        split: dict[str, float] = {}
         now = time.time()
         elapsed = (now - self.samples[-1].t) if self.samples else None
         for role, process in list(self.watched):
             if not process.running():
                 self.watched.remove((role, process))
                 continue
-            for proc in self._tree(process):
+            tree = self._tree(process)
+            for proc in tree:
                 try:
                     with proc.oneshot():
                         used = sum(proc.cpu_times()[:2])
@@ -189,7 +194,11 @@ class Monitor:
                 before = self._cpu_seen.get(proc.pid)
                 self._cpu_seen[proc.pid] = used
                 if before is not None and elapsed:
-                    cpu[role] = cpu.get(role, 0.0) + 100.0 * (used - before) / elapsed
+                    percent = 100.0 * (used - before) / elapsed
+                    cpu[role] = cpu.get(role, 0.0) + percent
+                    if len(tree) > 1:
+                        part = f"{role} main" if proc is tree[0] else f"{role} children"
+                        split[part] = split.get(part, 0.0) + percent
         try:  # the harness itself (not its children: they are the parts)
             used = sum(self._me.cpu_times()[:2])
             if self._me_seen is not None and elapsed:
@@ -199,7 +208,7 @@ class Monitor:
             pass
         for role, value in rss.items():
             self.peak_rss[role] = max(self.peak_rss.get(role, 0), value)
-        sample = Sample(now, rss, cpu, psutil.cpu_percent() * self.cores if elapsed else 0.0)
+        sample = Sample(now, rss, cpu, psutil.cpu_percent() * self.cores if elapsed else 0.0, split)
         self.samples.append(sample)
         return sample
 
@@ -209,14 +218,16 @@ class Monitor:
             await asyncio.sleep(self.interval)
 
     def cpu_between(self, since: float, until: float) -> dict[str, float]:
-        """Mean CPU (% of one core) per role over the samples taken in (since, until], and
-        ``other`` for the rest of the machine (work that is not the benchmark's)."""
+        """Mean CPU (% of one core) per role over the samples taken in (since, until], per
+        process of a role with children ("server main", "server children"), and ``other`` for
+        the rest of the machine (work that is not the benchmark's)."""
         chosen = [s for s in self.samples if since < s.t <= until and s.machine]
-        roles = sorted({role for s in chosen for role in s.cpu})
         means = {}
-        for role in roles:
+        for role in sorted({role for s in chosen for role in s.cpu}):
             values = [s.cpu[role] for s in chosen if role in s.cpu]
             means[role] = round(sum(values) / len(values), 1)
+        for part in sorted({part for s in chosen for part in s.split}):  # a sample without it: 0
+            means[part] = round(sum(s.split.get(part, 0.0) for s in chosen) / len(chosen), 1)
         if chosen:
             means["other"] = round(sum(s.others for s in chosen) / len(chosen), 1)
         return means
