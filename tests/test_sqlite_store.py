@@ -57,3 +57,22 @@ async def test_a_failing_job_fails_alone(tmp_path):
         assert len(await store.read(0, 100)) == 5
     finally:
         await store.close()
+
+
+async def test_commit_interval_gathers_patient_writes_and_never_holds_one_someone_waits_on(tmp_path):
+    # The delivery process's store: its state saves and attempt logs may wait commit_interval for
+    # company; a source's append or call budget (someone waits on it) may not.
+    store = SqliteStore(tmp_path / "log.db", commit_interval=60.0)
+    await store.open()
+    try:
+        await asyncio.wait_for(store.append(events(0, 5)), 10)  # not held for the 60 s
+        before = store.stats.commits
+        patient = asyncio.ensure_future(store.record_attempt("sub-1", b'{"n":1}'))
+        await asyncio.sleep(0)  # the attempt is queued first and waits for company …
+        await asyncio.wait_for(store.append(events(5, 5)), 10)  # … which this append brings at once
+        await asyncio.wait_for(patient, 10)
+        assert store.stats.commits == before + 1  # the two went in one commit
+        assert len(await store.read(0, 100)) == 10
+        assert await store.list_attempts("sub-1", 10) == [b'{"n":1}']
+    finally:
+        await store.close()

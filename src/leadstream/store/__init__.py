@@ -20,8 +20,8 @@ def open_store(
     ``postgresql://…`` (or ``postgres://…``) is a PostgreSQL database shared by the nodes of a
     cluster; anything else is a data directory holding the embedded SQLite file. For the embedded
     store, ``follow_appends``: another process appends to the same file (the delivery process
-    follows the API process's commits), and ``commit_interval``: gather this process's writes for
-    that long (seconds) into one commit."""
+    follows the API process's commits), and ``commit_interval``: gather this process's patient
+    writes (delivery states, attempts) for that long (seconds) into one commit."""
     if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
         from leadstream.store.postgres import PostgresStore
 

@@ -17,8 +17,9 @@ Another process may append to the same file (``leadstream serve --delivery-proce
 one process, delivery in the other). Opened with ``follow_head=True``, the store learns of the
 positions that process commits by polling the committed head (``meta.last_position``) — every
 couple of milliseconds while it moves, backing off to ``FOLLOW_SLOWEST`` when idle. The two
-writers then take turns at SQLite's one write lock; ``commit_interval`` makes this side's commits
-rarer (and larger), so that its writes (delivery states, attempts) hardly keep ingest waiting.
+writers then take turns at SQLite's one write lock; ``commit_interval`` makes this side's patient
+writes (delivery states, attempts) gather into rarer, larger commits, so that they hardly keep
+ingest waiting; a write someone waits on (a source's append, its call budget) ends the wait.
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ class _Job:
     future: asyncio.Future[Any] | None  # None: the writer's own (a health probe), nobody waits
     durable: bool
     written: int = 0  # bytes, for the checkpoint schedule
+    patient: bool = False  # nobody waits on it soon (states, attempts): may gather for commit_interval
 
 
 @dataclass
@@ -253,7 +255,7 @@ class SqliteStore(Store):
         follow_head: bool = False, commit_interval: float = 0.0,
     ) -> None:  # fmt: skip
         self.path = Path(path)
-        self.commit_interval = commit_interval  # seconds at least between two commits of this writer
+        self.commit_interval = commit_interval  # seconds patient writes wait for others to join them
         self.follow_head = follow_head  # another process appends: poll the committed head
         self._stop_following = threading.Event()
         self.checkpoint_bytes = checkpoint_bytes
@@ -313,10 +315,10 @@ class SqliteStore(Store):
                 continue
             if job is None:
                 break
-            if self.commit_interval:  # let more jobs gather: one short turn at the write lock for all
-                time.sleep(self.commit_interval)
             group = [job]
-            while len(group) < MAX_GROUP:  # everything that queued up while we were busy
+            if self.commit_interval and job.patient:  # let more gather: one short turn at the write lock
+                stopping = self._gather(group)
+            while not stopping and len(group) < MAX_GROUP:  # everything that queued up while we were busy
                 try:
                     more = self._jobs.get_nowait()
                 except queue.Empty:
@@ -339,6 +341,20 @@ class SqliteStore(Store):
         with contextlib.suppress(sqlite3.Error):
             self._checkpoint(conn, truncate=True)
         conn.close()
+
+    def _gather(self, group: list[_Job]) -> bool:
+        """Add the jobs that come within ``commit_interval`` of the first, until one that someone
+        waits on (an append, a source's call budget) ends the wait. True if told to stop."""
+        deadline = time.monotonic() + self.commit_interval
+        while len(group) < MAX_GROUP and group[-1].patient:
+            try:
+                more = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return False
+            if more is None:
+                return True
+            group.append(more)
+        return False
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Job]) -> list[tuple[Any, BaseException | None]]:
         # FULL fsyncs the WAL at commit (ingest durability); NORMAL survives a process crash,
@@ -420,12 +436,12 @@ class SqliteStore(Store):
         return self.failure
 
     def _write(
-        self, run: Callable[[sqlite3.Connection], T], *, durable: bool = False, written: int = 0
+        self, run: Callable[[sqlite3.Connection], T], *, durable: bool = False, written: int = 0, patient: bool = False
     ) -> asyncio.Future[T]:
         if self._closed:
             raise Unavailable("the store is closed")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Job(run, future, durable, written))
+        self._jobs.put(_Job(run, future, durable, written, patient))
         return future
 
     # -- following another process's appends ---------------------------------------------------------
@@ -622,7 +638,8 @@ class SqliteStore(Store):
         await self._write(
             lambda conn: conn.execute(
                 "UPDATE subscriptions SET state = ?, applied_rev = ? WHERE id = ?", (state, applied, sub_id)
-            )
+            ),
+            patient=True,
         )
 
     async def subscriptions_revision(self) -> int:
@@ -649,7 +666,7 @@ class SqliteStore(Store):
                     (sub_id, sub_id, keep),
                 )
 
-        await self._write(run)
+        await self._write(run, patient=True)
 
     async def list_attempts(self, sub_id: str, limit: int) -> list[bytes]:
         rows = await self._query(
