@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     http_idle_timeout: Annotated[float, Field(gt=0)] = 30.0  # an idle keep-alive connection closes after (seconds)
     http_max_connections: Annotated[int, Field(ge=1)] = 2048  # beyond: 503 at once
     # -- sources (SPEC §10); shrunk by tests, Marketo's own values by default --
-    source_follow_interval: float = 2.0  # how soon a node notices sources created or changed elsewhere (seconds)
+    # how soon the delivery process (or another node) notices sources created or changed through the API
+    source_follow_interval: float = 0.25
     source_rate_window: float = 20.0  # Marketo's rate window (callsPer20s counts in it)
     source_backoff_base: float = 1.0  # the first retry after a transient error (seconds; doubles, jittered)
     source_backoff_cap: float = 300.0  # transient errors are retried at least this often
