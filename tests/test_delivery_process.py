@@ -121,8 +121,11 @@ async def test_delivers_in_order_and_follows_admin_changes_made_in_the_api_proce
             assert len(types) == len(set(types))  # each family once: the two processes' merged
             assert "leadstream_ingested_events_total" in exposed  # and the API process's own
             # the console's charts read the same export, per subscription
-            assert metrics_export.per_subscription(data, "leadstream_delivered_events_total")[sub_id] == 2000
-            assert sub_id in metrics_export.per_subscription(data, "leadstream_delivery_lag_seconds")
+            exported = metrics_export.per_subscription(
+                data, "leadstream_delivered_events_total", "leadstream_delivery_lag_seconds"
+            )
+            assert exported["leadstream_delivered_events_total"][sub_id] == 2000
+            assert sub_id in exported["leadstream_delivery_lag_seconds"]
 
             view = await api.call("POST", f"/v1/subscriptions/{sub_id}/pause")
             assert view["state"] == "paused"
@@ -163,6 +166,38 @@ async def test_delivers_in_order_and_follows_admin_changes_made_in_the_api_proce
 
 
 SOURCE_ENV = {"LEADSTREAM_SOURCE_FOLLOW_INTERVAL": "0.05", "LEADSTREAM_SOURCE_BACKOFF_BASE": "0.05"}
+
+
+async def test_the_delivery_process_exports_its_metrics_when_asked_and_only_then(tmp_path):
+    # An idle server must not render every subscription's series each second for nobody; a
+    # scrape must still see what was delivered a moment ago.
+    data = tmp_path / "data"
+    env = {"LEADSTREAM_METRICS_EXPORT_INTERVAL": "0.02", "LEADSTREAM_CONSOLE_SAMPLE_INTERVAL": "60"}
+    server = await ServerProcess(data, env=env).start()
+    exported = data / metrics_export.METRICS_FILE
+    try:
+        async with aiohttp.ClientSession() as http, receiver() as endpoint:
+            api = Api(http, server)
+            sub_id = await api.subscribe(endpoint.url)
+
+            async def delivered(n: int) -> bool:
+                return (await api.call("GET", f"/v1/subscriptions/{sub_id}"))["delivered"] >= n
+
+            line = 'leadstream_delivered_events_total{subscription="%s"} %s'
+            await api.publish(range(100))
+            await wait_until(lambda: delivered(100), timeout=15, what="the first 100 events")
+            assert await metric(http, server, line % (sub_id, "100.0"))  # fresh at the first ask
+            asked_at, first = asyncio.get_running_loop().time(), exported.stat().st_mtime_ns
+
+            await api.publish(range(100, 200))
+            await wait_until(lambda: delivered(200), timeout=15, what="the next 100 events")
+            # at least ten of the delivery process's looks since the last ask (it looks every 20 ms)
+            await asyncio.sleep(max(0.0, asked_at + 0.2 - asyncio.get_running_loop().time()))
+            assert exported.stat().st_mtime_ns == first  # nobody asked: nothing rendered
+            assert await metric(http, server, line % (sub_id, "200.0"))  # asked: fresh again
+            assert exported.stat().st_mtime_ns > first
+    finally:
+        server.stop()
 
 
 async def test_a_source_run_by_the_delivery_process_appends_beside_ingest_and_both_are_delivered(tmp_path):

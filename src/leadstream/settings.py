@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     node_id: str = f"{socket.gethostname()}-{os.getpid()}"
     lease_ttl: float = 15.0  # clusters: a dead node's subscriptions move to live ones within this (seconds)
     delivery_process: bool = False  # one node: delivery runs in a second process (uses a second core)
-    metrics_export_interval: float = 1.0  # how often that process hands its metrics to /metrics
+    metrics_export_interval: float = 0.1  # how often it looks whether /metrics or the console asked for its metrics
     # How long a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
     # store's writer thread takes the GIL back after every SQLite step; at 5 ms it waits behind
     # ingest's validation that long each time, and commits come late (BENCHMARKS.md: ingest +25 %).

@@ -58,7 +58,8 @@ async def healthz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     running = getattr(request.app.state, "runtime", None)
     if running is not None and running.role is runtime.Role.API:  # with the delivery process's
-        return Response(metrics_export.served(running.settings.data_dir), media_type=CONTENT_TYPE_LATEST)
+        body = await asyncio.to_thread(metrics_export.served, running.settings.data_dir)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -42,8 +42,8 @@ async def deliver(settings: Settings, stop: asyncio.Event, ready: int | None = N
                 with contextlib.suppress(OSError):  # the server stopped waiting
                     os.write(ready, b"1")
                 os.close(ready)
-            while not stop.is_set():  # the API process serves these on its /metrics
-                await asyncio.to_thread(metrics_export.export, settings.data_dir)
+            while not stop.is_set():  # the API process serves these on its /metrics, and asks for them
+                await asyncio.to_thread(metrics_export.export_if_wanted, settings.data_dir)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.metrics_export_interval)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Hashable
 
@@ -81,16 +82,21 @@ def _ingested(stream: str) -> float:
     return REGISTRY.get_sample_value("leadstream_ingested_events_total", {"stream": stream}) or 0.0
 
 
-def readings(runtime: Runtime) -> dict[Hashable, float]:
+async def readings(runtime: Runtime) -> dict[Hashable, float]:
     """One sample for the charts: events ingested per stream (this node's counter), and per
     subscription this node delivers, events delivered and lag. A few numbers per subscription
     every sampler interval, read from what the senders hold already: no store query, nothing per event."""
     values: dict[Hashable, float] = {("ingested", stream): _ingested(stream) for stream in STREAMS}
     if runtime.role is Role.API:  # delivery runs in the delivery process: what it last exported
-        data_dir = runtime.settings.data_dir
-        for sub_id, delivered in metrics_export.per_subscription(data_dir, "leadstream_delivered_events_total").items():
+        exported = await asyncio.to_thread(
+            metrics_export.per_subscription,
+            runtime.settings.data_dir,
+            "leadstream_delivered_events_total",
+            "leadstream_delivery_lag_seconds",
+        )  # (in a thread: parsing a thousand subscriptions' series would hold up ingest)
+        for sub_id, delivered in exported["leadstream_delivered_events_total"].items():
             values[("delivered", sub_id)] = delivered
-        for sub_id, lag in metrics_export.per_subscription(data_dir, "leadstream_delivery_lag_seconds").items():
+        for sub_id, lag in exported["leadstream_delivery_lag_seconds"].items():
             values[("lag", sub_id)] = lag
         return values
     if runtime.delivery is None:
