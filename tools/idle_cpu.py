@@ -43,6 +43,8 @@ async def main():
             spies = [subprocess.Popen(["py-spy", "record", "--pid", str(p.pid), "--rate", "200", "--format", "raw", "--threads",
                 "--duration", str(int(WINDOWS * SECOND)), "-o", f"{os.environ['PROFILE']}/{name}.raw"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 for name, p in procs.items()]
+        if os.environ.get("HOLD"):
+            print("pids", " ".join(f"{n}={p.pid}" for n, p in procs.items()), flush=True); await asyncio.sleep(float(os.environ["HOLD"]))
         for w in range(WINDOWS):
             before = {n: cpu(p) for n, p in procs.items()}; t0 = time.monotonic()
             await asyncio.sleep(SECOND)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import queue
 import sqlite3
 import threading
@@ -208,6 +209,10 @@ FOLLOW_FASTEST = 0.002  # seconds between looks at the committed head while it m
 JOB_BYTES = 8 * 1024
 RECOVERY_PROBE_SECONDS = 1.0  # while commits fail, the writer tries one of its own this often
 FOLLOW_SLOWEST = 0.02  # …and at most this when idle (the first event after a lull waits this long)
+# Between two looks at the head, a WAL file of the same size and time had no commit: the look is
+# skipped (a stat, not a query: most of an idle follower's cost). Its time ticks coarsely, and a
+# restarted WAL may keep its size, so the head is read at least this often all the same.
+FOLLOW_SURELY = 0.1
 
 
 @dataclass(slots=True)
@@ -240,6 +245,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
         )
     for version in range(current + 1, SCHEMA_VERSION + 1):
         conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]}; PRAGMA user_version = {version}; COMMIT;")
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """A file's size and time (None: not there), to tell that it changed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -448,8 +462,16 @@ class SqliteStore(Store):
     def _follow_loop(self) -> None:
         conn = _connect(self.path)
         conn.execute("PRAGMA query_only=1")
+        wal = self.path.with_name(self.path.name + "-wal")
         seen, pause = self._head.position, FOLLOW_FASTEST
+        stamp, looked = _stamp(wal), time.monotonic()
         while not self._stop_following.wait(pause):
+            now, before = time.monotonic(), stamp
+            stamp = _stamp(wal)
+            if stamp == before and now - looked < FOLLOW_SURELY:
+                pause = min(pause * 1.5, FOLLOW_SLOWEST)
+                continue
+            looked = now
             try:  # fetchall: the read transaction ends here (an open one would hold checkpoints back)
                 rows = conn.execute("SELECT value FROM meta WHERE name='last_position'").fetchall()
             except sqlite3.Error:  # busy or briefly unreadable: look again later
