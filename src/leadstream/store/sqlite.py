@@ -209,9 +209,12 @@ FOLLOW_FASTEST = 0.002  # seconds between looks at the committed head while it m
 JOB_BYTES = 8 * 1024
 RECOVERY_PROBE_SECONDS = 1.0  # while commits fail, the writer tries one of its own this often
 FOLLOW_SLOWEST = 0.02  # …and at most this when idle (the first event after a lull waits this long)
-# Between two looks at the head, a WAL file of the same size and time had no commit: the look is
-# skipped (a stat, not a query: most of an idle follower's cost). Its time ticks coarsely, and a
-# restarted WAL may keep its size, so the head is read at least this often all the same.
+# A WAL file that kept its size and time since a while after its last change had no commit: the
+# look at the head is skipped (a stat, not a query: most of an idle follower's cost). "A while":
+# a commit is written to the file before its fsync ends and it shows. The file's time ticks
+# coarsely and a restarted WAL may keep its size, so the head is read at least every
+# FOLLOW_SURELY all the same.
+FOLLOW_SETTLED = 0.05
 FOLLOW_SURELY = 0.1
 
 
@@ -464,11 +467,13 @@ class SqliteStore(Store):
         conn.execute("PRAGMA query_only=1")
         wal = self.path.with_name(self.path.name + "-wal")
         seen, pause = self._head.position, FOLLOW_FASTEST
-        stamp, looked = _stamp(wal), time.monotonic()
+        stamp, changed, looked = _stamp(wal), time.monotonic(), 0.0
         while not self._stop_following.wait(pause):
             now, before = time.monotonic(), stamp
             stamp = _stamp(wal)
-            if stamp == before and now - looked < FOLLOW_SURELY:
+            if stamp != before:
+                changed = now
+            elif now - changed >= FOLLOW_SETTLED and now - looked < FOLLOW_SURELY:
                 pause = min(pause * 1.5, FOLLOW_SLOWEST)
                 continue
             looked = now
