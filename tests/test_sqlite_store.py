@@ -76,3 +76,32 @@ async def test_commit_interval_gathers_patient_writes_and_never_holds_one_someon
         assert await store.list_attempts("sub-1", 10) == [b'{"n":1}']
     finally:
         await store.close()
+
+
+async def test_a_reader_holding_old_frames_delays_appends_a_moment_not_the_busy_timeout(tmp_path, monkeypatch):
+    # A long drain's reads keep old WAL frames in use; the TRUNCATE checkpoint a large WAL calls
+    # for holds the write lock while it waits for them. It waits a moment, not the 30 s a write
+    # would: appends go on and the WAL grows past its limit meanwhile (up to WAL_PATIENT_BYTES).
+    import sqlite3
+
+    from leadstream.store import sqlite as embedded
+
+    monkeypatch.setattr(embedded, "WAL_LIMIT_BYTES", 256 * 1024)
+    monkeypatch.setattr(embedded, "WAL_PATIENT_BYTES", 1024 * 1024 * 1024)
+    store = SqliteStore(tmp_path / "log.db", checkpoint_bytes=64 * 1024)
+    await store.open()
+    wal = tmp_path / "log.db-wal"
+    reader = sqlite3.connect(tmp_path / "log.db", isolation_level=None)
+    try:
+        await store.append(events(0, 10))
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM events").fetchall()  # a snapshot: its frames stay in use
+        for round_ in range(1, 11):  # each append is over the limit and ends with a checkpoint
+            await asyncio.wait_for(store.append(events(round_ * 100, 100)), 10)
+        assert wal.stat().st_size > 4 * 256 * 1024  # the reader kept it from being truncated
+        reader.execute("COMMIT")
+        assert len(await store.read(0, 10_000)) == 1010
+    finally:
+        reader.close()
+        await store.close()
+    assert not wal.exists() or wal.stat().st_size == 0  # once the reader let go, closing truncates it

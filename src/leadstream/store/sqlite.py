@@ -201,7 +201,11 @@ EVENT_COLUMNS = "eventid, stream, munchkin_id, etype, type, id, time, data, key,
 READ_COLUMNS = "eventid, stream, munchkin_id, etype, type, id, time, data, '', position, ingested_at"
 CHECKPOINT_EVERY_BYTES = 32 * 1024 * 1024
 WAL_LIMIT_BYTES = 256 * 1024 * 1024
+WAL_PATIENT_BYTES = 4 * WAL_LIMIT_BYTES  # past this a TRUNCATE waits for readers as long as a write would
 MAX_GROUP = 512
+BUSY_TIMEOUT_MS = 30_000  # a write waits this long for the other process's turn at the lock
+TRUNCATE_WAIT_MS = 200  # a TRUNCATE checkpoint waits this long for readers (see _truncate_briefly)
+SLOW_CHECKPOINT_SECONDS = 1.0  # a checkpoint that holds the write lock longer is logged
 INSERT_ROWS = 256
 FOLLOW_FASTEST = 0.002  # seconds between looks at the committed head while it moves…
 # Every job writes at least a page or two (the row, an index entry): counted so that admin
@@ -262,7 +266,7 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
 
 
@@ -427,12 +431,22 @@ class SqliteStore(Store):
         A checkpoint that fails (the database file cannot grow on a full disk) is tried again
         once half as much again is written; the WAL keeps every committed page meanwhile."""
         self.stats.checkpoints += 1
+        started = time.monotonic()
         try:
             _busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             wal = self.path.with_name(self.path.name + "-wal")
             size = wal.stat().st_size if wal.exists() else 0
-            if truncate or (done < log_pages and size > WAL_LIMIT_BYTES):
+            passive = time.monotonic() - started
+            if truncate:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            elif done < log_pages and size > WAL_LIMIT_BYTES:
+                self._truncate_briefly(conn, patient=size > WAL_PATIENT_BYTES)
+            took = time.monotonic() - started
+            if took > SLOW_CHECKPOINT_SECONDS:  # every write of this process waited as long
+                log.warning(
+                    "slow WAL checkpoint", seconds=round(took, 2), passive_seconds=round(passive, 2),
+                    wal_mb=round(size / 2**20), pages=log_pages, checkpointed=done,
+                )  # fmt: skip
         except sqlite3.Error as exc:
             self.stats.failed_checkpoints += 1
             log.warning("WAL checkpoint failed; trying again later", error=str(exc))
@@ -441,6 +455,20 @@ class SqliteStore(Store):
             self.stats.unwritten = self.checkpoint_bytes // 2  # not after every commit meanwhile
             return
         self.stats.unwritten = 0
+
+    def _truncate_briefly(self, conn: sqlite3.Connection, patient: bool) -> None:
+        """TRUNCATE waits for the readers of older frames while it holds the write lock: every
+        write waits with it (10 s in a 10M drain, whose page reads never stop). Wait a moment;
+        if readers remain, what can be copied is copied and the next checkpoint tries again. Only
+        a WAL past ``WAL_PATIENT_BYTES`` waits as long as any write would."""
+        if patient:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return
+        conn.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     async def healthy(self) -> bool:
         return await self.health_problem() is None
