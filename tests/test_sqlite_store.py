@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import orjson
 
 from helpers import activity
 from leadstream.catalog import Catalog
 from leadstream.events import Validator
+from leadstream.store import sqlite as embedded
 from leadstream.store.sqlite import SqliteStore
 
 validator = Validator(Catalog())
@@ -82,10 +84,6 @@ async def test_a_reader_holding_old_frames_delays_appends_a_moment_not_the_busy_
     # A long drain's reads keep old WAL frames in use; the TRUNCATE checkpoint a large WAL calls
     # for holds the write lock while it waits for them. It waits a moment, not the 30 s a write
     # would: appends go on and the WAL grows past its limit meanwhile (up to WAL_PATIENT_BYTES).
-    import sqlite3
-
-    from leadstream.store import sqlite as embedded
-
     monkeypatch.setattr(embedded, "WAL_LIMIT_BYTES", 256 * 1024)
     monkeypatch.setattr(embedded, "WAL_PATIENT_BYTES", 1024 * 1024 * 1024)
     store = SqliteStore(tmp_path / "log.db", checkpoint_bytes=64 * 1024)

@@ -4,22 +4,15 @@ record of the delivery process meanwhile.
 
     .venv/bin/python tools/drain_cpu.py        # env: COUNT=300000, PROFILE=/tmp/drain.raw
 """
-import asyncio, os, sys, time, tempfile, secrets, subprocess
+import asyncio, os, sys, time, secrets, subprocess
 from pathlib import Path
 import aiohttp, orjson, psutil
-from leadstream.testing import ServerProcess
+from parts import cpu, sink_and_server
 
 COUNT = int(os.environ.get("COUNT", 300000))
 
-def cpu(p):
-    t = p.cpu_times(); return t.user + t.system
-
 async def main():
-    work = Path(tempfile.mkdtemp())
-    sink = subprocess.Popen([sys.executable, "-m", "leadstream.bench.sink"], stdout=subprocess.PIPE)
-    port = orjson.loads(sink.stdout.readline())["port"]
-    server = ServerProcess(work / "data", env={"LEADSTREAM_LOG_FORMAT": "json"}, log=work / "server.log")
-    await server.start()
+    sink, port, server = await sink_and_server()
     async with aiohttp.ClientSession() as http:
         async with http.post(server.url + "/v1/subscriptions", headers=server.headers, json={
             "name": "d", "munchkinId": "123-ABC-456", "stream": "activity", "endpoint": f"http://127.0.0.1:{port}/count/d",
@@ -63,7 +56,7 @@ async def main():
         if durations:
             print(f"attempts: {len(durations)} last, POST ms p50 {durations[len(durations)//2]} max {durations[-1]}")
     server.stop(); sink.terminate()
-    print(f"data directory: {work / 'data'}")
+    print(f"data directory: {server.data_dir}")
     print(f"drained {accepted} in {seconds:.2f}s = {accepted/seconds:.0f}/s")
     for p in procs:
         name = "api" if p is main_p else "delivery"

@@ -4,24 +4,15 @@ load with N legacy subscriptions to the bench sink.
     .venv/bin/python tools/fanout_cpu.py one|dp        # one process, or --delivery-process
     env: COUNT=100000 (records, as fast as accepted) or RATE=15000 SECS=8 (an offered rate); SUBS=10
 """
-import asyncio, os, sys, time, tempfile, secrets, subprocess
-from pathlib import Path
+import asyncio, os, sys, time, secrets
 import aiohttp, orjson, psutil
-from leadstream.testing import ServerProcess
+from parts import cpu, sink_and_server
 
 RATE = float(os.environ.get("RATE", 15000)); SECS = float(os.environ.get("SECS", 8)); SUBS = int(os.environ.get("SUBS", 10))
 
-def cpu(p):
-    t = p.cpu_times(); return t.user + t.system
-
 async def main(dp: bool):
-    work = Path(tempfile.mkdtemp())
-    sink = subprocess.Popen([sys.executable, "-m", "leadstream.bench.sink"], stdout=subprocess.PIPE)
-    port = orjson.loads(sink.stdout.readline())["port"]
-    env = {"LEADSTREAM_LOG_FORMAT": "json"}
-    env["LEADSTREAM_DELIVERY_PROCESS"] = "1" if dp else "0"  # two processes is the default now
-    server = ServerProcess(work / "data", env=env, log=work / "server.log")
-    await server.start()
+    # two processes is the default now
+    sink, port, server = await sink_and_server(LEADSTREAM_DELIVERY_PROCESS="1" if dp else "0")
     async with aiohttp.ClientSession() as http:
         for i in range(SUBS):
             async with http.post(server.url + "/v1/subscriptions", headers=server.headers, json={

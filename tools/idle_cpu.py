@@ -4,22 +4,15 @@ nothing; prints each server process's % of a core per SECOND-long window for WIN
 
     .venv/bin/python tools/idle_cpu.py        # env: SUBS=1000 WINDOWS=10 SECOND=1 PROFILE=/tmp/idle
 """
-import asyncio, os, sys, time, tempfile, subprocess
+import asyncio, os, sys, time, subprocess
 from pathlib import Path
-import aiohttp, orjson, psutil
-from leadstream.testing import ServerProcess
+import aiohttp, psutil
+from parts import cpu, sink_and_server
 
 SUBS = int(os.environ.get("SUBS", 1000)); WINDOWS = int(os.environ.get("WINDOWS", 10)); SECOND = float(os.environ.get("SECOND", 1))
 
-def cpu(p):
-    t = p.cpu_times(); return t.user + t.system
-
 async def main():
-    work = Path(tempfile.mkdtemp())
-    sink = subprocess.Popen([sys.executable, "-m", "leadstream.bench.sink"], stdout=subprocess.PIPE)
-    port = orjson.loads(sink.stdout.readline())["port"]
-    server = ServerProcess(work / "data", env={"LEADSTREAM_LOG_FORMAT": "json"}, log=work / "server.log")
-    await server.start()
+    sink, port, server = await sink_and_server()
     async with aiohttp.ClientSession() as http:
         limit = asyncio.Semaphore(16)
         async def create(i):
@@ -40,11 +33,9 @@ async def main():
         spies = []
         if os.environ.get("PROFILE"):
             Path(os.environ["PROFILE"]).mkdir(exist_ok=True)
-            spies = [subprocess.Popen(["py-spy", "record", "--pid", str(p.pid), "--rate", "200", "--format", "raw", "--threads",
+            spies = [subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(p.pid), "--rate", "200", "--format", "raw", "--threads",
                 "--duration", str(int(WINDOWS * SECOND)), "-o", f"{os.environ['PROFILE']}/{name}.raw"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 for name, p in procs.items()]
-        if os.environ.get("HOLD"):
-            print("pids", " ".join(f"{n}={p.pid}" for n, p in procs.items()), flush=True); await asyncio.sleep(float(os.environ["HOLD"]))
         for w in range(WINDOWS):
             before = {n: cpu(p) for n, p in procs.items()}; t0 = time.monotonic()
             await asyncio.sleep(SECOND)

@@ -204,7 +204,7 @@ WAL_LIMIT_BYTES = 256 * 1024 * 1024
 WAL_PATIENT_BYTES = 4 * WAL_LIMIT_BYTES  # past this a TRUNCATE waits for readers as long as a write would
 MAX_GROUP = 512
 BUSY_TIMEOUT_MS = 30_000  # a write waits this long for the other process's turn at the lock
-TRUNCATE_WAIT_MS = 200  # a TRUNCATE checkpoint waits this long for readers (see _truncate_briefly)
+TRUNCATE_WAIT_MS = 200  # a TRUNCATE checkpoint waits this long for readers (see _checkpoint)
 SLOW_CHECKPOINT_SECONDS = 1.0  # a checkpoint that holds the write lock longer is logged
 INSERT_ROWS = 256
 FOLLOW_FASTEST = 0.002  # seconds between looks at the committed head while it moves…
@@ -276,6 +276,7 @@ class SqliteStore(Store):
         follow_head: bool = False, commit_interval: float = 0.0,
     ) -> None:  # fmt: skip
         self.path = Path(path)
+        self.wal = self.path.with_name(self.path.name + "-wal")
         self.commit_interval = commit_interval  # seconds patient writes wait for others to join them
         self.follow_head = follow_head  # another process appends: poll the committed head
         self._stop_following = threading.Event()
@@ -337,17 +338,7 @@ class SqliteStore(Store):
             if job is None:
                 break
             group = [job]
-            if self.commit_interval and job.patient:  # let more gather: one short turn at the write lock
-                stopping = self._gather(group)
-            while not stopping and len(group) < MAX_GROUP:  # everything that queued up while we were busy
-                try:
-                    more = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                group.append(more)
+            stopping = self._take_more(group)
             try:
                 outcomes = self._commit_group(conn, group)
             except Exception as exc:  # never let the thread die: every later write would hang
@@ -363,18 +354,22 @@ class SqliteStore(Store):
             self._checkpoint(conn, truncate=True)
         conn.close()
 
-    def _gather(self, group: list[_Job]) -> bool:
-        """Add the jobs that come within ``commit_interval`` of the first, until one that someone
-        waits on (an append, a source's call budget) ends the wait. True if told to stop."""
+    def _take_more(self, group: list[_Job]) -> bool:
+        """Add to ``group`` what queued up while the writer was busy. While every job of it is
+        patient, also wait up to ``commit_interval`` for more (one short turn at the write lock for
+        all), until one that someone waits on (an append, a source's call budget) ends the wait.
+        True if told to stop."""
         deadline = time.monotonic() + self.commit_interval
-        while len(group) < MAX_GROUP and group[-1].patient:
+        waiting = bool(self.commit_interval) and group[0].patient
+        while len(group) < MAX_GROUP:
             try:
-                more = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+                more = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()) if waiting else 0.0)
             except queue.Empty:
                 return False
             if more is None:
                 return True
             group.append(more)
+            waiting = waiting and more.patient
         return False
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Job]) -> list[tuple[Any, BaseException | None]]:
@@ -434,13 +429,19 @@ class SqliteStore(Store):
         started = time.monotonic()
         try:
             _busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            wal = self.path.with_name(self.path.name + "-wal")
-            size = wal.stat().st_size if wal.exists() else 0
+            size = self.wal.stat().st_size if self.wal.exists() else 0
             passive = time.monotonic() - started
-            if truncate:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            elif done < log_pages and size > WAL_LIMIT_BYTES:
-                self._truncate_briefly(conn, patient=size > WAL_PATIENT_BYTES)
+            if truncate or (done < log_pages and size > WAL_LIMIT_BYTES):
+                # TRUNCATE waits for the readers of older frames while it holds the write lock, and
+                # every write waits with it (10 s in a 10M drain, whose page reads never stop): it
+                # waits a moment, copies what it can, and the next checkpoint tries again. Only on
+                # closing or past WAL_PATIENT_BYTES does it wait as long as any write would.
+                patient = truncate or size > WAL_PATIENT_BYTES
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS if patient else TRUNCATE_WAIT_MS}")
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             took = time.monotonic() - started
             if took > SLOW_CHECKPOINT_SECONDS:  # every write of this process waited as long
                 log.warning(
@@ -455,20 +456,6 @@ class SqliteStore(Store):
             self.stats.unwritten = self.checkpoint_bytes // 2  # not after every commit meanwhile
             return
         self.stats.unwritten = 0
-
-    def _truncate_briefly(self, conn: sqlite3.Connection, patient: bool) -> None:
-        """TRUNCATE waits for the readers of older frames while it holds the write lock: every
-        write waits with it (10 s in a 10M drain, whose page reads never stop). Wait a moment;
-        if readers remain, what can be copied is copied and the next checkpoint tries again. Only
-        a WAL past ``WAL_PATIENT_BYTES`` waits as long as any write would."""
-        if patient:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            return
-        conn.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
-        try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     async def healthy(self) -> bool:
         return await self.health_problem() is None
@@ -493,12 +480,11 @@ class SqliteStore(Store):
     def _follow_loop(self) -> None:
         conn = _connect(self.path)
         conn.execute("PRAGMA query_only=1")
-        wal = self.path.with_name(self.path.name + "-wal")
         seen, pause = self._head.position, FOLLOW_FASTEST
-        stamp, changed, looked = _stamp(wal), time.monotonic(), 0.0
+        stamp, changed, looked = _stamp(self.wal), time.monotonic(), 0.0
         while not self._stop_following.wait(pause):
             now, before = time.monotonic(), stamp
-            stamp = _stamp(wal)
+            stamp = _stamp(self.wal)
             if stamp != before:
                 changed = now
             elif now - changed >= FOLLOW_SETTLED and now - looked < FOLLOW_SURELY:
