@@ -34,7 +34,7 @@ async def test_concurrent_appends_share_commits_and_the_wal_stays_bounded(tmp_pa
             largest = max(largest, wal.stat().st_size)
         assert store.stats.jobs == 800
         assert store.stats.commits < store.stats.jobs  # concurrent appends were grouped into shared commits
-        assert store.stats.checkpoints > 10
+        assert store.stats.checkpoints >= 5  # each asked after a commit, finished after a later one
         assert largest < 4 * 1024 * 1024, (
             largest
         )  # ~14 MB written, the WAL never held more than a few checkpoints' worth

@@ -2,8 +2,11 @@
 
 All writes go through one writer thread that commits whatever is waiting as one transaction
 (group commit), so one fsync covers every ingest request that arrived meanwhile. Each job runs in
-its own savepoint: a failing job fails alone. The writer also runs the WAL checkpoints, so the WAL
-stays bounded: every kind of write counts towards the next one, not only appends.
+its own savepoint: a failing job fails alone. The writer also schedules the WAL checkpoints, so
+the WAL stays bounded: every kind of write counts towards the next one, not only appends. The bulk
+of each checkpoint, copying the WAL's pages into the database file, runs on a thread of its own
+while commits go on; the writer then copies what was committed meanwhile, which lets the WAL start
+over at the next commit (a checkpoint used to hold up every write for as long as the whole copy).
 
 The writer never dies of a failed commit or checkpoint (a full disk, an I/O error): the jobs of a
 failed commit get ``Unavailable`` with SQLite's reason, ``healthy()`` is False with that reason
@@ -206,6 +209,9 @@ MAX_GROUP = 512
 BUSY_TIMEOUT_MS = 30_000  # a write waits this long for the other process's turn at the lock
 TRUNCATE_WAIT_MS = 200  # a TRUNCATE checkpoint waits this long for readers (see _checkpoint)
 SLOW_CHECKPOINT_SECONDS = 1.0  # a checkpoint that holds the write lock longer is logged
+COPY_PASSES = 4  # the copier's passes over the WAL: again while the last copied over 1/COPY_PASSES of it
+COPY_BEHIND = 4  # commits wait for the copier once it is this many checkpoints behind
+COPY_LOOK = 0.05  # an idle writer looks this often whether the copier is done, to finish the checkpoint
 INSERT_ROWS = 256
 FOLLOW_FASTEST = 0.002  # seconds between looks at the committed head while it moves…
 # Every job writes at least a page or two (the row, an index entry): counted so that admin
@@ -254,6 +260,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]}; PRAGMA user_version = {version}; COMMIT;")
 
 
+def _size(path: Path) -> int:
+    stamp = _stamp(path)
+    return stamp[0] if stamp else 0
+
+
 def _stamp(path: Path) -> tuple[int, int] | None:
     """A file's size and time (None: not there), to tell that it changed."""
     try:
@@ -283,6 +294,11 @@ class SqliteStore(Store):
         self.checkpoint_bytes = checkpoint_bytes
         self._read_threads = read_threads
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._copy_wanted = threading.Event()  # the writer asks the copier for a pass over the WAL…
+        self._copied = threading.Event()  # …which says when it is done: the writer finishes the checkpoint
+        self._copying = False  # the writer's: asked and not finished yet
+        self._copied_all = True  # the copier's last pass: no reader held frames back
+        self._stop_copying = False
         self._local = threading.local()
         self._last = 0  # the writer thread's: highest position handed out
         self._head = LogHead()  # the event loop's: highest position committed, and its waiters
@@ -304,6 +320,9 @@ class SqliteStore(Store):
         self._last = self._head.position = max(int(row[0]) if row else 0, top)
         self._writer_conn = conn
         self._writer = threading.Thread(target=self._write_loop, name="leadstream-sqlite-writer", daemon=True)
+        self._copier = threading.Thread(target=self._copy_loop, name="leadstream-sqlite-copier", daemon=True)
+        self._stop_copying = False
+        self._copier.start()
         self._writer.start()
         self._readers = ThreadPoolExecutor(self._read_threads, thread_name_prefix="leadstream-sqlite-reader")
         self._closed = False
@@ -330,10 +349,14 @@ class SqliteStore(Store):
         self._synchronous = ""
         stopping = False
         while not stopping:
+            wait = RECOVERY_PROBE_SECONDS if self.failure else COPY_LOOK if self._copying else None
             try:
-                job = self._jobs.get(timeout=RECOVERY_PROBE_SECONDS if self.failure else None)
-            except queue.Empty:  # failing and idle: see whether the store can commit again
-                self._probe_commit(conn)
+                job = self._jobs.get(timeout=wait)
+            except queue.Empty:  # idle: see whether the store can commit again, or finish a checkpoint
+                if self.failure:
+                    self._probe_commit(conn)
+                else:
+                    self._schedule_checkpoint(conn)
                 continue
             if job is None:
                 break
@@ -348,11 +371,50 @@ class SqliteStore(Store):
             for j, (result, error) in zip(group, outcomes):
                 if j.future is not None:
                     self._loop.call_soon_threadsafe(settle, j.future, result, error)
-            if self.failure is None and self.stats.unwritten >= self.checkpoint_bytes:
-                self._checkpoint(conn)
+            if self.failure is None:
+                self._schedule_checkpoint(conn)
+        self._stop_copying = True
+        self._copy_wanted.set()
+        self._copier.join()
         with contextlib.suppress(sqlite3.Error):
             self._checkpoint(conn, truncate=True)
         conn.close()
+
+    def _schedule_checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Once checkpoint_bytes are committed, ask the copier; once it is done, finish."""
+        if self._copying and self.stats.unwritten >= COPY_BEHIND * self.checkpoint_bytes:
+            self._copied.wait(BUSY_TIMEOUT_MS / 1000)  # the copier fell behind (starved of CPU): bound the WAL
+        if self._copied.is_set():
+            self._copied.clear()
+            self._copying = False
+            if self._copied_all or _size(self.wal) > WAL_LIMIT_BYTES:
+                self._checkpoint(conn)
+            else:  # readers held the copy back: not the whole of it here, ask again soon instead
+                self.stats.unwritten = self.checkpoint_bytes // 2
+        elif not self._copying and self.stats.unwritten >= self.checkpoint_bytes:
+            self._copying = True
+            self._copy_wanted.set()
+
+    def _copy_loop(self) -> None:
+        """The bulk of each checkpoint, on its own connection: PASSIVE copies the committed pages
+        while the writer goes on committing (SQLite lets a checkpoint run beside a writer), then
+        again over what came meanwhile while that keeps shrinking. Errors are left for the
+        writer's own pass to meet and report."""
+        conn = _connect(self.path)
+        with contextlib.closing(conn):
+            while True:
+                self._copy_wanted.wait()
+                self._copy_wanted.clear()
+                if self._stop_copying:
+                    return
+                copied, self._copied_all = 0, True
+                with contextlib.suppress(sqlite3.Error):
+                    for _ in range(COPY_PASSES):
+                        _busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        fresh, copied, self._copied_all = done - copied, done, done >= log_pages
+                        if fresh * COPY_PASSES < log_pages:  # little new to copy, or readers hold it back
+                            break
+                self._copied.set()
 
     def _take_more(self, group: list[_Job]) -> bool:
         """Add to ``group`` what queued up while the writer was busy. While every job of it is
@@ -429,7 +491,7 @@ class SqliteStore(Store):
         started = time.monotonic()
         try:
             _busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            size = self.wal.stat().st_size if self.wal.exists() else 0
+            size = _size(self.wal)
             passive = time.monotonic() - started
             if truncate or (done < log_pages and size > WAL_LIMIT_BYTES):
                 # TRUNCATE waits for the readers of older frames while it holds the write lock, and
