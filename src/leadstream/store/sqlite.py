@@ -6,7 +6,7 @@ its own savepoint: a failing job fails alone. The writer also schedules the WAL 
 the WAL stays bounded: every kind of write counts towards the next one, not only appends. The bulk
 of each checkpoint, copying the WAL's pages into the database file, runs on a thread of its own
 while commits go on; the writer then copies what was committed meanwhile, which lets the WAL start
-over at the next commit (a checkpoint used to hold up every write for as long as the whole copy).
+over at the next commit (on the writer, every write would wait for the whole copy).
 
 The writer never dies of a failed commit or checkpoint (a full disk, an I/O error): the jobs of a
 failed commit get ``Unavailable`` with SQLite's reason, ``healthy()`` is False with that reason
@@ -294,11 +294,6 @@ class SqliteStore(Store):
         self.checkpoint_bytes = checkpoint_bytes
         self._read_threads = read_threads
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._copy_wanted = threading.Event()  # the writer asks the copier for a pass over the WAL…
-        self._copied = threading.Event()  # …which says when it is done: the writer finishes the checkpoint
-        self._copying = False  # the writer's: asked and not finished yet
-        self._copied_all = True  # the copier's last pass: no reader held frames back
-        self._stop_copying = False
         self._local = threading.local()
         self._last = 0  # the writer thread's: highest position handed out
         self._head = LogHead()  # the event loop's: highest position committed, and its waiters
@@ -320,8 +315,13 @@ class SqliteStore(Store):
         self._last = self._head.position = max(int(row[0]) if row else 0, top)
         self._writer_conn = conn
         self._writer = threading.Thread(target=self._write_loop, name="leadstream-sqlite-writer", daemon=True)
-        self._copier = threading.Thread(target=self._copy_loop, name="leadstream-sqlite-copier", daemon=True)
+        # Fresh on every open: a close may have stopped the copier between an ask and its answer.
+        self._copy_wanted = threading.Event()  # the writer asks the copier for a pass over the WAL…
+        self._copied = threading.Event()  # …which says when it is done: the writer finishes the checkpoint
+        self._copying = False  # the writer's: asked and not finished yet
+        self._copied_all = True  # the copier's last pass: no reader held frames back
         self._stop_copying = False
+        self._copier = threading.Thread(target=self._copy_loop, name="leadstream-sqlite-copier", daemon=True)
         self._copier.start()
         self._writer.start()
         self._readers = ThreadPoolExecutor(self._read_threads, thread_name_prefix="leadstream-sqlite-reader")
@@ -407,13 +407,15 @@ class SqliteStore(Store):
                 self._copy_wanted.clear()
                 if self._stop_copying:
                     return
-                copied, self._copied_all = 0, True
+                self._copied_all = True
                 with contextlib.suppress(sqlite3.Error):
+                    before = 0  # frames copied so far (the count starts again should the WAL restart)
                     for _ in range(COPY_PASSES):
                         _busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                        fresh, copied, self._copied_all = done - copied, done, done >= log_pages
-                        if fresh * COPY_PASSES < log_pages:  # little new to copy, or readers hold it back
+                        self._copied_all = done >= log_pages
+                        if (done - before) * COPY_PASSES < log_pages:  # little new to copy, or readers hold it back
                             break
+                        before = done
                 self._copied.set()
 
     def _take_more(self, group: list[_Job]) -> bool:
