@@ -82,6 +82,7 @@ class Sender:
         self.state = state
         self.applied = applied  # the control revision (store.base.Control) the state reflects
         self.task: asyncio.Task[None] | None = None
+        self.at_tail = False  # counted among the tail's users (see _use_tail)
         self.configure(config, matcher)
         self.forget_reads()
         self.matched = 0  # events taken / positions scanned, for the pending estimate
@@ -178,8 +179,15 @@ class Sender:
 
     # -- the loop ---------------------------------------------------------------------------------
 
+    def _use_tail(self, at_tail: bool) -> None:
+        """Count this sender among the tail's users while it reads from the window or waits on it;
+        behind the window (a backlog) it reads pages of its own, and needs no tail read for it."""
+        if at_tail != self.at_tail:
+            self.at_tail = at_tail
+            self.shared.tail.users += 1 if at_tail else -1
+
     async def run(self) -> None:
-        self.shared.tail.users += 1  # the tail reads the log while some sender runs
+        self._use_tail(True)
         try:
             while True:
                 try:
@@ -191,7 +199,7 @@ class Sender:
                     self.forget_reads()
                     await asyncio.sleep(1.0)
         finally:
-            self.shared.tail.users -= 1
+            self._use_tail(False)
 
     async def _deliver_forever(self) -> None:
         if self.batch is None and self.state.inflight is not None:
@@ -245,6 +253,7 @@ class Sender:
                     await self.save()  # the last acknowledgement, before sleeping
                 if self.state.cursor != self.saved_cursor:
                     timeout = IDLE_SAVE_SECONDS
+            self._use_tail(True)
             await self.shared.tail.wait(self.key, self.scanned, timeout)
 
     def _full(self) -> bool:
@@ -264,9 +273,11 @@ class Sender:
                 self.scanned = self.state.expiredThrough
             before = self.scanned
             if tail.covers(before):  # (no await between the check and the take)
+                self._use_tail(True)
                 room = max(1, self.config.batchSize - len(self.buffer))
                 taken = tail.take(self.key, before, room, self.format)
             else:
+                self._use_tail(False)
                 taken = await tail.read_behind(self.key, before, self.format)
             self._keep(taken)
             self.advanced += taken.scanned - before

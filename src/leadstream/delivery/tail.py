@@ -5,7 +5,8 @@ the log once, sorts it by (stream, tenant) — the only thing a sender filters o
 types — and keeps the newest stretches in memory, bounded in events and bytes. A sender at the
 tail takes its slice from there and sleeps on a future of its own (stream, tenant), so a
 thousand idle subscriptions cost nothing and only the ones concerned wake up. While no sender
-runs, the tail reads nothing: the window just moves to the head.
+reads from the window (none runs, or all are behind it), the tail reads nothing: the window just
+moves to the head.
 
 Each event's body element (``formats.elements``) is built once per format, kept with the
 stretch it came in and shared by every sender of that format, so memory stays bounded by the
@@ -104,7 +105,7 @@ class LogTail:
     max_bytes: int = 24 * 1024 * 1024  # events, their overhead and their built elements
     page: int = 5000
     pages_bytes: int = 8 * 1024 * 1024  # the pages read behind the window, kept for the others
-    users: int = 0  # running senders: with none, nothing is read
+    users: int = 0  # running senders at the window or waiting on it: with none, nothing is read
     _chunks: deque[Chunk] = field(default_factory=deque)
     _lasts: list[int] = field(default_factory=list)  # chunk.last of each chunk, for bisect
     _events: int = 0
@@ -208,8 +209,9 @@ class LogTail:
         return Taken(found, shared, max(scanned, after), custom_objects)
 
     async def wait(self, key: Key, after: int, timeout: float | None) -> None:
-        """Until the window holds an event of ``key`` above ``after`` (or ``timeout`` seconds)."""
-        if self.end > after and self._has(key, after):
+        """Until the window holds an event of ``key`` above ``after`` (or ``timeout`` seconds).
+        At once when ``after`` is below the window: the store has what the window skipped."""
+        if after < self.start or (self.end > after and self._has(key, after)):
             return
         waiter = self._waiters.get(key)
         if waiter is None or waiter.done():
