@@ -34,7 +34,7 @@ async def main():
         spy = None
         if os.environ.get("PROFILE"):
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(delivery.pid), "--threads",
-                                    "--rate", "250", "--format", "raw", *(["--idle"] if os.environ.get("IDLE") else []), "-o", os.environ["PROFILE"], "--nonblocking"],
+                                    "--rate", "250", "--format", "raw", *(["--idle"] if os.environ.get("IDLE") else []), "-o", os.environ["PROFILE"], *([] if os.environ.get("BLOCKING") else ["--nonblocking"])],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             await asyncio.sleep(1.0)
         t0 = time.monotonic()

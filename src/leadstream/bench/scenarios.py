@@ -47,6 +47,11 @@ class Sustained:
     detail: dict[str, Any]
 
 
+def _per_event(cpu: dict[str, float], rate: float) -> dict[str, float]:
+    """Each role's CPU µs per event at ``rate`` events/s (from its % of a core)."""
+    return {role: round(percent * 1e4 / rate, 1) for role, percent in cpu.items() if role != "other"} if rate else {}
+
+
 async def _sustained(bench: Bench, sink: Sink, url: str, key: str, prefix: str, subscriptions: int) -> Sustained:
     """Publish as fast as accepted for warm-up + window; measure the window; then wait for the tail."""
     d = bench.durations
@@ -81,10 +86,11 @@ async def _sustained(bench: Bench, sink: Sink, url: str, key: str, prefix: str, 
         "catch_up_s": round(caught_up, 2) if caught_up is not None else None,
         "load_errors": run.errors,
         "cpu_percent": cpu,
-        # CPU time per event is steadier than a rate when other work shares the machine.
-        "cpu_us_per_event": {role: round(percent * 1e4 / rate, 1) for role, percent in cpu.items() if role != "other"}
-        if (rate := delivered / subscriptions if subscriptions else ingested)
-        else {},
+        # CPU time per event is steadier than a rate when other work shares the machine. Per
+        # accepted event for what ingests, per delivered event for what delivers: when delivery
+        # falls behind (fan-out), one denominator would misstate the other side's cost.
+        "cpu_us_per_accepted_event": _per_event(cpu, ingested),
+        "cpu_us_per_delivered_event": _per_event(cpu, delivered / subscriptions) if subscriptions else {},
     }
     return Sustained(ingested, delivered, caught_up, max(0, expected - received), detail)
 
