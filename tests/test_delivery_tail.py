@@ -1,6 +1,6 @@
 """The shared log tail (delivery/tail.py) on a real SQLite store: each event's body element is
 built once for every sender of a format and counted in the window's memory bound; the tail reads
-nothing while no sender runs; senders behind the window share the pages they read."""
+nothing while no sender runs or all are behind it; senders behind the window share the pages they read."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from leadstream.store import SQLITE_FILE, Store, open_store
 from leadstream.store.sqlite import SqliteStore
 from leadstream.subscriptions.config import SubscriptionConfig
 from leadstream.subscriptions.matching import compile_leniently, takes_every_event
+from test_delivery_support import bench, receiver, wait_ids
 
 VALIDATOR = Validator(Catalog())
 KEY = ("activity", MUNCHKIN)
@@ -132,3 +133,32 @@ def test_take_everything_subscriptions_are_known() -> None:
     assert kind(eventTypes=[10]) is None
     assert kind(filter={"type": [{"prefix": "com.adobe"}]}) is None
     assert kind(eventTypes=["*", 987654]) is None  # does not compile: it takes nothing
+
+
+async def test_the_tail_reads_nothing_while_every_sender_is_behind_it(tmp_path: Path) -> None:
+    # A subscription from "earliest" starts behind the window, and stays behind while its endpoint
+    # holds the first batch: the tail has no user then, and skips what is published meanwhile.
+    # Once the backlog is delivered (in order, once) the sender is back at the window.
+    gate = asyncio.Event()
+
+    async def held(_: object) -> None:
+        await gate.wait()
+
+    async with bench(tmp_path) as b, receiver(answer=held) as r:
+        records = [activity(i) for i in range(3500)]
+        await b.publish("activity", records[:3000])
+        await b.subscribe(r.url, startAt="earliest", batchSize=500, timeoutMs=30_000)  # held, not timed out
+        tail = b.engine.tail
+        await wait_until(lambda: r.requests, what="the first batch to be held at the endpoint")
+        await b.publish("activity", records[3000:])
+        head = await b.store.last_position()
+        await wait_until(lambda: tail.start == head, what="the window to move to the head")
+        assert tail.users == 0 and tail._events == 0  # nobody at the window: nothing was read
+        gate.set()
+        await wait_ids(r, records)
+        assert r.ids() == [rec["marketoGUID"] for rec in records]
+        await wait_until(lambda: tail.users == 1, what="the sender to be back at the window")
+        more = [activity(i) for i in range(3500, 3510)]
+        await b.publish("activity", more)
+        await wait_ids(r, records + more)
+        assert r.ids()[3500:] == [rec["marketoGUID"] for rec in more] and tail._events >= 10
