@@ -70,6 +70,27 @@ async def test_2500_events_arrive_once_in_order_within_batch_limits(tmp_path, fm
         assert view["cursor"] == positions.encode(await b.store.last_position())
 
 
+async def test_a_backlog_goes_in_full_batches_each_within_its_byte_cap(tmp_path):
+    # From "earliest" both senders read pages of 1,000 behind the window: a page fills the buffer
+    # past one batch, which is then cut at batchSize or, first, at maxBatchBytes.
+    async with bench(tmp_path) as b, receiver() as by_count, receiver() as by_bytes:
+        records = [activity(i, type_id=(10, 1, 13)[i % 3]) for i in range(2300)]
+        for start in range(0, 2300, 500):
+            await b.publish("activity", records[start : start + 500])
+        cap = 100 * 1024
+        await b.subscribe(by_count.url, startAt="earliest", batchSize=500)
+        await b.subscribe(by_bytes.url, startAt="earliest", batchSize=500, maxBatchBytes=cap)
+        await wait_ids(by_count, records)
+        await wait_ids(by_bytes, records)
+        everything = [rec["marketoGUID"] for rec in records]
+        assert by_count.ids() == everything and by_bytes.ids() == everything  # all, once, in order
+        assert [len(x.json()["activities"]) for x in by_count.requests] == [500, 500, 500, 500, 300]
+        sizes = [len(x.body) for x in by_bytes.requests]
+        assert all(size <= cap for size in sizes)
+        assert all(size > cap - 2048 for size in sizes[:-1])  # each cut where the next event would not fit
+        assert all(len(x.json()["activities"]) < 500 for x in by_bytes.requests)
+
+
 async def test_batches_flush_on_size_bytes_and_push_interval(tmp_path):
     async with bench(tmp_path) as b, receiver() as r:
         await b.subscribe(r.url, batchSize=50, pushIntervalMs=300)

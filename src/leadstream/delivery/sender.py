@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import time
 import uuid
 from collections.abc import Callable
@@ -311,9 +312,12 @@ class Sender:
         limit = 1 if self.single else self.config.batchSize
         cap = self._byte_cap()
         buffer, elements = self.buffer, self.buffer_elements
-        if len(buffer) <= limit and self.buffer_bytes <= cap:  # all of it (the usual case)
-            taken, size = len(buffer), self.buffer_bytes
+        taken = min(limit, len(buffer))  # the usual case: all of it, or a full batch (a page read behind holds two)
+        if taken == len(buffer):
+            size = self.buffer_bytes
         else:
+            size = sum(map(len, itertools.islice(elements, taken))) + self.overhead * taken
+        if size > cap:  # the byte cap ends the batch first: find where
             taken, size, overhead = 0, 0, self.overhead
             while taken < min(limit, len(buffer)):
                 event_size = len(elements[taken]) + overhead
