@@ -120,12 +120,9 @@ async def test_delivers_in_order_and_follows_admin_changes_made_in_the_api_proce
             types = [line.split()[2] for line in exposed.splitlines() if line.startswith("# TYPE ")]
             assert len(types) == len(set(types))  # each family once: the two processes' merged
             assert "leadstream_ingested_events_total" in exposed  # and the API process's own
-            # the console's charts read the same export, per subscription
-            exported = metrics_export.per_subscription(
-                data, "leadstream_delivered_events_total", "leadstream_delivery_lag_seconds"
-            )
-            assert exported["leadstream_delivered_events_total"][sub_id] == 2000
-            assert sub_id in exported["leadstream_delivery_lag_seconds"]
+            # the console's charts ask the delivery process for theirs: delivered and lag per subscription
+            delivered_count, lag = (await asyncio.to_thread(metrics_export.chart_readings, data))[sub_id]
+            assert delivered_count == 2000 and lag == 0.0
 
             view = await api.call("POST", f"/v1/subscriptions/{sub_id}/pause")
             assert view["state"] == "paused"
@@ -196,6 +193,33 @@ async def test_the_delivery_process_exports_its_metrics_when_asked_and_only_then
             assert exported.stat().st_mtime_ns == first  # nobody asked: nothing rendered
             assert await metric(http, server, line % (sub_id, "200.0"))  # asked: fresh again
             assert exported.stat().st_mtime_ns > first
+    finally:
+        server.stop()
+
+
+async def test_the_console_charts_get_their_readings_without_a_metrics_export(tmp_path):
+    # Their few numbers per subscription come as JSON from the senders: rendering and parsing every
+    # subscription's Prometheus series each sample cost an idle server more than the rest it does.
+    data = tmp_path / "data"
+    env = {"LEADSTREAM_METRICS_EXPORT_INTERVAL": "0.02", "LEADSTREAM_CONSOLE_SAMPLE_INTERVAL": "0.1"}
+    server = await ServerProcess(data, env=env).start()
+    readings = data / metrics_export.READINGS_FILE
+    try:
+        async with aiohttp.ClientSession() as http, receiver() as endpoint:
+            api = Api(http, server)
+            sub_id = await api.subscribe(endpoint.url)
+            await api.publish(range(50))
+
+            def charted() -> bool:
+                answered = orjson.loads(readings.read_bytes()) if readings.exists() else {}
+                return answered.get(sub_id, [0])[0] == 50
+
+            await wait_until(charted, timeout=15, what="the chart readings to count the 50 deliveries")
+            answered_at = readings.stat().st_mtime_ns
+            await wait_until(
+                lambda: readings.stat().st_mtime_ns > answered_at, timeout=5, what="the next sample's readings"
+            )
+            assert not (data / metrics_export.METRICS_FILE).exists()  # nobody scraped: never rendered
     finally:
         server.stop()
 

@@ -9,57 +9,92 @@ Asking is touching a second file: the delivery process looks at its time every
 ``metrics_export_interval`` and exports only when it is newer than the last export, so an
 idle server does not render a thousand subscriptions' series every second for nobody (it was
 most of the delivery process's idle CPU), and a scrape gets figures a fraction of a second old.
+
+The console's charts ask the same way for their few numbers per subscription (events delivered,
+lag), which the delivery process answers as JSON from what its senders hold: rendering and
+parsing a thousand subscriptions' Prometheus text for them, every 10 s, cost an idle server more
+than everything else it does in those 10 s.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import orjson
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 METRICS_FILE = "delivery-metrics.prom"
 WANTED_FILE = "delivery-metrics.wanted"  # touched by the API process: "export now"
+READINGS_FILE = "delivery-readings.json"  # the console's chart readings, when asked
+READINGS_WANTED_FILE = "delivery-readings.wanted"
 FRESH_WAIT = 1.0  # seconds the API process waits for a fresh export before serving the last one
 
 
 def export(data_dir: Path) -> None:
     """Write this process's metrics to the data directory (whole or not at all: a rename)."""
-    path = data_dir / METRICS_FILE
-    partial = path.with_suffix(".tmp")
-    partial.write_bytes(generate_latest())
-    os.replace(partial, path)
+    _write_whole(data_dir / METRICS_FILE, generate_latest())
 
 
-def export_if_wanted(data_dir: Path) -> None:
-    """Export if the API process asked since the last export (or none was written yet for it)."""
-    try:
-        asked = (data_dir / WANTED_FILE).stat().st_mtime_ns
-    except FileNotFoundError:
-        return
-    try:
-        if (data_dir / METRICS_FILE).stat().st_mtime_ns > asked:
-            return
-    except FileNotFoundError:
-        pass
-    export(data_dir)
+def export_if_wanted(data_dir: Path) -> bool:
+    """Export the metrics if the API process asked since the last export (or none was written
+    yet for it). True if it asked for chart readings too: answer with ``answer_readings``."""
+    if _asked(data_dir / WANTED_FILE, data_dir / METRICS_FILE):
+        export(data_dir)
+    return _asked(data_dir / READINGS_WANTED_FILE, data_dir / READINGS_FILE)
+
+
+def answer_readings(data_dir: Path, readings: Mapping[str, tuple[float, float]]) -> None:
+    """The chart readings asked for: (events delivered, lag in seconds) per subscription id."""
+    _write_whole(data_dir / READINGS_FILE, orjson.dumps(readings))
 
 
 def exported(data_dir: Path, wait: float = FRESH_WAIT) -> str | None:
     """The delivery process's metrics, exported after this call began if it answers within
     ``wait`` seconds, else its last export; None if it has written none. Blocks: call it in a thread."""
-    wanted, path = data_dir / WANTED_FILE, data_dir / METRICS_FILE
+    text = _fresh(data_dir / WANTED_FILE, data_dir / METRICS_FILE, wait)
+    return None if text is None else text.decode()
+
+
+def chart_readings(data_dir: Path, wait: float = FRESH_WAIT) -> dict[str, tuple[float, float]]:
+    """The delivery process's (events delivered, lag in seconds) per subscription, as fresh as
+    ``exported``'s metrics; empty if it has answered none yet. Blocks: call it in a thread."""
+    data = _fresh(data_dir / READINGS_WANTED_FILE, data_dir / READINGS_FILE, wait)
+    return {sub_id: (delivered, lag) for sub_id, (delivered, lag) in orjson.loads(data).items()} if data else {}
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    partial = path.with_suffix(".tmp")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def _asked(wanted: Path, answer: Path) -> bool:
+    """Whether ``wanted`` was touched since ``answer`` was last written."""
+    try:
+        asked = wanted.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
+    try:
+        return answer.stat().st_mtime_ns <= asked
+    except FileNotFoundError:
+        return True
+
+
+def _fresh(wanted: Path, answer: Path, wait: float) -> bytes | None:
+    """Touch ``wanted``, then read ``answer`` once it is written after that, or after ``wait``
+    seconds whatever it holds; None if there is none."""
     wanted.touch()
     asked = wanted.stat().st_mtime_ns
     deadline = time.monotonic() + wait
     while True:
         try:
-            if path.stat().st_mtime_ns >= asked or time.monotonic() >= deadline:
-                return path.read_text()
+            if answer.stat().st_mtime_ns >= asked or time.monotonic() >= deadline:
+                return answer.read_bytes()
         except FileNotFoundError:
             if time.monotonic() >= deadline:
                 return None
@@ -89,14 +124,3 @@ class _Merged:
             if mine is None or not mine.samples:
                 own[family.name] = family
         yield from own.values()
-
-
-def per_subscription(data_dir: Path, *samples: str) -> dict[str, dict[str, float]]:
-    """The delivery process's fresh value of each of ``samples``, per subscription label. Blocks."""
-    found: dict[str, dict[str, float]] = {sample: {} for sample in samples}
-    text = exported(data_dir)
-    for family in text_string_to_metric_families(text or ""):
-        for s in family.samples:
-            if s.name in found and "subscription" in s.labels:
-                found[s.name][s.labels["subscription"]] = s.value
-    return found

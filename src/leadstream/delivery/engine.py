@@ -205,6 +205,18 @@ class DeliveryEngine:
         sender = self.senders.get(sub_id)
         return sender.live() if sender is not None and self.leases.mine(sub_id) else None
 
+    def chart_readings(self) -> dict[str, tuple[float, float]]:
+        """(events delivered, lag in seconds) of each subscription this node delivers, for the
+        console's charts: from what the senders hold, nothing read from the store."""
+        now = now_ms()
+        readings: dict[str, tuple[float, float]] = {}
+        for sub_id in list(self.senders):
+            live = self.live(sub_id)
+            if live is not None:
+                lag = max(0.0, (now - live.oldest) / 1000) if live.oldest is not None else 0.0
+                readings[sub_id] = (float(live.state.delivered), lag)
+        return readings
+
     async def changed(self, sub_id: str) -> None:
         """Apply what was just asked of ``sub_id``, if this node delivers it; else look now
         whether it should (a new subscription may get its lease here)."""

@@ -37,13 +37,15 @@ async def deliver(settings: Settings, stop: asyncio.Event, ready: int | None = N
     if lock is None:
         return
     try:
-        async with runtime.running(settings, runtime.Role.DELIVERY):
+        async with runtime.running(settings, runtime.Role.DELIVERY) as service:
             if ready is not None:
                 with contextlib.suppress(OSError):  # the server stopped waiting
                     os.write(ready, b"1")
                 os.close(ready)
             while not stop.is_set():  # the API process serves these on its /metrics, and asks for them
-                await asyncio.to_thread(metrics_export.export_if_wanted, settings.data_dir)
+                if await asyncio.to_thread(metrics_export.export_if_wanted, settings.data_dir):
+                    readings = service.delivery.chart_readings() if service.delivery is not None else {}
+                    await asyncio.to_thread(metrics_export.answer_readings, settings.data_dir, readings)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.metrics_export_interval)
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Hashable
 
 from prometheus_client import REGISTRY
@@ -87,25 +86,11 @@ async def readings(runtime: Runtime) -> dict[Hashable, float]:
     subscription this node delivers, events delivered and lag. A few numbers per subscription
     every sampler interval, read from what the senders hold already: no store query, nothing per event."""
     values: dict[Hashable, float] = {("ingested", stream): _ingested(stream) for stream in STREAMS}
-    if runtime.role is Role.API:  # delivery runs in the delivery process: what it last exported
-        exported = await asyncio.to_thread(
-            metrics_export.per_subscription,
-            runtime.settings.data_dir,
-            "leadstream_delivered_events_total",
-            "leadstream_delivery_lag_seconds",
-        )  # (in a thread: parsing a thousand subscriptions' series would hold up ingest)
-        for sub_id, delivered in exported["leadstream_delivered_events_total"].items():
-            values[("delivered", sub_id)] = delivered
-        for sub_id, lag in exported["leadstream_delivery_lag_seconds"].items():
-            values[("lag", sub_id)] = lag
-        return values
-    if runtime.delivery is None:
-        return values
-    now_ms = time.time() * 1000
-    for sub_id in list(runtime.delivery.senders):
-        live = runtime.delivery.live(sub_id)
-        if live is None:
-            continue
-        values[("delivered", sub_id)] = float(live.state.delivered)
-        values[("lag", sub_id)] = max(0.0, (now_ms - live.oldest) / 1000) if live.oldest is not None else 0.0
+    if runtime.role is Role.API:  # delivery runs in the delivery process: it answers when asked
+        per_subscription = await asyncio.to_thread(metrics_export.chart_readings, runtime.settings.data_dir)
+    else:
+        per_subscription = runtime.delivery.chart_readings() if runtime.delivery is not None else {}
+    for sub_id, (delivered, lag) in per_subscription.items():
+        values[("delivered", sub_id)] = delivered
+        values[("lag", sub_id)] = lag
     return values
