@@ -165,13 +165,16 @@ async def test_delivers_in_order_and_follows_admin_changes_made_in_the_api_proce
 SOURCE_ENV = {"LEADSTREAM_SOURCE_FOLLOW_INTERVAL": "0.05", "LEADSTREAM_SOURCE_BACKOFF_BASE": "0.05"}
 
 
-async def test_the_delivery_process_exports_its_metrics_when_asked_and_only_then(tmp_path):
-    # An idle server must not render every subscription's series each second for nobody; a
-    # scrape must still see what was delivered a moment ago.
+async def test_the_delivery_process_renders_its_metrics_for_a_scrape_only_and_answers_the_charts_from_its_senders(
+    tmp_path,
+):
+    # An idle server must not render every subscription's series for nobody: not each second, nor
+    # for each sample of the console's charts, whose few numbers per subscription come as JSON
+    # from the senders. A scrape must still see what was delivered a moment ago.
     data = tmp_path / "data"
-    env = {"LEADSTREAM_METRICS_EXPORT_INTERVAL": "0.02", "LEADSTREAM_CONSOLE_SAMPLE_INTERVAL": "60"}
+    env = {"LEADSTREAM_METRICS_EXPORT_INTERVAL": "0.02", "LEADSTREAM_CONSOLE_SAMPLE_INTERVAL": "0.1"}
     server = await ServerProcess(data, env=env).start()
-    exported = data / metrics_export.METRICS_FILE
+    exported, readings = data / metrics_export.METRICS_FILE, data / metrics_export.READINGS_FILE
     try:
         async with aiohttp.ClientSession() as http, receiver() as endpoint:
             api = Api(http, server)
@@ -180,46 +183,25 @@ async def test_the_delivery_process_exports_its_metrics_when_asked_and_only_then
             async def delivered(n: int) -> bool:
                 return (await api.call("GET", f"/v1/subscriptions/{sub_id}"))["delivered"] >= n
 
+            def charted(n: int) -> bool:
+                answered = orjson.loads(readings.read_bytes()) if readings.exists() else {}
+                return answered.get(sub_id, [0])[0] == n
+
             line = 'leadstream_delivered_events_total{subscription="%s"} %s'
             await api.publish(range(100))
             await wait_until(lambda: delivered(100), timeout=15, what="the first 100 events")
+            await wait_until(lambda: charted(100), timeout=15, what="the chart readings to count 100")
+            assert not exported.exists()  # the charts were answered: nothing rendered for them
             assert await metric(http, server, line % (sub_id, "100.0"))  # fresh at the first ask
-            asked_at, first = asyncio.get_running_loop().time(), exported.stat().st_mtime_ns
+            first = exported.stat().st_mtime_ns
 
             await api.publish(range(100, 200))
             await wait_until(lambda: delivered(200), timeout=15, what="the next 100 events")
-            # at least ten of the delivery process's looks since the last ask (it looks every 20 ms)
-            await asyncio.sleep(max(0.0, asked_at + 0.2 - asyncio.get_running_loop().time()))
-            assert exported.stat().st_mtime_ns == first  # nobody asked: nothing rendered
+            # counted by a later answer: the delivery process has looked for both asks since
+            await wait_until(lambda: charted(200), timeout=15, what="the chart readings to count 200")
+            assert exported.stat().st_mtime_ns == first  # nobody scraped: nothing rendered
             assert await metric(http, server, line % (sub_id, "200.0"))  # asked: fresh again
             assert exported.stat().st_mtime_ns > first
-    finally:
-        server.stop()
-
-
-async def test_the_console_charts_get_their_readings_without_a_metrics_export(tmp_path):
-    # Their few numbers per subscription come as JSON from the senders: rendering and parsing every
-    # subscription's Prometheus series each sample cost an idle server more than the rest it does.
-    data = tmp_path / "data"
-    env = {"LEADSTREAM_METRICS_EXPORT_INTERVAL": "0.02", "LEADSTREAM_CONSOLE_SAMPLE_INTERVAL": "0.1"}
-    server = await ServerProcess(data, env=env).start()
-    readings = data / metrics_export.READINGS_FILE
-    try:
-        async with aiohttp.ClientSession() as http, receiver() as endpoint:
-            api = Api(http, server)
-            sub_id = await api.subscribe(endpoint.url)
-            await api.publish(range(50))
-
-            def charted() -> bool:
-                answered = orjson.loads(readings.read_bytes()) if readings.exists() else {}
-                return answered.get(sub_id, [0])[0] == 50
-
-            await wait_until(charted, timeout=15, what="the chart readings to count the 50 deliveries")
-            answered_at = readings.stat().st_mtime_ns
-            await wait_until(
-                lambda: readings.stat().st_mtime_ns > answered_at, timeout=5, what="the next sample's readings"
-            )
-            assert not (data / metrics_export.METRICS_FILE).exists()  # nobody scraped: never rendered
     finally:
         server.stop()
 

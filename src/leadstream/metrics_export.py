@@ -40,11 +40,14 @@ def export(data_dir: Path) -> None:
     _write_whole(data_dir / METRICS_FILE, generate_latest())
 
 
-def export_if_wanted(data_dir: Path) -> bool:
-    """Export the metrics if the API process asked since the last export (or none was written
-    yet for it). True if it asked for chart readings too: answer with ``answer_readings``."""
+def export_if_wanted(data_dir: Path) -> None:
+    """Export if the API process asked since the last export (or none was written yet for it)."""
     if _asked(data_dir / WANTED_FILE, data_dir / METRICS_FILE):
         export(data_dir)
+
+
+def readings_wanted(data_dir: Path) -> bool:
+    """Whether the console's charts asked since the last ``answer_readings`` (two stats)."""
     return _asked(data_dir / READINGS_WANTED_FILE, data_dir / READINGS_FILE)
 
 

@@ -210,11 +210,11 @@ class DeliveryEngine:
         console's charts: from what the senders hold, nothing read from the store."""
         now = now_ms()
         readings: dict[str, tuple[float, float]] = {}
-        for sub_id in list(self.senders):
-            live = self.live(sub_id)
-            if live is not None:
-                lag = max(0.0, (now - live.oldest) / 1000) if live.oldest is not None else 0.0
-                readings[sub_id] = (float(live.state.delivered), lag)
+        for sub_id, sender in list(self.senders.items()):
+            if self.leases.mine(sub_id):
+                oldest = sender.oldest_held()
+                lag = max(0.0, (now - oldest) / 1000) if oldest is not None else 0.0
+                readings[sub_id] = (float(sender.state.delivered), lag)
         return readings
 
     async def changed(self, sub_id: str) -> None:

@@ -42,10 +42,14 @@ async def deliver(settings: Settings, stop: asyncio.Event, ready: int | None = N
                 with contextlib.suppress(OSError):  # the server stopped waiting
                     os.write(ready, b"1")
                 os.close(ready)
-            while not stop.is_set():  # the API process serves these on its /metrics, and asks for them
-                if await asyncio.to_thread(metrics_export.export_if_wanted, settings.data_dir):
-                    readings = service.delivery.chart_readings() if service.delivery is not None else {}
-                    await asyncio.to_thread(metrics_export.answer_readings, settings.data_dir, readings)
+            delivery = service.delivery
+            assert delivery is not None  # (the delivery role always has its engine)
+            while not stop.is_set():  # the API process serves these on its /metrics and charts, and asks for them
+                await asyncio.to_thread(metrics_export.export_if_wanted, settings.data_dir)
+                if metrics_export.readings_wanted(settings.data_dir):
+                    await asyncio.to_thread(
+                        metrics_export.answer_readings, settings.data_dir, delivery.chart_readings()
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.metrics_export_interval)
     finally:
