@@ -94,9 +94,18 @@ async def test_duplicates_within_a_call_and_across_calls(store: Store) -> None:
     a, b, c = make_event(), make_event(), make_event()
     again_a = make_event(guid=a.id)
     assert await store.append([a, b, again_a]) == [2]
-    assert await store.append([make_event(guid=b.id), c, make_event(guid=c.id)]) == [0, 2]
-    assert again_a.position == 0  # not stored: no position
+    again_b = make_event(guid=b.id)
+    assert await store.append([again_b, c, make_event(guid=c.id)]) == [0, 2]
+    assert again_a.position == again_b.position == 0  # not stored: no position
     assert [e.eventid for e in await read_all(store)] == [a.eventid, b.eventid, c.eventid]
+    # A retried request: those already in the log, wherever they stand, and only those.
+    d, e = make_event(), make_event()
+    assert await store.append([d, make_event(guid=a.id), e, make_event(guid=c.id)]) == [1, 3]
+    stored = await read_all(store)
+    assert [x.eventid for x in stored] == [a.eventid, b.eventid, c.eventid, d.eventid, e.eventid]
+    assert (d.position, e.position) == (stored[3].position, stored[4].position) and d.position < e.position
+    assert await store.append([make_event(guid=d.id), make_event(guid=e.id)]) == [0, 1]
+    assert len(await read_all(store)) == 5
     # The same guid under another tenant is another key.
     assert await store.append([make_event(tenant=OTHER_TENANT, guid=a.id)]) == []
 
