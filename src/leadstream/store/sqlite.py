@@ -599,12 +599,15 @@ class SqliteStore(Store):
             # process's sources): number after the committed head, read under the write lock.
             committed = conn.execute("SELECT value FROM meta WHERE name='last_position'").fetchone()
             self._last = max(self._last, int(committed[0]) if committed else 0)
-            # Numbered as if none were in the log yet (only repeats within the request are known);
-            # the key index finds the others as it inserts them (far cheaper than looking first).
-            duplicates, fresh, position = number_fresh(events, set(), self._last, time.time_ns() // 1_000_000)
+            keys = [e.key for e in events]
+            seen: set[str] = set()
+            for start in range(0, len(keys), 900):
+                part = keys[start : start + 900]
+                marks = ",".join("?" * len(part))
+                seen.update(r[0] for r in conn.execute(f"SELECT key FROM events WHERE key IN ({marks})", part))
+            duplicates, fresh, position = number_fresh(events, seen, self._last, time.time_ns() // 1_000_000)
             if fresh:
-                if _insert_events(conn, fresh) < len(fresh):  # a retry: some keys were in the log
-                    duplicates = _with_stored_before(conn, events, fresh, duplicates)
+                _insert_events(conn, fresh)
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_position', ?)", (position,))
             # Should the commit fail, these positions are skipped, never reused: harmless.
             self._last = position
@@ -1090,17 +1093,13 @@ def _call_counts(conn: sqlite3.Connection, munchkin_id: str, now: float, window:
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
-    # A key already in the log is skipped, not an error (any other constraint still fails the job).
-    values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * rows)
-    return f"INSERT INTO events ({EVENT_COLUMNS}) VALUES {values} ON CONFLICT (key) DO NOTHING"
+    return f"INSERT INTO events ({EVENT_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * rows)
 
 
-def _insert_events(conn: sqlite3.Connection, events: list[Event]) -> int:
+def _insert_events(conn: sqlite3.Connection, events: list[Event]) -> None:
     """Up to INSERT_ROWS rows per statement, in chunks of powers of two (few statements to cache).
     One step per statement instead of one per row: the writer gives up and takes back the GIL
-    once per chunk, which matters while the event loop keeps the GIL busy. Returns how many rows
-    were stored (those whose key was in the log already are not)."""
-    before = conn.total_changes
+    once per chunk, which matters while the event loop keeps the GIL busy."""
     params = list(chain.from_iterable(map(astuple, events)))  # Event's fields are EVENT_COLUMNS, in order
     width = len(params) // len(events)
     done, rows = 0, INSERT_ROWS
@@ -1109,23 +1108,3 @@ def _insert_events(conn: sqlite3.Connection, events: list[Event]) -> int:
             rows //= 2
         conn.execute(_insert_sql(rows), params[done * width : (done + rows) * width])
         done += rows
-    return conn.total_changes - before
-
-
-def _with_stored_before(
-    conn: sqlite3.Connection, events: Sequence[Event], fresh: list[Event], duplicates: list[int]
-) -> list[int]:
-    """``duplicates`` (indexes into ``events``) with the fresh events the key index skipped: no row
-    holds their position, which stays unused (positions may have gaps); like every duplicate they
-    are left without one."""
-    stored = {row[0] for row in conn.execute(
-        "SELECT position FROM events WHERE position BETWEEN ? AND ?", (fresh[0].position, fresh[-1].position)
-    )}  # fmt: skip
-    repeated = set(duplicates)
-    fresh_indexes = (index for index in range(len(events)) if index not in repeated)  # in the order of `fresh`
-    skipped = []
-    for index, event in zip(fresh_indexes, fresh):
-        if event.position not in stored:
-            skipped.append(index)
-            event.position = event.ingested_at = 0
-    return sorted(duplicates + skipped)
