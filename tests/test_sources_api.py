@@ -74,6 +74,8 @@ BAD = [
     ({"munchkinId": "123-abc-456"}, "munchkinId", "not a Munchkin ID"),
     ({"activityTypes": [1, "Attend Nonexistent Webinar"]}, "activityTypes[1]", "not the name of an activity type"),
     ({"activityTypes": [99999]}, "activityTypes[0]", "not an activity type"),
+    ({"activityTypes": [1, 2**73]}, "activityTypes[1]", "positive 64-bit integer"),  # not a 500 (the fuzzer's find)
+    ({"activityTypes": [-5]}, "activityTypes[0]", "positive 64-bit integer"),
     ({"activityTypes": []}, "activityTypes", "at least one"),
     ({"quotaShare": 0}, "quotaShare", "(0, 1]"),
     ({"quotaShare": 1.5}, "quotaShare", "(0, 1]"),

@@ -16,6 +16,7 @@ from typing import Any
 from leadstream.errors import CatalogError
 
 CUSTOM_ACTIVITY_MIN_ID = 100_000
+MAX_TYPE_ID = 2**63 - 1  # activity type ids are the store's integers
 CE_PREFIX = "com.adobe.platform.marketo"
 
 
@@ -115,7 +116,7 @@ def parse_activity_type(raw: Any, where: str = "result") -> ActivityType:
     if not isinstance(raw, dict):
         raise CatalogError(f"{where}: expected an object, got {raw!r}")
     type_id, name = raw.get("id"), raw.get("name")
-    if not isinstance(type_id, int) or isinstance(type_id, bool) or not 0 < type_id < 2**63:  # the store's integers
+    if not isinstance(type_id, int) or isinstance(type_id, bool) or not 0 < type_id <= MAX_TYPE_ID:
         raise CatalogError(f"{where}.id: expected a positive 64-bit integer, got {type_id!r}")
     if not isinstance(name, str) or not name.strip():
         raise CatalogError(f"{where}.name: expected a non-empty string, got {name!r}")

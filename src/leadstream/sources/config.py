@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from leadstream.catalog import Catalog
-from leadstream.catalog.model import CUSTOM_ACTIVITY_MIN_ID
+from leadstream.catalog.model import CUSTOM_ACTIVITY_MIN_ID, MAX_TYPE_ID
 from leadstream.clock import rfc3339
 from leadstream.errors import Invalid, describe_invalid, every_invalid, invalid_fields
 from leadstream.security.guard import GuardPolicy
@@ -209,7 +209,9 @@ def resolve_types(wanted: list[int | str], catalog: Catalog, munchkin_id: str) -
     for i, entry in enumerate(wanted):
         field = f"activityTypes[{i}]"
         if isinstance(entry, int):
-            if catalog.activity_type(munchkin_id, entry) is None and entry < CUSTOM_ACTIVITY_MIN_ID:
+            if not 0 < entry <= MAX_TYPE_ID:
+                problems.append((field, f"{field}: {entry} is not an activity type id (a positive 64-bit integer)"))
+            elif catalog.activity_type(munchkin_id, entry) is None and entry < CUSTOM_ACTIVITY_MIN_ID:
                 problems.append((field, f"{field}: {entry} is not an activity type"))
             ids.append(entry)
             continue
