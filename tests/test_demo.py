@@ -38,7 +38,8 @@ def test_demo_runs_and_loses_nothing():
 
 
 def test_ctrl_c_stops_publishing_drains_and_runs_the_same_check(tmp_path):
-    env = {**os.environ, "COLUMNS": "120", "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}  # its words reach us, should it hang
+    # Unbuffered: should it hang, what it printed reaches the failure message.
+    env = {**os.environ, "COLUMNS": "120", "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     env.pop("LEADSTREAM_ADMIN_KEY", None)
     demo = subprocess.Popen(
         [sys.executable, "-m", "leadstream.cli", "demo", "--duration", "120", "--rate", "150"],
