@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 
@@ -47,7 +48,7 @@ def test_ctrl_c_stops_publishing_drains_and_runs_the_same_check(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        start_new_session=True,  # its own process group: a demo killed below takes its server with it
+        start_new_session=True,  # its own process group, killed as one below
     )
     try:
         deadline = time.monotonic() + 60
@@ -62,8 +63,12 @@ def test_ctrl_c_stops_publishing_drains_and_runs_the_same_check(tmp_path):
             out, _ = demo.communicate()
             pytest.fail("the demo had not finished 90 s after Ctrl-C; it printed: " + " ".join(out.split())[-3000:])
     finally:
-        with contextlib.suppress(ProcessLookupError):  # the server and its children too, should any be left
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(demo.pid, signal.SIGKILL)
+        for left in psutil.process_iter(["cmdline"]):  # its server runs in a session of its own
+            if str(tmp_path) in " ".join(left.info["cmdline"] or []):
+                with contextlib.suppress(psutil.Error):
+                    left.kill()
     out = " ".join(out.split())
     assert demo.returncode == 0, out[-3000:]
     assert "interrupted: stopped publishing, drained, checking" in out
