@@ -49,6 +49,9 @@ def test_ctrl_c_stops_publishing_drains_and_runs_the_same_check(tmp_path):
         text=True,
         env=env,
         start_new_session=True,  # its own process group, killed as one below
+        # As from a terminal: a test run started in the background (`nohup … &`) ignores SIGINT,
+        # and a process that starts ignoring it never sees Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60
