@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -62,18 +63,24 @@ def test_ctrl_c_stops_publishing_drains_and_runs_the_same_check(tmp_path):
         try:
             out, _ = demo.communicate(timeout=90)
         except subprocess.TimeoutExpired:
-            os.killpg(demo.pid, signal.SIGKILL)
+            kill_everything(demo, tmp_path)
             out, _ = demo.communicate()
             pytest.fail("the demo had not finished 90 s after Ctrl-C; it printed: " + " ".join(out.split())[-3000:])
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(demo.pid, signal.SIGKILL)
-        for left in psutil.process_iter(["cmdline"]):  # its server runs in a session of its own
-            if str(tmp_path) in " ".join(left.info["cmdline"] or []):
-                with contextlib.suppress(psutil.Error):
-                    left.kill()
+        kill_everything(demo, tmp_path)
     out = " ".join(out.split())
     assert demo.returncode == 0, out[-3000:]
     assert "interrupted: stopped publishing, drained, checking" in out
     assert "every published event reached each matching subscription, in order, none lost" in out
     assert not list(tmp_path.glob("leadstream-demo-*"))  # and cleaned up after itself
+
+
+def kill_everything(demo: subprocess.Popen[str], tmp_path: Path) -> None:
+    """The demo's process group, and its server, which runs in a session of its own (nothing is
+    left running should the demo have hung or failed)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(demo.pid, signal.SIGKILL)
+    for left in psutil.process_iter(["cmdline"]):
+        if str(tmp_path) in " ".join(left.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                left.kill()
